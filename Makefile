@@ -1,0 +1,32 @@
+# stembeam: `make demo` and `make test` do all set-up on a fresh clone.
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+STAMP     := $(VENV)/.stembeam-installed
+SHARED    ?= $(abspath ../shared)
+# The official checkpoints shipped beside the repo; nothing is downloaded by make targets.
+export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
+export STEMBEAM_NO_DOWNLOAD ?= 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-slow bench install clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py constraints.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[evaluate,test]"
+	command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/stembeam separate -p spleeter:2stems -o demo_output examples/audio_example.mp3
+	@ls -l demo_output/audio_example
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PYTHON) -m pytest -q -m slow tests
+
+clean:
+	rm -rf demo_output .pytest_cache

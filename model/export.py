@@ -1,0 +1,72 @@
+"""Export a separator: ``model.keras`` (Beam's TFModelHandler), a TF SavedModel, ``stembeam.json``.
+
+SavedModel signatures:
+- ``serving_default``: ``waveform [n, 2]`` float32 at 44.1 kHz -> one ``[n, 2]`` output per
+  instrument (Spleeter's graph: STFT, U-nets, ratio masks, inverse STFT), for TF Serving.
+- ``spectrogram``: ``mix_spectrogram [B, T, F, 2]`` -> ``source_spectrograms [B, T, F, 2, S]``.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from model import spectral
+from model.config import ModelConfig
+from model.load import CONFIG_FILE, KERAS_FILE
+
+SAVED_MODEL_DIR = "saved_model"
+
+
+def _hann(frame_length, dtype):
+    return tf.signal.hann_window(frame_length, periodic=True, dtype=dtype)
+
+
+def waveform_separator(model: keras.Model, config: ModelConfig):
+    """A tf.function ``waveform [n, 2] -> {instrument: [n, 2]}`` doing the graph's soft-mask separation."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, config.n_channels], tf.float32, name="waveform")])
+    def separate(waveform):
+        n = tf.shape(waveform)[0]
+        stft = tf.signal.stft(tf.transpose(waveform), config.frame_length, config.frame_step, window_fn=_hann, pad_end=True)
+        stft = tf.transpose(stft, [1, 2, 0])  # [frames, bins, channels]
+        frames = tf.shape(stft)[0]
+        pad = tf.math.floormod(config.T - tf.math.floormod(frames, config.T), config.T)
+        magnitude = tf.pad(tf.abs(stft)[:, : config.F, :], [[0, pad], [0, 0], [0, 0]])
+        segments = tf.reshape(magnitude, [-1, config.T, config.F, config.n_channels])
+        sources = model(segments, training=False)
+        sources = tf.reshape(sources, [-1, config.F, config.n_channels, len(config.instruments)])[:frames]
+        powered = sources**config.separation_exponent
+        total = tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON
+        masks = (powered + spectral.EPSILON / len(config.instruments)) / total
+        masks = tf.pad(masks, [[0, 0], [0, config.n_bins - config.F], [0, 0], [0, 0]])
+        outputs = {}
+        for k, name in enumerate(config.instruments):
+            masked = stft * tf.cast(masks[..., k], tf.complex64)
+            wave = tf.signal.inverse_stft(tf.transpose(masked, [2, 0, 1]), config.frame_length, config.frame_step, window_fn=_hann)
+            outputs[name] = tf.transpose(wave * spectral.WINDOW_COMPENSATION_FACTOR)[:n]
+        return outputs
+
+    return separate
+
+
+def export_model(model: keras.Model, config: ModelConfig, directory: str) -> str:
+    """Write ``model.keras``, ``saved_model/`` and ``stembeam.json`` into ``directory``."""
+    tf.io.gfile.makedirs(directory)
+    model.save(os.path.join(directory, KERAS_FILE))
+    module = tf.Module()
+    module.model = model
+    module.separate = waveform_separator(model, config)
+    module.spectrogram = tf.function(
+        lambda x: {"source_spectrograms": model(x, training=False)},
+        input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32, name="mix_spectrogram")],
+    )
+    tf.saved_model.save(
+        module,
+        os.path.join(directory, SAVED_MODEL_DIR),
+        signatures={"serving_default": module.separate, "spectrogram": module.spectrogram},
+    )
+    with tf.io.gfile.GFile(os.path.join(directory, CONFIG_FILE), "w") as handle:
+        handle.write(config.to_json())
+    return directory

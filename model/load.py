@@ -1,0 +1,46 @@
+"""Build a ready-to-run Keras separator from a model folder."""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from model import checkpoint
+from model.config import CONFIGS, ModelConfig, get_config
+from model.resolve import resolve_model_dir
+from model.unet import build_model
+
+CONFIG_FILE = "stembeam.json"
+KERAS_FILE = "model.keras"
+
+
+def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
+    """The folder's ``stembeam.json``, else the official config named or implied by its variables."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as handle:
+            return ModelConfig.from_json(handle.read())
+    if name and (name in CONFIGS or f"spleeter:{name}" in CONFIGS):
+        return get_config(name)
+    # An official checkpoint folder: each U-net owns 7 convolutions.
+    n_convs = sum(1 for v in checkpoint.checkpoint_variables(checkpoint.checkpoint_prefix(model_dir)) if v.endswith("/kernel") and v.startswith("conv2d") and "transpose" not in v)
+    return get_config(f"{n_convs // 7}stems")
+
+
+def load_model(name: str, model_dir: str | None = None):
+    """``(config, keras.Model)`` for a model name or folder (see model.resolve)."""
+    folder = resolve_model_dir(name, model_dir)
+    config = config_for_dir(folder, name if ":" in name else None)
+    keras_path = os.path.join(folder, KERAS_FILE)
+    if tf.io.gfile.exists(keras_path):
+        return config, keras.models.load_model(keras_path, compile=False)
+    model = build_model(config)
+    checkpoint.load_official_checkpoint(model, checkpoint.checkpoint_prefix(folder))
+    return config, model
+
+
+def predictor(model: keras.Model):
+    """A compiled ``[B, T, F, 2] -> [B, T, F, 2, S]`` inference function."""
+    function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda batch: function(tf.convert_to_tensor(batch)).numpy()

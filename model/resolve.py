@@ -1,0 +1,109 @@
+"""Find a model folder for a name like ``spleeter:2stems`` or a path.
+
+Order: an explicit folder, ``$STEMBEAM_MODEL_PATH/<2stems>``, the local cache
+(``$STEMBEAM_CACHE``, default ``~/.cache/stembeam/models``), then the official
+release download (verified by sha256). Set ``STEMBEAM_NO_DOWNLOAD=1`` to forbid
+the download; the error then names every place that was looked at.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from typing import List
+
+import tensorflow as tf
+
+RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0/{name}.tar.gz"
+# sha256 of each official release's model.data-00000-of-00001
+OFFICIAL_DATA_SHA256 = {
+    "2stems": "7747f9fd2c782306dbec1504360fbb645a097a48446f23486c3ff9c89bc11788",
+    "4stems": "3823e0ef50835cca3907c386dc9667a6a9af77b40a20c3ab845a8d6c9592255d",
+    "5stems": "aace47a9eacc62e6fda823cee92ba45375b48e65b7c69713b91a7fa9d87ae920",
+}
+DATA_FILE = "model.data-00000-of-00001"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model folder found; the message lists every place looked at."""
+
+
+def cache_dir() -> str:
+    return os.environ.get("STEMBEAM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "stembeam", "models"))
+
+
+def is_model_dir(path: str) -> bool:
+    """A folder holding a stembeam export or a TF checkpoint with weights."""
+    if not tf.io.gfile.isdir(path):
+        return False
+    names = set(tf.io.gfile.listdir(path))
+    return "model.keras" in names or any(n.endswith(".index") for n in names) and any(".data-" in n for n in names)
+
+
+def _short_name(name: str) -> str:
+    return name.split(":", 1)[1] if name.startswith("spleeter:") else name
+
+
+def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | None = None) -> str:
+    """Folder of the model ``name`` (``spleeter:2stems``, ``2stems`` or a path), see module doc."""
+    looked: List[str] = []
+    for candidate in (model_dir, name if ("/" in name or name.startswith(".")) else None):
+        if candidate:
+            if is_model_dir(candidate):
+                return candidate
+            looked.append(f"{candidate} (given path)")
+    short = _short_name(name)
+    env_root = os.environ.get("STEMBEAM_MODEL_PATH")
+    if env_root:
+        candidate = os.path.join(env_root, short)
+        if is_model_dir(candidate):
+            return candidate
+        looked.append(f"{candidate} ($STEMBEAM_MODEL_PATH)")
+    else:
+        looked.append("$STEMBEAM_MODEL_PATH (not set)")
+    cached = os.path.join(cache_dir(), short)
+    if is_model_dir(cached):
+        return cached
+    looked.append(f"{cached} (cache)")
+    if download is None:
+        download = os.environ.get("STEMBEAM_NO_DOWNLOAD", "") in ("", "0")
+    if short in OFFICIAL_DATA_SHA256:
+        url = RELEASE_URL.format(name=short)
+        if download:
+            try:
+                return download_official(short, cached)
+            except Exception as error:  # noqa: BLE001 - reported with every other place
+                looked.append(f"{url} (download failed: {error})")
+        else:
+            looked.append(f"{url} (download disabled by STEMBEAM_NO_DOWNLOAD)")
+    raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked))
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_official(short: str, destination: str) -> str:
+    """Download and unpack an official release into ``destination``, checking the weights' sha256."""
+    url = RELEASE_URL.format(name=short)
+    parent = os.path.dirname(destination)
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        archive = os.path.join(tmp, "model.tar.gz")
+        with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as out:
+            shutil.copyfileobj(response, out)
+        unpacked = os.path.join(tmp, short)
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacked, filter="data")
+        digest = sha256_of(os.path.join(unpacked, DATA_FILE))
+        if digest != OFFICIAL_DATA_SHA256[short]:
+            raise ValueError(f"sha256 mismatch for {url}: got {digest}")
+        os.replace(unpacked, destination)
+    return destination

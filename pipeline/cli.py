@@ -1,0 +1,88 @@
+"""The ``stembeam`` command: ``separate``, ``pipeline``, ``export``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _separate(args) -> int:
+    from pipeline.separate import separate_files
+
+    errors = separate_files(
+        args.files,
+        args.output_path,
+        model=args.params_filename,
+        model_dir=args.model_dir,
+        codec=args.codec,
+        bitrate=args.bitrate,
+        filename_format=args.filename_format,
+        offset=args.offset,
+        duration=args.duration,
+        mwf=args.mwf,
+        progress=not args.no_progress,
+    )
+    done = len(args.files) - len(errors)
+    print(f"separated {done} of {len(args.files)} files into {args.output_path}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _export(args) -> int:
+    from model.export import export_model
+    from model.load import load_model
+
+    config, model = load_model(args.params_filename, args.model_dir)
+    export_model(model, config, args.output_path)
+    print(f"exported {config.name} to {args.output_path}", file=sys.stderr)
+    return 0
+
+
+def _pipeline(argv) -> int:
+    from pipeline.corpus import run
+
+    return run(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.audio import CODECS
+    from pipeline.separate import DEFAULT_FILENAME_FORMAT
+
+    parser = argparse.ArgumentParser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sep = commands.add_parser("separate", help="separate audio files (Spleeter-compatible)")
+    sep.add_argument("files", nargs="+", metavar="FILE")
+    sep.add_argument("-p", "--params_filename", "--model", default="spleeter:2stems", help="model name or folder (default: spleeter:2stems)")
+    sep.add_argument("--model-dir", default=None, help="folder holding the model (overrides the name's lookup)")
+    sep.add_argument("-o", "--output_path", default="separated_audio", help="output folder")
+    sep.add_argument("-c", "--codec", default="wav", choices=sorted(CODECS))
+    sep.add_argument("-b", "--bitrate", default="128k")
+    sep.add_argument("-f", "--filename_format", default=DEFAULT_FILENAME_FORMAT, help="keys: {filename} {instrument} {codec} {foldername}")
+    sep.add_argument("-s", "--offset", type=float, default=0.0, help="start offset in seconds")
+    sep.add_argument("-d", "--duration", type=float, default=None, help="seconds to separate (default: the whole file)")
+    sep.add_argument("--mwf", action="store_true", help="multichannel Wiener filtering (norbert)")
+    sep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sep.set_defaults(handler=_separate)
+
+    exp = commands.add_parser("export", help="export a model as model.keras + SavedModel")
+    exp.add_argument("-p", "--params_filename", "--model", default="spleeter:2stems")
+    exp.add_argument("--model-dir", default=None)
+    exp.add_argument("-o", "--output_path", required=True)
+    exp.set_defaults(handler=_export)
+
+    commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "pipeline":
+        return _pipeline(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""``stembeam separate``: Spleeter-compatible separation of single files, in one process."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import List, Sequence
+
+from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
+from model.load import load_model, predictor
+from model.separation import separate_waveform
+
+LOGGER = logging.getLogger("stembeam.separate")
+DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
+
+
+def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, filename_format: str) -> str:
+    """Where a stem goes; refuses formats that would leave ``output_dir``."""
+    name = os.path.splitext(os.path.basename(audio_path))[0]
+    relative = filename_format.format(
+        filename=name,
+        instrument=instrument,
+        codec=CODECS[codec][0],
+        foldername=os.path.basename(os.path.dirname(os.path.abspath(audio_path))),
+    )
+    root = os.path.abspath(output_dir)
+    path = os.path.abspath(os.path.join(root, relative))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{audio_path}: output name {relative!r} leaves {output_dir}")
+    return path
+
+
+def separate_files(
+    files: Sequence[str],
+    output_dir: str,
+    model: str = "spleeter:2stems",
+    model_dir: str | None = None,
+    codec: str = "wav",
+    bitrate: str = "128k",
+    filename_format: str = DEFAULT_FILENAME_FORMAT,
+    offset: float = 0.0,
+    duration: float | None = None,
+    mwf: bool = False,
+    progress: bool = True,
+) -> List[str]:
+    """Separate each file into ``output_dir``; returns one error line per file that failed."""
+    config, keras_model = load_model(model, model_dir)
+    predict = predictor(keras_model)
+    errors: List[str] = []
+    iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
+    if progress and len(files) > 1:
+        from tqdm import tqdm
+
+        iterator = tqdm(files, unit="file", file=sys.stderr)
+        report = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - keeps the bar intact
+    for path in iterator:
+        try:
+            waveform = load_audio(path, config.sample_rate, offset, duration)
+            stems = separate_waveform(waveform, predict, config, mwf=mwf)
+            for instrument, signal in stems.items():
+                target = stem_path(output_dir, path, instrument, codec, filename_format)
+                write_audio(target, signal, config.sample_rate, codec, bitrate)
+        except (AudioDecodeError, ValueError, OSError) as error:
+            message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+            errors.append(message)
+            report(f"error: {message}")
+    return errors

@@ -1,0 +1,27 @@
+"""stembeam: music source separation (Spleeter models) as an Apache Beam batch pipeline."""
+from setuptools import find_packages, setup
+
+setup(
+    name="stembeam",
+    version="0.1.0",
+    description="Music source separation with Spleeter's U-nets as an Apache Beam pipeline",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "launch", "launch.*"]),
+    install_requires=[
+        "apache-beam[gcp]==2.72.0",
+        "tensorflow==2.17.1",
+        "tensorflow-io==0.37.1",
+        "tensorflow-hub==0.16.1",
+        "keras>=3.2,<4",
+        "numpy<2",
+        "protobuf<5",
+        "norbert>=0.2.1",
+        "google-cloud-storage<3",
+        "pyarrow",
+        "tqdm",
+    ],
+    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest"]},
+    entry_points={"console_scripts": ["stembeam=pipeline.cli:main"]},
+)

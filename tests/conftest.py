@@ -1,0 +1,70 @@
+"""Shared fixtures: ../shared reference data, the official graph, the loaded 2-stems model."""
+from __future__ import annotations
+
+import os
+import wave
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("STEMBEAM_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+MODELS = os.path.join(SHARED, "models", "spleeter")
+AUDIO = os.path.join(SHARED, "audio")
+EXAMPLE = os.path.join(AUDIO, "spleeter-example", "audio_example.mp3")
+CC0 = os.path.join(AUDIO, "cc0-multitrack")
+CC0_SONGS = ["1.Hydrogen", "2.Lithium", "3.Sodium"]
+
+os.environ.setdefault("STEMBEAM_MODEL_PATH", MODELS)
+os.environ["STEMBEAM_NO_DOWNLOAD"] = "1"
+
+needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference data not found at {SHARED}")
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """10 log10(|ref|^2 / |ref - est|^2)."""
+    reference = reference.astype(np.float64)
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def read_wav(path: str) -> np.ndarray:
+    """16-bit PCM wav -> [samples, channels] float32."""
+    with wave.open(path) as handle:
+        data = np.frombuffer(handle.readframes(handle.getnframes()), "<i2")
+        return data.reshape(-1, handle.getnchannels()).astype(np.float32) / 32768.0
+
+
+@pytest.fixture(scope="session")
+def official_graph():
+    from tests.reference_graph import OfficialGraph
+
+    if not os.path.isdir(MODELS):
+        pytest.skip(f"reference data not found at {SHARED}")
+    return OfficialGraph(os.path.join(MODELS, "2stems"))
+
+
+@pytest.fixture(scope="session")
+def two_stems():
+    """``(config, predict)`` of the official 2-stems model loaded into Keras."""
+    from model.load import load_model, predictor
+
+    if not os.path.isdir(MODELS):
+        pytest.skip(f"reference data not found at {SHARED}")
+    config, model = load_model("spleeter:2stems")
+    return config, predictor(model)
+
+
+@pytest.fixture(scope="session")
+def decoded():
+    """Cache of decoded reference audio: ``decoded(path) -> [n, 2]``."""
+    from model.audio import load_audio
+
+    cache = {}
+
+    def get(path):
+        if path not in cache:
+            cache[path] = load_audio(path)
+        return cache[path]
+
+    return get

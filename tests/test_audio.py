@@ -1,0 +1,76 @@
+"""Decoding to 44.1 kHz stereo float32 and atomic writing in every codec."""
+import os
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+
+from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
+from tests.conftest import EXAMPLE, read_wav
+
+
+def _tone(seconds=1.0, rate=44100, channels=2, freq=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return np.stack([0.5 * np.sin(2 * np.pi * freq * (c + 1) * t) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def _ffmpeg_write(path, waveform, rate, layout_args=()):
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate), "-ac", str(waveform.shape[1]), "-i", "pipe:0", *layout_args, str(path)],
+        input=waveform.tobytes(), check=True,
+    )
+
+
+def test_wav_round_trip_is_byte_exact(tmp_path):
+    pcm = np.random.default_rng(0).integers(-32768, 32767, (1000, 2), dtype=np.int16)
+    path = tmp_path / "x.wav"
+    write_audio(str(path), pcm.astype(np.float32) / 32768.0)
+    with wave.open(str(path)) as handle:
+        assert handle.getframerate() == 44100 and handle.getnchannels() == 2
+        assert handle.readframes(1000) == pcm.astype("<i2").tobytes()
+    np.testing.assert_array_equal(load_audio(str(path)), pcm.astype(np.float32) / 32768.0)
+    assert [n for n in os.listdir(tmp_path)] == ["x.wav"]  # no temporary left
+
+
+def test_mono_is_duplicated_and_rates_resampled(tmp_path):
+    mono = tmp_path / "mono.wav"
+    _ffmpeg_write(mono, _tone(channels=1), 44100)
+    out = load_audio(str(mono))
+    assert out.shape == (44100, 2)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    low = tmp_path / "low.wav"
+    _ffmpeg_write(low, _tone(rate=22050), 22050)
+    out = load_audio(str(low))
+    assert abs(out.shape[0] - 44100) <= 64
+    spectrum = np.abs(np.fft.rfft(out[4000:40000, 0]))
+    assert abs(np.argmax(spectrum) * 44100 / 36000 - 440) < 3  # still a 440 Hz tone
+
+
+def test_surround_is_downmixed_to_stereo(tmp_path):
+    path = tmp_path / "surround.flac"
+    _ffmpeg_write(path, _tone(channels=6), 44100, ["-channel_layout", "5.1"])
+    out = load_audio(str(path))
+    assert out.shape == (44100, 2) and np.abs(out).max() > 0.1
+
+
+def test_offset_and_duration(tmp_path):
+    full = load_audio(EXAMPLE)
+    part = load_audio(EXAMPLE, offset=2.0, duration=3.0)
+    assert part.shape == (3 * 44100, 2)
+    np.testing.assert_allclose(part, full[2 * 44100 : 5 * 44100], atol=1e-6)
+
+
+@pytest.mark.parametrize("codec", sorted(set(CODECS) - {"wav"}))
+def test_codecs_write_decodable_files(tmp_path, codec):
+    tone = _tone(2.0)
+    path = tmp_path / f"tone.{CODECS[codec][0]}"
+    write_audio(str(path), tone, codec=codec)
+    back = load_audio(str(path))
+    assert abs(back.shape[0] - tone.shape[0]) < 4096  # codec priming / padding
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_directory_is_refused(tmp_path):
+    with pytest.raises(AudioDecodeError, match="is a directory"):
+        load_audio(str(tmp_path))
