@@ -19,8 +19,8 @@ $(STAMP): setup.py constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/stembeam separate -p spleeter:2stems -o demo_output examples/audio_example.mp3
-	@ls -l demo_output/audio_example
+	$(VENV)/bin/stembeam pipeline --manifest examples/manifest.csv --output demo_output --runner DirectRunner
+	@find demo_output/stems demo_output/metadata -type f | sort
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow" tests

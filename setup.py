@@ -21,6 +21,8 @@ setup(
         "google-cloud-storage<3",
         "pyarrow",
         "tqdm",
+        # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
+        "setuptools<81",
     ],
     extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest"]},
     entry_points={"console_scripts": ["stembeam=pipeline.cli:main"]},

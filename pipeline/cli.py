@@ -77,11 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from model.resolve import ModelNotFoundError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "pipeline":
-        return _pipeline(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        if argv and argv[0] == "pipeline":
+            return _pipeline(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except ModelNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

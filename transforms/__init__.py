@@ -1,0 +1,1 @@
+"""Reusable Beam PTransforms and DoFns of the separation pipeline."""

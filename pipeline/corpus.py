@@ -1,0 +1,113 @@
+"""The corpus job: manifest -> decode -> chunk -> RunInference -> regroup -> mask/Wiener -> stems + Parquet."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from model.audio import CODECS
+from pipeline import __version__
+from pipeline.options import StembeamOptions
+from transforms import storage
+from transforms.audio import DONE, DecodeAndChunk
+from transforms.inference import SeparateChunks
+from transforms.manifest import ReadManifest
+from transforms.regroup import RegroupTracks
+from transforms.write import ToErrorRows, WriteMetadata, WriteStems, rows_from_json
+
+LOGGER = logging.getLogger("stembeam.pipeline")
+KERAS_FILE = "model.keras"
+
+
+def prepare_model(model: str, model_dir: str | None, output: str):
+    """``(config, model.keras uri)``: the folder's own file, else an export under ``{output}/_model/``."""
+    from model.load import config_for_dir, load_model
+    from model.resolve import resolve_model_dir
+
+    folder = resolve_model_dir(model, model_dir)
+    config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
+    keras_uri = storage.join(folder, KERAS_FILE)
+    if FileSystems.exists(keras_uri):
+        return config, keras_uri
+    _, keras_model = load_model(model, model_dir)
+    target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, KERAS_FILE)
+        keras_model.save(local)
+        if storage.is_local(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        storage.put_file(local, target)
+    return config, target
+
+
+def clear_metadata(output: str) -> None:
+    """metadata/ describes the latest run over the whole manifest: drop the previous run's files."""
+    pattern = storage.join(output, "metadata", "tracks*.parquet")
+    found = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    if found:
+        FileSystems.delete(found)
+
+
+def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
+    """Wire the named transforms of the corpus job into ``pipeline``."""
+    model_name, codec = options.model, options.codec
+    manifest = pipeline | "ReadManifest" >> ReadManifest(options.manifest, options.limit)
+    decoded = manifest["tracks"] | "DecodeAndChunk" >> beam.ParDo(
+        DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing)
+    ).with_outputs("errors", DONE, main="chunks")
+    parts = decoded.chunks | "Separate" >> SeparateChunks(config, keras_uri, options.batch_size, options.mwf)
+    grouped = parts | "Regroup" >> RegroupTracks(config, options.mwf)
+    written = grouped.stems | "WriteStems" >> beam.ParDo(
+        WriteStems(options.output, model_name, codec, options.bitrate, config.sample_rate, __version__)
+    )
+    previous = decoded[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
+    failures = (
+        (manifest["errors"], decoded.errors, grouped.errors)
+        | "AllFailures" >> beam.Flatten()
+        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__))
+    )
+    (written, previous, failures) | "AllRows" >> beam.Flatten() | "WriteMetadata" >> WriteMetadata(options.output)
+
+
+def summary(result) -> dict:
+    """The job's counters: tracks_ok, tracks_failed, tracks_skipped, audio_seconds_separated, chunks_inferred."""
+    counts = {name: 0 for name in ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")}
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
+            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return counts
+
+
+def run(argv=None) -> int:
+    """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    options = PipelineOptions(argv)
+    job = options.view_as(StembeamOptions)
+    if job.codec not in CODECS:
+        raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+    options.view_as(SetupOptions).save_main_session = False
+    config, keras_uri = prepare_model(job.model, job.model_dir, job.output)
+    clear_metadata(job.output)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, job, config, keras_uri)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = summary(result)
+    line = (
+        f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
+        f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
+        f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
+    )
+    LOGGER.info(line)
+    print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

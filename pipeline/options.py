@@ -1,0 +1,17 @@
+"""StembeamOptions: the corpus job's options, next to every Beam option."""
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class StembeamOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--manifest", required=True, help="CSV / JSONL / Parquet manifest (local or gs://)")
+        parser.add_argument("--output", required=True, help="output root: stems/, metadata/ (local or gs://)")
+        parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
+        parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
+        parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")
+        parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
+        parser.add_argument("--bitrate", default="128k")
+        parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
+        parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
+        parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")

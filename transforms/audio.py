@@ -1,0 +1,71 @@
+"""DecodeAndChunk: a Track -> its T-frame segments, or an error, or (already done) its stored rows."""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from model.audio import AudioDecodeError, load_audio
+from model.config import ModelConfig
+from model.separation import segment_count, segment_waveform
+from transforms import storage
+from transforms.records import Chunk, Track
+
+ERRORS = "errors"
+DONE = "done"
+MARKER = ".stembeam.json"
+
+
+def track_folder(output: str, track: Track) -> str:
+    return storage.join(output, "stems", track.folder_name)
+
+
+def marker_uri(output: str, track: Track) -> str:
+    """The file written last for a finished track: its metadata rows as JSON."""
+    return storage.join(track_folder(output, track), MARKER)
+
+
+class DecodeAndChunk(beam.DoFn):
+    """Track -> Chunk per segment; tagged ``errors`` ``(track_id, uri, reason)``; tagged
+    ``done``: stored metadata rows of tracks a previous run finished (same model and codec)."""
+
+    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, skip_existing: bool = True):
+        self._config = config
+        self._output = output
+        self._model_name = model_name
+        self._codec = codec
+        self._skip_existing = skip_existing
+        self._skipped = Metrics.counter("stembeam", "tracks_skipped")
+
+    def _finished_rows(self, track: Track):
+        uri = marker_uri(self._output, track)
+        if not self._skip_existing or not FileSystems.exists(uri):
+            return None
+        stored = json.loads(storage.read_bytes(uri))
+        if stored.get("model") != self._model_name or stored.get("codec") != self._codec or stored.get("source_uri") != track.source_uri:
+            return None
+        return stored["rows"]
+
+    def process(self, track: Track):
+        try:
+            rows = self._finished_rows(track)
+        except Exception:  # noqa: BLE001 - an unreadable marker means: do the track again
+            rows = None
+        if rows is not None:
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(DONE, rows)
+            return
+        try:
+            with storage.local_copy(track.source_uri) as path:
+                waveform = load_audio(path, self._config.sample_rate, track.offset, track.duration)
+        except AudioDecodeError as error:
+            yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
+            return
+        except Exception as error:  # noqa: BLE001 - any unreadable input is a row, not a crash
+            yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {type(error).__name__}: {error}"))
+            return
+        count = segment_count(waveform.shape[0], self._config)
+        for index in range(count):
+            yield Chunk(track, index, count, waveform.shape[0], segment_waveform(waveform, index, self._config))

@@ -1,0 +1,106 @@
+"""Elements that flow between the pipeline's transforms, and the metadata schema."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import os
+import re
+import unicodedata
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+METADATA_SCHEMA = pa.schema(
+    [
+        ("track_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("stem", pa.string()),
+        ("stem_uri", pa.string()),
+        ("model", pa.string()),
+        ("codec", pa.string()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("rms", pa.float64()),
+        ("peak", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("pipeline_version", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One manifest row to separate."""
+
+    track_id: str
+    source_uri: str
+    offset: float = 0.0
+    duration: Optional[float] = None
+    row: int = 0
+
+    @property
+    def folder_name(self) -> str:
+        """The track's folder under ``stems/``: the id made safe as one path component."""
+        return safe_component(self.track_id)
+
+
+@dataclasses.dataclass
+class Chunk:
+    """Segment ``index`` of ``count`` of a track, with its samples ``span [segment_samples, 2]``.
+
+    It is the key through RunInference, so the mask stage has the segment's samples
+    without a join.
+    """
+
+    track: Track
+    index: int
+    count: int
+    n_samples: int
+    span: np.ndarray
+
+
+def default_track_id(uri: str) -> str:
+    """Stable id from a uri: its file name without extension and 8 hex digits of its sha1."""
+    base = os.path.splitext(os.path.basename(uri.rstrip("/")))[0] or "track"
+    return f"{base}-{hashlib.sha1(uri.encode('utf-8')).hexdigest()[:8]}"
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f/\\:*?\"<>|]")
+
+
+def safe_component(name: str) -> str:
+    """``name`` as a single path component that cannot leave its folder or read as an option."""
+    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFC", name)).strip()
+    if not cleaned or cleaned.startswith((".", "-")):
+        cleaned = "_" + cleaned
+    return cleaned[:200]
+
+
+def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str) -> dict:
+    """Metadata row of a track that could not be separated."""
+    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version)
+
+
+def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate, channels, duration_s, rms, peak, status, error, version) -> dict:
+    return {
+        "track_id": track_id,
+        "source_uri": source_uri,
+        "stem": stem,
+        "stem_uri": stem_uri,
+        "model": model,
+        "codec": codec,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "duration_s": duration_s,
+        "rms": rms,
+        "peak": peak,
+        "status": status,
+        "error": error,
+        "pipeline_version": version,
+        "created_at": datetime.datetime.now(datetime.timezone.utc),
+    }

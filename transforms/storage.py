@@ -1,0 +1,56 @@
+"""Local-or-remote file helpers over Beam FileSystems (local paths and gs:// alike)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from apache_beam.io.filesystems import FileSystems
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+@contextlib.contextmanager
+def local_copy(uri: str):
+    """A local path holding ``uri``'s bytes (the path itself when already local)."""
+    if is_local(uri):
+        yield uri[len("file://") :] if uri.startswith("file://") else uri
+        return
+    suffix = os.path.splitext(uri)[1]
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        with FileSystems.open(uri) as source:
+            shutil.copyfileobj(source, tmp)
+        tmp.flush()
+        yield tmp.name
+
+
+def put_file(local_path: str, uri: str) -> None:
+    """Copy a finished local file to ``uri`` (remote objects appear whole on close)."""
+    with open(local_path, "rb") as source, FileSystems.create(uri) as target:
+        shutil.copyfileobj(source, target)
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` at ``uri``; local files via a temporary name and a rename."""
+    if is_local(uri):
+        folder = os.path.dirname(os.path.abspath(uri))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, uri)
+    else:
+        with FileSystems.create(uri) as handle:
+            handle.write(data)
+
+
+def read_bytes(uri: str) -> bytes:
+    with FileSystems.open(uri) as handle:
+        return handle.read()
