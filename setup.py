@@ -18,6 +18,7 @@ setup(
         "numpy<2",
         "protobuf<5",
         "norbert>=0.2.1",
+        "scipy",
         "google-cloud-storage<3",
         "pyarrow",
         "tqdm",
