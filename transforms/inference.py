@@ -1,6 +1,9 @@
 """SeparateChunks: segment samples -> RunInference (TF U-nets) -> per-segment source signals."""
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -14,16 +17,24 @@ from model.separation import mix_magnitude, segment_stft, soft_mask_segment
 from transforms.records import Chunk
 
 _COMPILED = {}
+_LOCK = threading.Lock()
 
 
 def compiled_inference_fn(model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None) -> Iterable[PredictionResult]:
     """Beam inference_fn: one traced tf.function per model instead of eager layer-by-layer calls."""
     import tensorflow as tf
 
-    function = _COMPILED.get(id(model))
-    if function is None:
-        function = _COMPILED[id(model)] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    predictions = function(tf.convert_to_tensor(np.stack(batch))).numpy()
+    with _LOCK:
+        function, lock = _COMPILED.get(id(model), (None, None))
+        if function is None:
+            function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            lock = threading.Lock()
+            _COMPILED[id(model)] = (function, lock)
+    inputs = tf.convert_to_tensor(np.stack(batch))
+    # Keras' tracing is not thread-safe (concurrent traces gave wrong outputs on the multi-threaded
+    # DirectRunner), and one call already uses every core: one batch at a time per model.
+    with lock:
+        predictions = function(inputs).numpy()
     return [PredictionResult(example, prediction, model_id) for example, prediction in zip(batch, predictions)]
 
 
@@ -49,7 +60,8 @@ class _ToMagnitude(beam.DoFn):
         self._config = config
 
     def process(self, chunk: Chunk):
-        yield chunk, mix_magnitude(segment_stft(chunk.span, self._config), self._config)
+        stft = segment_stft(chunk.span, self._config)
+        yield dataclasses.replace(chunk, stft=stft), mix_magnitude(stft, self._config)
 
 
 class _ApplyMasks(beam.DoFn):
@@ -68,7 +80,7 @@ class _ApplyMasks(beam.DoFn):
         if self._mwf:
             payload = (sources, chunk.span)
         else:
-            payload = soft_mask_segment(segment_stft(chunk.span, self._config), sources, self._config)
+            payload = soft_mask_segment(chunk.stft, sources, self._config)
         chunk_info = Chunk(chunk.track, chunk.index, chunk.count, chunk.n_samples, span=None)
         yield chunk.track.track_id, (chunk_info, payload)
 

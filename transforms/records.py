@@ -61,7 +61,9 @@ class Chunk:
     index: int
     count: int
     n_samples: int
-    span: np.ndarray
+    span: Optional[np.ndarray]
+    # The segment's STFT [T, N//2+1, 2], kept from the magnitude stage for the mask stage.
+    stft: Optional[np.ndarray] = None
 
 
 def default_track_id(uri: str) -> str:
