@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import wave
 
 import numpy as np
@@ -21,6 +22,9 @@ CODECS = {
     "ogg": ("ogg", ["-c:a", "libvorbis"]),
     "m4a": ("m4a", ["-c:a", "aac"]),
 }
+
+
+_TFIO_LOCK = threading.Lock()
 
 
 class AudioDecodeError(Exception):
@@ -67,14 +71,17 @@ def decode_tfio(path: str, sample_rate: int, offset: float = 0.0, duration: floa
     import tensorflow as tf
     import tensorflow_io as tfio
 
-    audio = tfio.audio.AudioIOTensor(path)
-    rate = int(audio.rate.numpy())
-    channels = int(audio.shape[1])
-    if channels > 2:
-        raise ValueError(f"{channels} channels: downmix needs ffmpeg")
-    start = int(round(offset * rate))
-    stop = None if duration is None else start + int(round(duration * rate))
-    samples = _scale_to_float(audio[start:stop].numpy())
+    # Concurrent AudioIOTensors in one process returned another file's samples (seen with the
+    # multi-threaded DirectRunner): tensorflow-io decoding is serialised per process.
+    with _TFIO_LOCK:
+        audio = tfio.audio.AudioIOTensor(path)
+        rate = int(audio.rate.numpy())
+        channels = int(audio.shape[1])
+        if channels > 2:
+            raise ValueError(f"{channels} channels: downmix needs ffmpeg")
+        start = int(round(offset * rate))
+        stop = None if duration is None else start + int(round(duration * rate))
+        samples = _scale_to_float(audio[start:stop].numpy())
     if samples.size and rate != sample_rate:
         samples = tfio.audio.resample(tf.constant(samples), rate_in=rate, rate_out=sample_rate).numpy()
     return samples

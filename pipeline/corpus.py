@@ -105,6 +105,17 @@ def _default_local_parallelism(options: PipelineOptions, argv) -> None:
 
 def run(argv=None) -> int:
     """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
+    if argv and any(a in ("-h", "--help") for a in argv):
+        import argparse
+
+        parser = argparse.ArgumentParser(
+            prog="stembeam pipeline",
+            description="Separate every track of a manifest on Apache Beam.",
+            epilog="Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...).",
+        )
+        StembeamOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     options = PipelineOptions(argv)

@@ -74,3 +74,19 @@ def test_codecs_write_decodable_files(tmp_path, codec):
 def test_directory_is_refused(tmp_path):
     with pytest.raises(AudioDecodeError, match="is a directory"):
         load_audio(str(tmp_path))
+
+
+def test_concurrent_decodes_return_their_own_files():
+    """tensorflow-io alone mixed files up across threads (the multi-threaded DirectRunner decodes in parallel)."""
+    import threading
+
+    from tests.conftest import CC0
+
+    files = [EXAMPLE, os.path.join(CC0, "2.Lithium", "mixture.flac")] * 4
+    lengths = {}
+    threads = [threading.Thread(target=lambda i=i: lengths.__setitem__(i, load_audio(files[i]).shape[0])) for i in range(len(files))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [lengths[i] for i in range(len(files))] == [479832, 1323000] * 4

@@ -1,0 +1,57 @@
+"""ReadManifest: CSV, JSON Lines and Parquet; aliases, defaults, duplicates, relative paths, --limit."""
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.manifest import ReadManifest
+from transforms.records import Track, default_track_id, safe_component
+
+ROWS = [
+    {"uri": "/data/a.flac", "track_id": "a", "offset": "1.5", "duration": "10"},
+    {"path": "b.mp3", "track_id": "", "offset": "", "duration": ""},
+    {"uri": "/data/c.wav", "track_id": "a", "offset": "", "duration": ""},
+]
+
+
+def _write(tmp_path, kind):
+    if kind == "csv":
+        path = tmp_path / "m.csv"
+        path.write_text("uri,path,track_id,offset,duration\n/data/a.flac,,a,1.5,10\n,b.mp3,,,\n/data/c.wav,,a,,\n")
+    elif kind == "jsonl":
+        path = tmp_path / "m.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+    else:
+        path = tmp_path / "m.parquet"
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) or None for k in ("uri", "path", "track_id", "offset", "duration")} for r in ROWS]), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_manifest_formats(tmp_path, kind):
+    manifest = _write(tmp_path, kind)
+    b_uri = str(tmp_path / "b.mp3")
+    with TestPipeline() as p:
+        out = p | ReadManifest(manifest)
+        assert_that(out["tracks"], equal_to([
+            Track("a", "/data/a.flac", 1.5, 10.0, 1),
+            Track(default_track_id("b.mp3"), b_uri, 0.0, None, 2),  # id from the uri as written
+        ]), label="tracks")
+        assert_that(out["errors"], equal_to([("a", "/data/c.wav", "manifest row 3: duplicate track_id 'a' (first at row 1)")]), label="errors")
+
+
+def test_limit(tmp_path):
+    with TestPipeline() as p:
+        out = p | ReadManifest(_write(tmp_path, "csv"), limit=1)
+        assert_that(out["tracks"], equal_to([Track("a", "/data/a.flac", 1.5, 10.0, 1)]))
+
+
+def test_track_ids_are_safe_folder_names():
+    assert default_track_id("gs://b/x/song.mp3") == default_track_id("gs://b/x/song.mp3") != default_track_id("gs://b/y/song.mp3")
+    for hostile in ("../../x", "/etc/passwd", "-rf", ".", "..", "a/b\\c"):
+        safe = safe_component(hostile)
+        assert "/" not in safe and "\\" not in safe and not safe.startswith((".", "-"))
