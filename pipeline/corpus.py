@@ -120,6 +120,9 @@ def run(argv=None) -> int:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     options = PipelineOptions(argv)
     job = options.view_as(StembeamOptions)
+    missing = [flag for flag, value in (("--manifest", job.manifest), ("--output", job.output)) if not value]
+    if missing:
+        raise SystemExit(f"stembeam pipeline: {' and '.join(missing)} required (see --help)")
     if job.codec not in CODECS:
         raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
     options.view_as(SetupOptions).save_main_session = False

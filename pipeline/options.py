@@ -3,10 +3,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 
 class StembeamOptions(PipelineOptions):
+    """--manifest and --output are checked by the job, not argparse: every PipelineOptions parses
+    all registered subclasses, so a required flag here would break unrelated pipelines."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--manifest", required=True, help="CSV / JSONL / Parquet manifest (local or gs://)")
-        parser.add_argument("--output", required=True, help="output root: stems/, metadata/ (local or gs://)")
+        parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
+        parser.add_argument("--output", default=None, help="output root: stems/, metadata/ (local or gs://)")
         parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
         parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
         parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")

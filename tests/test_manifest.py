@@ -5,6 +5,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.manifest import ReadManifest
@@ -34,7 +35,7 @@ def _write(tmp_path, kind):
 def test_manifest_formats(tmp_path, kind):
     manifest = _write(tmp_path, kind)
     b_uri = str(tmp_path / "b.mp3")
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         out = p | ReadManifest(manifest)
         assert_that(out["tracks"], equal_to([
             Track("a", "/data/a.flac", 1.5, 10.0, 1),
@@ -44,7 +45,7 @@ def test_manifest_formats(tmp_path, kind):
 
 
 def test_limit(tmp_path):
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         out = p | ReadManifest(_write(tmp_path, "csv"), limit=1)
         assert_that(out["tracks"], equal_to([Track("a", "/data/a.flac", 1.5, 10.0, 1)]))
 
