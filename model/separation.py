@@ -83,6 +83,13 @@ class OverlapAdd:
         return self._carry if self._carry is not None else np.zeros((0,), dtype=np.float32)
 
 
+def overlap_add_segments(signals, config: ModelConfig, n_samples: int) -> np.ndarray:
+    """Overlap-add segment signals given in order and crop to ``[0, n_samples)``."""
+    adder = OverlapAdd(config)
+    pieces = [adder.add(signal) for signal in signals] + [adder.finish()]
+    return np.concatenate(pieces, axis=0)[:n_samples]
+
+
 def wiener_filter(sources: np.ndarray, mix_stft: np.ndarray, config: ModelConfig, iterations: int = 1) -> np.ndarray:
     """Spleeter's ``--mwf``: ``norbert.wiener(V, X)`` with V zero-extended above F.
 
@@ -117,10 +124,8 @@ def separate_waveform(
             name: spectral.istft(estimates[..., k], config.frame_length, config.frame_step)[:n]
             for k, name in enumerate(config.instruments)
         }
-    adder = OverlapAdd(config)
-    pieces = [adder.add(soft_mask_segment(x, s, config)) for x, s in _predict_segments(waveform, predict, config, batch_size)]
-    pieces.append(adder.finish())
-    stacked = np.concatenate(pieces, axis=0)[:n]
+    segments = _predict_segments(waveform, predict, config, batch_size)
+    stacked = overlap_add_segments((soft_mask_segment(x, s, config) for x, s in segments), config, n)
     return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
 
 

@@ -39,7 +39,7 @@ def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
     prefix = f"unet{index}"
     init = keras.initializers.HeUniform(seed=50)
 
-    def conv(n, k):
+    def conv(n):
         nonlocal conv_i
         layer = layers.Conv2D(n, (5, 5), strides=2, padding="same", kernel_initializer=init, name=tf1_name("conv2d", conv_i))
         conv_i += 1
@@ -61,7 +61,7 @@ def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
     encoded = []
     x = inputs
     for level, n in enumerate(filters):
-        c = conv(n, level)(x)
+        c = conv(n)(x)
         encoded.append(c)
         x = _activation(config.conv_activation, f"{prefix}_enc_act{level}")(batch_norm()(c))
     # Decoder: the first up-block takes the sixth convolution before its batch norm.

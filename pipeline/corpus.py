@@ -22,12 +22,11 @@ from transforms.regroup import RegroupTracks
 from transforms.write import ToErrorRows, WriteMetadata, WriteStems, rows_from_json
 
 LOGGER = logging.getLogger("stembeam.pipeline")
-KERAS_FILE = "model.keras"
 
 
 def prepare_model(model: str, model_dir: str | None, output: str):
     """``(config, model.keras uri)``: the folder's own file, else an export under ``{output}/_model/``."""
-    from model.load import config_for_dir, load_model
+    from model.load import KERAS_FILE, config_for_dir, load_model
     from model.resolve import resolve_model_dir
 
     folder = resolve_model_dir(model, model_dir)

@@ -1,7 +1,6 @@
 """``stembeam separate``: Spleeter-compatible separation of single files, in one process."""
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import List, Sequence
@@ -10,7 +9,6 @@ from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
 from model.load import load_model, predictor
 from model.separation import separate_waveform
 
-LOGGER = logging.getLogger("stembeam.separate")
 DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
 
 

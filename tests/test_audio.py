@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
-from tests.conftest import EXAMPLE, read_wav
+from tests.conftest import EXAMPLE
 
 
 def _tone(seconds=1.0, rate=44100, channels=2, freq=440.0):

@@ -6,15 +6,13 @@ import numpy as np
 
 from model import spectral
 from model.config import ModelConfig
-from model.separation import OverlapAdd, wiener_filter
+from model.separation import overlap_add_segments, wiener_filter
 
 ERRORS = "errors"
 
 
 def _soft_mask_track(parts, config: ModelConfig, n_samples: int) -> np.ndarray:
-    adder = OverlapAdd(config)
-    pieces = [adder.add(signal) for _, signal in parts] + [adder.finish()]
-    return np.concatenate(pieces, axis=0)[:n_samples]
+    return overlap_add_segments((signal for _, signal in parts), config, n_samples)
 
 
 def _wiener_track(parts, config: ModelConfig, n_samples: int) -> np.ndarray:
