@@ -5,6 +5,7 @@ duplicated, more than two channels are downmixed by ffmpeg, other rates resample
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import wave
 
 import numpy as np
+from typing import Iterator
 
 CODECS = {
     # codec name -> (file extension, ffmpeg encoder arguments)
@@ -25,6 +27,8 @@ CODECS = {
 
 
 _TFIO_LOCK = threading.Lock()
+# Unfinished outputs start with this (and never match a stem name).
+TEMP_PREFIX = ".tmp-"
 
 
 class AudioDecodeError(Exception):
@@ -66,104 +70,228 @@ def _scale_to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def decode_tfio(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
-    """Decode with tensorflow-io; raises on formats or layouts it cannot handle."""
-    import tensorflow as tf
+BLOCK_FRAMES = 1 << 18  # samples per decoded block (~6 s at 44.1 kHz): bounds decoding memory
+
+
+def _tfio_blocks(path: str, sample_rate: int, offset: float, duration: float | None) -> Iterator[np.ndarray]:
+    """Blocks from tensorflow-io, which decodes slices lazily; only for files at ``sample_rate``
+    with one or two channels (ffmpeg resamples and downmixes as a stream)."""
     import tensorflow_io as tfio
 
-    # Concurrent AudioIOTensors in one process returned another file's samples (seen with the
-    # multi-threaded DirectRunner): tensorflow-io decoding is serialised per process.
+    # tensorflow-io readers share state: concurrent or interleaved AudioIOTensors returned another
+    # file's samples or failed to seek (seen with the multi-threaded DirectRunner). One file at a
+    # time per process, read front to back under the lock.
     with _TFIO_LOCK:
         audio = tfio.audio.AudioIOTensor(path)
-        rate = int(audio.rate.numpy())
-        channels = int(audio.shape[1])
-        if channels > 2:
-            raise ValueError(f"{channels} channels: downmix needs ffmpeg")
+        rate, (total, channels) = int(audio.rate.numpy()), (int(d) for d in audio.shape)
+        if rate != sample_rate or channels > 2:
+            raise ValueError(f"{channels} channels at {rate} Hz: ffmpeg resamples and downmixes")
         start = int(round(offset * rate))
-        stop = None if duration is None else start + int(round(duration * rate))
-        samples = _scale_to_float(audio[start:stop].numpy())
-    if samples.size and rate != sample_rate:
-        samples = tfio.audio.resample(tf.constant(samples), rate_in=rate, rate_out=sample_rate).numpy()
-    return samples
+        stop = total if duration is None else min(total, start + int(round(duration * rate)))
+        for first in range(start, stop, BLOCK_FRAMES):
+            yield _scale_to_float(audio[first : min(first + BLOCK_FRAMES, stop)].numpy())
 
 
-def decode_ffmpeg(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
-    """Decode with the ffmpeg binary to stereo float32 at ``sample_rate``."""
+def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float | None) -> Iterator[np.ndarray]:
+    """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed)."""
     if shutil.which("ffmpeg") is None:
         raise AudioDecodeError(path, "tensorflow-io cannot decode it and ffmpeg is not installed")
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_input(path)]
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
     if offset:
         cmd += ["-ss", f"{offset}"]
     if duration is not None:
         cmd += ["-t", f"{duration}"]
-    cmd += ["-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "2", "-ar", str(sample_rate), "pipe:1"]
-    result = subprocess.run(cmd, capture_output=True)
-    if result.returncode != 0:
-        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = message[-1] if message else f"ffmpeg exited with {result.returncode}"
-        reason = reason.replace(_ffmpeg_input(path), "").strip(": ")
-        raise AudioDecodeError(path, f"not decodable as audio (ffmpeg: {reason})")
-    return np.frombuffer(result.stdout, dtype=np.float32).reshape(-1, 2).copy()
+    cmd += ["-i", _ffmpeg_input(path), "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "2", "-ar", str(sample_rate), "pipe:1"]
+    # stderr goes to a file: a pipe could fill up on a badly broken file and stall ffmpeg.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                data = process.stdout.read(BLOCK_FRAMES * 8)
+                if not data:
+                    break
+                usable = len(data) - len(data) % 8
+                yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, 2)
+        finally:
+            process.stdout.close()
+            code = process.wait() if process.poll() is None else process.returncode
+        if code != 0:
+            errors.seek(0)
+            message = errors.read().decode("utf-8", "replace").strip().splitlines()
+            reason = message[-1] if message else f"ffmpeg exited with {code}"
+            reason = reason.replace(_ffmpeg_input(path), "").strip(": ")
+            raise AudioDecodeError(path, f"not decodable as audio (ffmpeg: {reason})")
+
+
+def _decode(path: str, sample_rate: int, offset: float, duration: float | None, sink) -> int:
+    """Feed every decoded ``[k, 2]`` block to ``sink.write``; ``sink.reset()`` before a retry.
+
+    tensorflow-io first; ffmpeg when tensorflow-io fails at any point, or the file needs
+    resampling or a downmix. Returns the sample count.
+    """
+    _check_readable(path)
+    for decoder in (_tfio_blocks, _ffmpeg_blocks):
+        frames = 0
+        sink.reset()
+        try:
+            with contextlib.closing(decoder(path, sample_rate, offset, duration)) as blocks:
+                for block in blocks:
+                    if block.shape[0] == 0:
+                        continue
+                    if not np.all(np.isfinite(block)):
+                        raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
+                    sink.write(np.ascontiguousarray(_to_stereo(block), dtype=np.float32))
+                    frames += block.shape[0]
+        except AudioDecodeError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever tensorflow-io cannot decode goes to ffmpeg
+            if decoder is _ffmpeg_blocks:
+                raise
+            continue
+        if frames == 0:
+            raise AudioDecodeError(path, "no audio samples decoded")
+        return frames
+    raise AssertionError("unreachable")
+
+
+class _FileSink:
+    def __init__(self, handle):
+        self._handle = handle
+
+    def reset(self):
+        self._handle.seek(0)
+        self._handle.truncate()
+
+    def write(self, block):
+        self._handle.write(block.tobytes())
+
+
+class _ListSink(list):
+    def reset(self):
+        self.clear()
+
+    def write(self, block):
+        self.append(block)
+
+
+def decode_to_file(path: str, raw_path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None) -> int:
+    """Decode ``path`` into ``raw_path`` (interleaved stereo float32); returns the sample count.
+
+    Memory stays at one block whatever the length, and the whole file is decoded before
+    anyone reads it, so a file that breaks half way is an error before any of it is used.
+    Raises AudioDecodeError naming the file and the reason.
+    """
+    with open(raw_path, "wb") as handle:
+        return _decode(path, sample_rate, offset, duration, _FileSink(handle))
+
+
+def read_raw(raw_path: str, start: int, count: int) -> np.ndarray:
+    """Samples ``[start, start + count)`` of a decode_to_file output, ``[k, 2]`` (k < count at the end)."""
+    with open(raw_path, "rb") as handle:
+        handle.seek(start * 8)
+        return np.fromfile(handle, dtype="<f4", count=count * 2).reshape(-1, 2)
 
 
 def load_audio(path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
-    """Decode ``path`` to ``[samples, 2]`` float32 at ``sample_rate``.
+    """Decode ``path`` to ``[samples, 2]`` float32 at ``sample_rate``: the same samples as
+    decode_to_file. Raises AudioDecodeError naming the file and the reason (missing, empty,
+    directory, not audio, no samples, NaN/Inf)."""
+    blocks = _ListSink()
+    _decode(path, sample_rate, offset, duration, blocks)
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
-    tensorflow-io first, ffmpeg when it fails. Raises AudioDecodeError naming the
-    file and the reason (missing, empty, directory, not audio, no samples).
+
+class AudioWriter:
+    """Streams ``[k, C]`` float32 blocks into an audio file that appears whole or not at all.
+
+    Blocks go to a temporary name in the target folder (16-bit PCM wav as Spleeter writes
+    it, other codecs piped through ffmpeg); ``close()`` renames it into place, ``abort()``
+    removes it. Keeps the clipped output's running ``frames``, ``rms`` and ``peak``.
     """
-    _check_readable(path)
-    try:
-        waveform = decode_tfio(path, sample_rate, offset, duration)
-    except Exception:  # noqa: BLE001 - any tensorflow-io failure falls back to ffmpeg
-        waveform = decode_ffmpeg(path, sample_rate, offset, duration)
-    if waveform.ndim != 2 or waveform.shape[0] == 0:
-        raise AudioDecodeError(path, "no audio samples decoded")
-    waveform = _to_stereo(waveform)
-    if not np.all(np.isfinite(waveform)):
-        raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
-    return np.ascontiguousarray(waveform, dtype=np.float32)
 
+    def __init__(self, path: str, sample_rate: int = 44100, channels: int = 2, codec: str = "wav", bitrate: str | None = "128k"):
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; known: {sorted(CODECS)}")
+        self.path = path
+        self.frames = 0
+        self._squares = 0.0
+        self._peak = 0.0
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="." + CODECS[codec][0], dir=folder)
+        os.close(fd)
+        self._wav = self._ffmpeg = self._errors = None
+        if codec == "wav":
+            self._wav = wave.open(self._tmp, "wb")
+            self._wav.setnchannels(channels)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(sample_rate)
+            return
+        ext, args = CODECS[codec]
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:0"]
+        cmd += args
+        if bitrate and codec != "flac":
+            cmd += ["-b:a", bitrate]
+        cmd += ["-f", {"m4a": "mp4"}.get(codec, ext), "file:" + os.path.abspath(self._tmp)]
+        self._codec = codec
+        self._errors = tempfile.TemporaryFile()
+        self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors)
 
-def _write_wav(path: str, waveform: np.ndarray, sample_rate: int) -> None:
-    pcm = np.round(np.clip(waveform, -1.0, 32767.0 / 32768.0) * 32768.0).astype("<i2")
-    with wave.open(path, "wb") as out:
-        out.setnchannels(waveform.shape[1])
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
+    def write(self, block: np.ndarray) -> None:
+        clipped = np.clip(block, -1.0, 32767.0 / 32768.0)
+        self.frames += block.shape[0]
+        self._squares += float(np.sum(np.square(clipped, dtype=np.float64)))
+        if clipped.size:
+            self._peak = max(self._peak, float(np.max(np.abs(clipped))))
+        if self._wav is not None:
+            self._wav.writeframes(np.round(clipped * 32768.0).astype("<i2").tobytes())
+        else:
+            self._ffmpeg.stdin.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
 
+    @property
+    def rms(self) -> float:
+        return float(np.sqrt(self._squares / max(1, self.frames * 2)))
 
-def _write_ffmpeg(path: str, waveform: np.ndarray, sample_rate: int, codec: str, bitrate: str | None) -> None:
-    ext, args = CODECS[codec]
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(sample_rate), "-ac", str(waveform.shape[1]), "-i", "pipe:0"]
-    cmd += args
-    if bitrate and codec not in ("flac",):
-        cmd += ["-b:a", bitrate]
-    cmd += ["-f", {"m4a": "mp4"}.get(codec, ext), "file:" + os.path.abspath(path)]
-    result = subprocess.run(cmd, input=np.ascontiguousarray(waveform, dtype="<f4").tobytes(), capture_output=True)
-    if result.returncode != 0:
-        raise OSError(f"{path}: ffmpeg could not encode {codec}: {result.stderr.decode('utf-8', 'replace').strip()}")
+    @property
+    def peak(self) -> float:
+        return self._peak
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        try:
+            if self._wav is not None:
+                self._wav.close()
+            else:
+                self._ffmpeg.stdin.close()
+                if self._ffmpeg.wait() != 0:
+                    self._errors.seek(0)
+                    raise OSError(f"{self.path}: ffmpeg could not encode {self._codec}: {self._errors.read().decode('utf-8', 'replace').strip()}")
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        if self._ffmpeg is not None and self._ffmpeg.poll() is None:
+            self._ffmpeg.kill()
+            self._ffmpeg.wait()
+        if self._errors is not None:
+            self._errors.close()
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_audio(path: str, waveform: np.ndarray, sample_rate: int = 44100, codec: str = "wav", bitrate: str | None = "128k") -> None:
-    """Write ``waveform [samples, C]`` atomically (temporary name in the same folder, then rename).
-
-    wav is 16-bit PCM (as Spleeter writes it); other codecs go through ffmpeg.
-    """
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; known: {sorted(CODECS)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + CODECS[codec][0], dir=folder)
-    os.close(fd)
-    try:
-        if codec == "wav":
-            _write_wav(tmp, waveform, sample_rate)
-        else:
-            _write_ffmpeg(tmp, waveform, sample_rate, codec, bitrate)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``waveform [samples, C]`` atomically (see AudioWriter)."""
+    with AudioWriter(path, sample_rate, waveform.shape[1], codec, bitrate) as writer:
+        writer.write(waveform)

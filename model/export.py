@@ -12,15 +12,11 @@ import os
 import keras
 import tensorflow as tf
 
-from model import spectral
+from model import segment_graph
 from model.config import ModelConfig
 from model.load import CONFIG_FILE, KERAS_FILE
 
 SAVED_MODEL_DIR = "saved_model"
-
-
-def _hann(frame_length, dtype):
-    return tf.signal.hann_window(frame_length, periodic=True, dtype=dtype)
 
 
 def waveform_separator(model: keras.Model, config: ModelConfig):
@@ -29,24 +25,15 @@ def waveform_separator(model: keras.Model, config: ModelConfig):
     @tf.function(input_signature=[tf.TensorSpec([None, config.n_channels], tf.float32, name="waveform")])
     def separate(waveform):
         n = tf.shape(waveform)[0]
-        stft = tf.signal.stft(tf.transpose(waveform), config.frame_length, config.frame_step, window_fn=_hann, pad_end=True)
-        stft = tf.transpose(stft, [1, 2, 0])  # [frames, bins, channels]
-        frames = tf.shape(stft)[0]
+        spec = segment_graph.stft(waveform, config, pad_end=True)  # [frames, bins, channels]
+        frames = tf.shape(spec)[0]
         pad = tf.math.floormod(config.T - tf.math.floormod(frames, config.T), config.T)
-        magnitude = tf.pad(tf.abs(stft)[:, : config.F, :], [[0, pad], [0, 0], [0, 0]])
+        magnitude = tf.pad(segment_graph.magnitudes(spec, config), [[0, pad], [0, 0], [0, 0]])
         segments = tf.reshape(magnitude, [-1, config.T, config.F, config.n_channels])
         sources = model(segments, training=False)
         sources = tf.reshape(sources, [-1, config.F, config.n_channels, len(config.instruments)])[:frames]
-        powered = sources**config.separation_exponent
-        total = tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON
-        masks = (powered + spectral.EPSILON / len(config.instruments)) / total
-        masks = tf.pad(masks, [[0, 0], [0, config.n_bins - config.F], [0, 0], [0, 0]])
-        outputs = {}
-        for k, name in enumerate(config.instruments):
-            masked = stft * tf.cast(masks[..., k], tf.complex64)
-            wave = tf.signal.inverse_stft(tf.transpose(masked, [2, 0, 1]), config.frame_length, config.frame_step, window_fn=_hann)
-            outputs[name] = tf.transpose(wave * spectral.WINDOW_COMPENSATION_FACTOR)[:n]
-        return outputs
+        masked = segment_graph.apply_masks(spec, segment_graph.ratio_masks(sources, config))
+        return {name: segment_graph.inverse_stft(masked[..., k], config)[:n] for k, name in enumerate(config.instruments)}
 
     return separate
 

@@ -40,7 +40,9 @@ def load_model(name: str, model_dir: str | None = None):
     return config, model
 
 
-def predictor(model: keras.Model):
-    """A compiled ``[B, T, F, 2] -> [B, T, F, 2, S]`` inference function."""
-    function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return lambda batch: function(tf.convert_to_tensor(batch)).numpy()
+def load_separator(name: str, model_dir: str | None = None):
+    """``(config, SegmentSeparator)`` for a model name or folder."""
+    from model.segment_graph import SegmentSeparator
+
+    config, model = load_model(name, model_dir)
+    return config, SegmentSeparator(model, config)

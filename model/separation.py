@@ -29,35 +29,21 @@ def segment_start(index: int, config: ModelConfig) -> int:
 def segment_waveform(waveform: np.ndarray, index: int, config: ModelConfig) -> np.ndarray:
     """Samples of segment ``index`` of ``waveform [n, 2]`` -> ``[segment_samples, 2]``, zero padded."""
     start = segment_start(index, config)
-    span = waveform[start : start + config.segment_samples]
+    return pad_segment(waveform[start : start + config.segment_samples], config)
+
+
+def pad_segment(span: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """A segment's samples, zero padded at the end to ``[segment_samples, 2]`` float32."""
     if span.shape[0] == config.segment_samples:
         return np.ascontiguousarray(span, dtype=np.float32)
-    out = np.zeros((config.segment_samples, waveform.shape[1]), dtype=np.float32)
+    out = np.zeros((config.segment_samples, span.shape[1]), dtype=np.float32)
     out[: span.shape[0]] = span
     return out
 
 
-def segment_stft(span: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """STFT of a segment's samples -> ``[T, N//2+1, 2]`` complex64."""
-    return spectral.stft(span, config.frame_length, config.frame_step, frames=config.T)
-
-
-def mix_magnitude(stft_segment: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Model input from a segment STFT: ``|X|`` of the first F bins, ``[T, F, 2]`` float32."""
-    return np.abs(stft_segment[:, : config.F, :]).astype(np.float32)
-
-
-def soft_mask_segment(stft_segment: np.ndarray, sources: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Time signal of each source for one segment (not yet overlap-added).
-
-    stft_segment: ``[T, N//2+1, 2]``; sources: model output ``[T, F, 2, S]``.
-    Returns ``[segment_samples, 2, S]`` float32.
-    """
-    masks = spectral.extend_bins(spectral.ratio_masks(sources, config.separation_exponent), config.n_bins)
-    out = []
-    for k in range(sources.shape[-1]):
-        out.append(spectral.istft(stft_segment * masks[..., k], config.frame_length, config.frame_step))
-    return np.stack(out, axis=-1)
+def segment_frames(index: int, n_samples: int, config: ModelConfig) -> int:
+    """How many of segment ``index``'s T frames are frames of the track (the rest is padding)."""
+    return max(0, min(config.T, spectral.n_frames(n_samples, config.frame_step) - index * config.T))
 
 
 class OverlapAdd:
@@ -102,37 +88,62 @@ def wiener_filter(sources: np.ndarray, mix_stft: np.ndarray, config: ModelConfig
     return norbert.wiener(v, mix_stft, iterations=iterations).astype(np.complex64)
 
 
+def wiener_segment(spec: np.ndarray, sources: np.ndarray, config: ModelConfig, frames: int, block_frames: int) -> np.ndarray:
+    """Wiener-filtered source signals of one segment, not yet overlap-added: ``[L, 2, S]``.
+
+    spec ``[T, N//2+1, 2]``, sources ``[T, F, 2, S]``; only the first ``frames`` (the track's,
+    not padding) are filtered, in blocks of ``block_frames`` (the filter's spatial covariances
+    are estimated per block, so memory does not grow with the track).
+    """
+    block = max(1, min(block_frames, config.T))
+    estimates = np.zeros(spec.shape + (sources.shape[-1],), dtype=np.complex64)
+    for start in range(0, frames, block):
+        stop = min(start + block, frames)
+        estimates[start:stop] = wiener_filter(sources[start:stop], spec[start:stop], config)
+    return np.stack([spectral.istft(estimates[..., k], config.frame_length, config.frame_step) for k in range(sources.shape[-1])], axis=-1)
+
+
 def separate_waveform(
     waveform: np.ndarray,
-    predict,
-    config: ModelConfig,
+    separator,
     mwf: bool = False,
     batch_size: int = 1,
+    mwf_block_frames: int | None = None,
 ) -> Dict[str, np.ndarray]:
     """Separate ``waveform [n, 2]`` into ``{instrument: [n, 2]}``.
 
-    ``predict`` maps mixture magnitudes ``[B, T, F, 2]`` to source magnitudes
-    ``[B, T, F, 2, S]``. Soft masks stream segment by segment; ``mwf`` filters
-    the whole track at once, as Spleeter does.
+    ``separator`` is a model.segment_graph.SegmentSeparator. Soft masks and the Wiener filter
+    run segment by segment and are overlap-added; ``mwf_block_frames`` is the Wiener
+    filter's block (default: one segment, T frames; 0: the whole track at once, as Spleeter).
     """
+    config = separator.config
     n = waveform.shape[0]
-    if mwf:
+    block = config.T if mwf_block_frames is None else mwf_block_frames
+    count = segment_count(n, config)
+    if mwf and block == 0:
         mix = spectral.stft(waveform, config.frame_length, config.frame_step)
-        sources = np.concatenate([s for _, s in _predict_segments(waveform, predict, config, batch_size)])
+        sources = np.concatenate([separator.spectra(spans)[1].reshape(-1, config.F, 2, len(config.instruments)) for _, spans in _batches(waveform, config, batch_size)])
         estimates = wiener_filter(sources[: mix.shape[0]], mix, config)
         return {
             name: spectral.istft(estimates[..., k], config.frame_length, config.frame_step)[:n]
             for k, name in enumerate(config.instruments)
         }
-    segments = _predict_segments(waveform, predict, config, batch_size)
-    stacked = overlap_add_segments((soft_mask_segment(x, s, config) for x, s in segments), config, n)
+
+    def signals():
+        for first, spans in _batches(waveform, config, batch_size):
+            if not mwf:
+                yield from separator.soft(spans)
+                continue
+            specs, sources = separator.spectra(spans)
+            for j, (spec, source) in enumerate(zip(specs, sources)):
+                yield wiener_segment(spec, source, config, segment_frames(first + j, n, config), block)
+
+    stacked = overlap_add_segments(signals(), config, n) if count else np.zeros((0, 2, len(config.instruments)), np.float32)
     return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
 
 
-def _predict_segments(waveform: np.ndarray, predict, config: ModelConfig, batch_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """``(segment STFT [T, N//2+1, 2], source magnitudes [T, F, 2, S])`` of each segment, in order."""
-    segments = segment_count(waveform.shape[0], config)
-    for first in range(0, segments, batch_size):
-        stfts = [segment_stft(segment_waveform(waveform, j, config), config) for j in range(first, min(first + batch_size, segments))]
-        sources = np.asarray(predict(np.stack([mix_magnitude(x, config) for x in stfts])))
-        yield from zip(stfts, sources)
+def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """``(first segment index, spans [B, L, 2])`` in order."""
+    count = segment_count(waveform.shape[0], config)
+    for first in range(0, count, batch_size):
+        yield first, np.stack([segment_waveform(waveform, j, config) for j in range(first, min(first + batch_size, count))])

@@ -22,6 +22,7 @@ def _separate(args) -> int:
         offset=args.offset,
         duration=args.duration,
         mwf=args.mwf,
+        mwf_block_frames=args.mwf_block_frames,
         progress=not args.no_progress,
     )
     done = len(args.files) - len(errors)
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-s", "--offset", type=float, default=0.0, help="start offset in seconds")
     sep.add_argument("-d", "--duration", type=float, default=None, help="seconds to separate (default: the whole file)")
     sep.add_argument("--mwf", action="store_true", help="multichannel Wiener filtering (norbert)")
+    sep.add_argument(
+        "--mwf-block-frames", type=int, default=None, metavar="FRAMES",
+        help="frames per Wiener-filter block (default: one segment, 512; 0: the whole track at once, as Spleeter)",
+    )
     sep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sep.set_defaults(handler=_separate)
 

@@ -11,10 +11,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 
-from model.audio import CODECS
+from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
 from pipeline.options import StembeamOptions
-from transforms import storage
+from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks
 from transforms.manifest import ReadManifest
@@ -51,12 +51,21 @@ def prepare_model(model: str, model_dir: str | None, output: str):
     return config, target
 
 
+def _matching(pattern: str) -> list:
+    return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+
+
 def clear_metadata(output: str) -> None:
     """metadata/ describes the latest run over the whole manifest: drop the previous run's files."""
-    pattern = storage.join(output, "metadata", "tracks*.parquet")
-    found = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    found = _matching(storage.join(output, "metadata", "tracks*.parquet"))
     if found:
         FileSystems.delete(found)
+
+
+def clear_leftovers(output: str) -> None:
+    """Remove the spool and unfinished stem files (also those of an earlier, killed run)."""
+    spool.delete_quietly([spool.work_root(output)])
+    spool.delete_quietly(_matching(storage.join(output, "stems", "*", TEMP_PREFIX + "*")))
 
 
 def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
@@ -66,10 +75,12 @@ def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: 
     decoded = manifest["tracks"] | "DecodeAndChunk" >> beam.ParDo(
         DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing)
     ).with_outputs("errors", DONE, main="chunks")
-    parts = decoded.chunks | "Separate" >> SeparateChunks(config, keras_uri, options.batch_size, options.mwf)
-    grouped = parts | "Regroup" >> RegroupTracks(config, options.mwf)
-    written = grouped.stems | "WriteStems" >> beam.ParDo(
-        WriteStems(options.output, model_name, codec, options.bitrate, config.sample_rate, __version__)
+    parts = decoded.chunks | "Separate" >> SeparateChunks(
+        config, keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames
+    )
+    grouped = parts | "Regroup" >> RegroupTracks()
+    written = grouped.tracks | "WriteStems" >> beam.ParDo(
+        WriteStems(config, options.output, model_name, codec, options.bitrate, __version__)
     )
     previous = decoded[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
     failures = (
@@ -124,14 +135,20 @@ def run(argv=None) -> int:
         raise SystemExit(f"stembeam pipeline: {' and '.join(missing)} required (see --help)")
     if job.codec not in CODECS:
         raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+    if job.batch_size < 1:
+        raise SystemExit("--batch_size must be at least 1")
     options.view_as(SetupOptions).save_main_session = False
     _default_local_parallelism(options, argv or [])
     config, keras_uri = prepare_model(job.model, job.model_dir, job.output)
+    if not 1 <= job.mwf_block_frames <= config.T:
+        raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
     clear_metadata(job.output)
+    clear_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, config, keras_uri)
     result = pipeline.run()
     result.wait_until_finish()
+    clear_leftovers(job.output)
     counts = summary(result)
     line = (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "

@@ -13,6 +13,10 @@ class StembeamOptions(PipelineOptions):
         parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
         parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
         parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")
+        parser.add_argument(
+            "--mwf_block_frames", "--mwf-block-frames", type=int, default=512,
+            help="frames per Wiener-filter block, 1..512 (default 512: one segment, 11.9 s)",
+        )
         parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
         parser.add_argument("--bitrate", default="128k")
         parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")

@@ -6,7 +6,7 @@ import sys
 from typing import List, Sequence
 
 from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
-from model.load import load_model, predictor
+from model.load import load_separator
 from model.separation import separate_waveform
 
 DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
@@ -39,11 +39,11 @@ def separate_files(
     offset: float = 0.0,
     duration: float | None = None,
     mwf: bool = False,
+    mwf_block_frames: int | None = None,
     progress: bool = True,
 ) -> List[str]:
     """Separate each file into ``output_dir``; returns one error line per file that failed."""
-    config, keras_model = load_model(model, model_dir)
-    predict = predictor(keras_model)
+    config, separator = load_separator(model, model_dir)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
     if progress and len(files) > 1:
@@ -54,7 +54,7 @@ def separate_files(
     for path in iterator:
         try:
             waveform = load_audio(path, config.sample_rate, offset, duration)
-            stems = separate_waveform(waveform, predict, config, mwf=mwf)
+            stems = separate_waveform(waveform, separator, mwf=mwf, batch_size=4, mwf_block_frames=mwf_block_frames)
             for instrument, signal in stems.items():
                 target = stem_path(output_dir, path, instrument, codec, filename_format)
                 write_audio(target, signal, config.sample_rate, codec, bitrate)

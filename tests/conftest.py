@@ -46,13 +46,12 @@ def official_graph():
 
 @pytest.fixture(scope="session")
 def two_stems():
-    """``(config, predict)`` of the official 2-stems model loaded into Keras."""
-    from model.load import load_model, predictor
+    """``(config, SegmentSeparator)`` of the official 2-stems model loaded into Keras."""
+    from model.load import load_separator
 
     if not os.path.isdir(MODELS):
         pytest.skip(f"reference data not found at {SHARED}")
-    config, model = load_model("spleeter:2stems")
-    return config, predictor(model)
+    return load_separator("spleeter:2stems")
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,9 @@ def test_separate_matches_official_graph(tmp_path, path, official_graph, decoded
 
 @needs_shared
 def test_separation_math_matches_graph_before_quantisation(two_stems, official_graph, decoded):
-    config, predict = two_stems
+    _, separator = two_stems
     waveform = decoded(EXAMPLE)
-    ours = separate_waveform(waveform, predict, config)
+    ours = separate_waveform(waveform, separator, batch_size=2)
     reference = official_graph.separate(waveform)
     for stem in reference:
         assert snr_db(reference[stem], ours[stem]) >= 100.0  # float32 round-off only
@@ -59,7 +59,7 @@ def _official_mwf(official_graph, waveform):
 
 @needs_shared
 def test_mwf_is_spleeters_norbert_wiener(tmp_path, official_graph, decoded):
-    ours = _separate_cli(tmp_path, EXAMPLE, "--mwf")
+    ours = _separate_cli(tmp_path, EXAMPLE, "--mwf", "--mwf-block-frames", "0")
     reference = _official_mwf(official_graph, decoded(EXAMPLE))
     for stem, signal in reference.items():
         snr = snr_db(signal, ours[stem])
@@ -69,25 +69,31 @@ def test_mwf_is_spleeters_norbert_wiener(tmp_path, official_graph, decoded):
 
 @needs_shared
 def test_sdr_on_cc0_multitrack_soft_and_mwf(two_stems, decoded):
-    """BSS Eval v4 (museval, 1 s windows, median) of vocals / accompaniment on real stems."""
+    """BSS Eval v4 (museval, 1 s windows, median) of vocals / accompaniment on real stems:
+    soft masks, the whole-track Wiener filter (Spleeter's) and the default 512-frame blocks."""
     import museval
 
-    config, predict = two_stems
+    _, separator = two_stems
+    modes = {"soft": dict(mwf=False), "mwf whole": dict(mwf=True, mwf_block_frames=0), "mwf 512": dict(mwf=True)}
     table = {}
     for song in CC0_SONGS:
         folder = os.path.join(CC0, song)
         mix = decoded(os.path.join(folder, "mixture.flac"))
         vocals = decoded(os.path.join(folder, "vocals.flac"))
         references = np.stack([vocals, mix - vocals])  # accompaniment = drums + bass + other
-        for mwf in (False, True):
-            stems = separate_waveform(mix, predict, config, mwf=mwf)
+        for mode, kwargs in modes.items():
+            stems = separate_waveform(mix, separator, batch_size=3, **kwargs)
             sdr, _, _, _ = museval.evaluate(references, np.stack([stems["vocals"], stems["accompaniment"]]), win=44100, hop=44100)
-            table[song, mwf] = np.nanmedian(sdr, axis=1)
-    print("\nSDR (dB, median of 1 s windows)   vocals soft / mwf   accompaniment soft / mwf")
+            table[song, mode] = np.nanmedian(sdr, axis=1)
+    print("\nSDR (dB, median of 1 s windows)  vocals: " + " / ".join(modes) + "   accompaniment: same order")
     for song in CC0_SONGS:
-        soft, wiener = table[song, False], table[song, True]
-        print(f"{song:12s} {soft[0]:8.2f} / {wiener[0]:6.2f} {soft[1]:10.2f} / {wiener[1]:6.2f}")
+        vocals = " / ".join(f"{table[song, m][0]:.2f}" for m in modes)
+        accompaniment = " / ".join(f"{table[song, m][1]:.2f}" for m in modes)
+        print(f"{song:12s} {vocals:>24s}   {accompaniment:>24s}")
+        soft, whole, block = table[song, "soft"], table[song, "mwf whole"], table[song, "mwf 512"]
         assert soft[0] > 1.5 and soft[1] > 4.0  # a working separator, not noise
         # Spleeter's MWF on this album: up to +0.4 dB on vocals, within 0.4 dB on accompaniment.
-        assert -0.5 <= wiener[0] - soft[0] <= 1.0
-        assert abs(wiener[1] - soft[1]) <= 0.6
+        assert -0.5 <= whole[0] - soft[0] <= 1.0
+        assert abs(whole[1] - soft[1]) <= 0.6
+        # Blocks of one segment estimate the spatial covariances locally: close to the whole-track filter.
+        assert np.all(np.abs(block - whole) <= 0.5)

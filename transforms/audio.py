@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from model.audio import AudioDecodeError, load_audio
+from model.audio import AudioDecodeError, decode_to_file, read_raw
 from model.config import ModelConfig
-from model.separation import segment_count, segment_waveform
+from model.separation import pad_segment, segment_count, segment_start
 from transforms import storage
 from transforms.records import Chunk, Track
 
@@ -57,15 +59,20 @@ class DecodeAndChunk(beam.DoFn):
             self._skipped.inc()
             yield beam.pvalue.TaggedOutput(DONE, rows)
             return
-        try:
-            with storage.local_copy(track.source_uri) as path:
-                waveform = load_audio(path, self._config.sample_rate, track.offset, track.duration)
-        except AudioDecodeError as error:
-            yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
-            return
-        except Exception as error:  # noqa: BLE001 - any unreadable input is a row, not a crash
-            yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {type(error).__name__}: {error}"))
-            return
-        count = segment_count(waveform.shape[0], self._config)
-        for index in range(count):
-            yield Chunk(track, index, count, waveform.shape[0], segment_waveform(waveform, index, self._config))
+        # The track is decoded whole to a local raw file first (memory: one block), so a file
+        # that breaks half way is an error row before any of its segments is separated.
+        with tempfile.TemporaryDirectory(prefix="stembeam-decode-") as tmp:
+            raw = os.path.join(tmp, "decoded.f32")
+            try:
+                with storage.local_copy(track.source_uri) as path:
+                    n_samples = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration)
+            except AudioDecodeError as error:
+                yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
+                return
+            except Exception as error:  # noqa: BLE001 - any unreadable input is a row, not a crash
+                yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {type(error).__name__}: {error}"))
+                return
+            count = segment_count(n_samples, self._config)
+            for index in range(count):
+                span = read_raw(raw, segment_start(index, self._config), self._config.segment_samples)
+                yield Chunk(track, index, count, n_samples, pad_segment(span, self._config))

@@ -1,10 +1,8 @@
-"""SeparateChunks: segment samples -> RunInference (TF U-nets) -> per-segment source signals."""
+"""SeparateChunks: segment samples -> RunInference (Spleeter's graph per segment) -> spooled source signals."""
 from __future__ import annotations
 
-import dataclasses
-import threading
-
-from typing import Any, Iterable, Sequence
+import functools
+from typing import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -13,96 +11,88 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
 
 from model.config import ModelConfig
-from model.separation import mix_magnitude, segment_stft, soft_mask_segment
+from model.separation import segment_frames, wiener_segment
+from transforms import spool
 from transforms.records import Chunk
 
-_COMPILED = {}
-_LOCK = threading.Lock()
 
+def segment_inference_fn(
+    model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, config: ModelConfig, mwf: bool
+) -> Iterable[PredictionResult]:
+    """Beam inference_fn: segment samples ``[L, 2]`` -> soft-mask source signals ``[L, 2, S]``,
+    or with ``mwf`` ``(STFT [T, N//2+1, 2], source magnitudes [T, F, 2, S])``.
 
-def compiled_inference_fn(model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None) -> Iterable[PredictionResult]:
-    """Beam inference_fn: one traced tf.function per model instead of eager layer-by-layer calls."""
-    import tensorflow as tf
-
-    with _LOCK:
-        function, lock = _COMPILED.get(id(model), (None, None))
-        if function is None:
-            function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-            lock = threading.Lock()
-            _COMPILED[id(model)] = (function, lock)
-    inputs = tf.convert_to_tensor(np.stack(batch))
-    # Keras' tracing is not thread-safe (concurrent traces gave wrong outputs on the multi-threaded
-    # DirectRunner), and one call already uses every core: one batch at a time per model.
-    with lock:
-        predictions = function(inputs).numpy()
-    return [PredictionResult(example, prediction, model_id) for example, prediction in zip(batch, predictions)]
-
-
-def model_handler(keras_uri: str, batch_size: int) -> KeyedModelHandler:
-    """Keyed TF handler for ``model.keras``: mixture magnitudes ``[T, F, 2]`` -> sources ``[T, F, 2, S]``.
-
-    One batch may mix segments of different tracks.
+    STFT, U-nets, masks and inverse STFT run as one TF call per batch (model.segment_graph).
     """
+    from model.segment_graph import separator_for
+
+    separator = separator_for(model, config)
+    spans = np.stack(batch)
+    outputs = list(zip(*separator.spectra(spans))) if mwf else list(separator.soft(spans))
+    return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs)]
+
+
+def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False) -> KeyedModelHandler:
+    """Keyed TF handler for the U-nets' ``model.keras``, fed segment samples; one batch may
+    mix segments of different tracks."""
     return KeyedModelHandler(
         TFModelHandlerNumpy(
             keras_uri,
             model_type=ModelType.SAVED_MODEL,
             load_model_args={"compile": False},
-            inference_fn=compiled_inference_fn,
+            inference_fn=functools.partial(segment_inference_fn, config=config, mwf=mwf),
             min_batch_size=1,
             max_batch_size=batch_size,
         )
     )
 
 
-class _ToMagnitude(beam.DoFn):
-    def __init__(self, config: ModelConfig):
-        self._config = config
-
+class _KeyBySegment(beam.DoFn):
     def process(self, chunk: Chunk):
-        stft = segment_stft(chunk.span, self._config)
-        yield dataclasses.replace(chunk, stft=stft), mix_magnitude(stft, self._config)
+        yield chunk.reference(), chunk.span
 
 
-class _ApplyMasks(beam.DoFn):
-    """(Chunk, prediction) -> (track_id, part). Soft masks are applied per segment; for
-    the Wiener filter the source magnitudes and samples go on to the whole-track stage."""
+class _SpoolSegments(beam.DoFn):
+    """(Chunk, prediction) -> ``(track_id, Chunk with its spool uri)``; the Wiener filter
+    (blocks of ``mwf_block_frames`` within the segment) runs here."""
 
-    def __init__(self, config: ModelConfig, mwf: bool):
+    def __init__(self, config: ModelConfig, output: str, mwf: bool, mwf_block_frames: int):
         self._config = config
+        self._output = output
         self._mwf = mwf
+        self._block = mwf_block_frames
         self._chunks = Metrics.counter("stembeam", "chunks_inferred")
 
-    def process(self, element: Any):
+    def process(self, element):
         chunk, result = element
-        self._chunks.inc()
-        sources = np.asarray(result.inference)
         if self._mwf:
-            payload = (sources, chunk.span)
+            spec, sources = result.inference
+            frames = segment_frames(chunk.index, chunk.n_samples, self._config)
+            signals = wiener_segment(spec, sources, self._config, frames, self._block)
         else:
-            payload = soft_mask_segment(chunk.stft, sources, self._config)
-        chunk_info = Chunk(chunk.track, chunk.index, chunk.count, chunk.n_samples, span=None)
-        yield chunk.track.track_id, (chunk_info, payload)
+            signals = result.inference
+        uri = spool.spool_uri(self._output, chunk.track, chunk.index)
+        spool.write_spool(uri, signals)
+        self._chunks.inc()
+        yield chunk.track.track_id, chunk.reference(uri)
 
 
 class SeparateChunks(beam.PTransform):
-    """Chunk -> ``(track_id, (Chunk without samples, part))``.
+    """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
 
-    ``part`` is the segment's ``[segment_samples, 2, S]`` source signals (soft mask) or
-    ``(sources [T, F, 2, S], samples [segment_samples, 2])`` with ``mwf``.
-    """
-
-    def __init__(self, config: ModelConfig, keras_uri: str, batch_size: int = 4, mwf: bool = False):
+    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512):
         super().__init__()
         self._config = config
         self._keras_uri = keras_uri
+        self._output = output
         self._batch_size = batch_size
         self._mwf = mwf
+        self._block = mwf_block_frames
 
     def expand(self, chunks):
         return (
             chunks
-            | "Magnitude" >> beam.ParDo(_ToMagnitude(self._config))
-            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._batch_size))
-            | "ApplyMasks" >> beam.ParDo(_ApplyMasks(self._config, self._mwf))
+            | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
+            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
+            | "Spool" >> beam.ParDo(_SpoolSegments(self._config, self._output, self._mwf, self._block))
         )

@@ -51,19 +51,22 @@ class Track:
 
 @dataclasses.dataclass
 class Chunk:
-    """Segment ``index`` of ``count`` of a track, with its samples ``span [segment_samples, 2]``.
+    """Segment ``index`` of ``count`` of a track of ``n_samples``.
 
-    It is the key through RunInference, so the mask stage has the segment's samples
-    without a join.
+    It carries its samples ``span [segment_samples, 2]`` into inference, and after
+    inference (span dropped) the ``spool`` uri of its separated signals.
     """
 
     track: Track
     index: int
     count: int
     n_samples: int
-    span: Optional[np.ndarray]
-    # The segment's STFT [T, N//2+1, 2], kept from the magnitude stage for the mask stage.
-    stft: Optional[np.ndarray] = None
+    span: Optional[np.ndarray] = None
+    spool: Optional[str] = None
+
+    def reference(self, spool: Optional[str] = None) -> "Chunk":
+        """This chunk without its samples (what travels once the samples are used)."""
+        return Chunk(self.track, self.index, self.count, self.n_samples, None, spool)
 
 
 def default_track_id(uri: str) -> str:

@@ -1,17 +1,20 @@
 """WriteStems (audio files + a per-track marker) and WriteMetadata (Parquet)."""
 from __future__ import annotations
 
+import contextlib
 import datetime
+import itertools
 import json
 import os
 import tempfile
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
-from model.audio import CODECS, write_audio
-from transforms import storage
+from model.audio import CODECS, AudioWriter
+from model.config import ModelConfig
+from model.separation import OverlapAdd
+from transforms import spool, storage
 from transforms.audio import marker_uri, track_folder
 from transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
 
@@ -25,56 +28,78 @@ def rows_from_json(rows) -> list:
 
 
 class WriteStems(beam.DoFn):
-    """``(Track, {instrument: [n, 2]})`` -> metadata rows, one per stem.
+    """``(Track, its spooled Chunks in order)`` -> metadata rows, one per stem.
 
-    Each stem is written under a temporary name and renamed; the track's marker
-    (its rows as JSON) is written last, so a marker means every stem is complete.
+    The segments are overlap-added as they stream from the spool into one AudioWriter per
+    stem (memory: one segment), cropped to the track's length. Each stem appears under its
+    name only when complete; the track's marker (its rows as JSON) is written last, so a
+    marker means every stem is complete. The track's spool is removed afterwards.
     """
 
-    def __init__(self, output: str, model_name: str, codec: str, bitrate: str, sample_rate: int, version: str):
+    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, bitrate: str, version: str):
+        self._config = config
         self._output = output
         self._model_name = model_name
         self._codec = codec
         self._bitrate = bitrate
-        self._sample_rate = sample_rate
         self._version = version
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
         self._seconds = Metrics.counter("stembeam", "audio_seconds_separated")
 
-    def _write(self, uri: str, signal: np.ndarray) -> None:
-        if storage.is_local(uri):
-            write_audio(uri, signal, self._sample_rate, self._codec, self._bitrate)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, os.path.basename(uri))
-            write_audio(local, signal, self._sample_rate, self._codec, self._bitrate)
-            storage.put_file(local, uri)
+    def _stream(self, chunks, writers) -> None:
+        adder = OverlapAdd(self._config)
+        remaining = chunks[0].n_samples
+        pieces = (adder.add(spool.read_spool(chunk.spool)) for chunk in chunks)
+        for piece in itertools.chain(pieces, [None]):
+            piece = adder.finish() if piece is None else piece
+            piece = piece[:remaining]
+            remaining -= piece.shape[0]
+            for k, writer in enumerate(writers.values()):
+                writer.write(piece[..., k])
 
     def process(self, element):
-        track, stems = element
+        track, chunks = element
         track: Track
         folder = track_folder(self._output, track)
-        rows = []
+        sample_rate = self._config.sample_rate
+        uris = {stem: storage.join(folder, f"{stem}.{CODECS[self._codec][0]}") for stem in self._config.instruments}
+        writers = {}
         try:
-            for stem, signal in stems.items():
-                uri = storage.join(folder, f"{stem}.{CODECS[self._codec][0]}")
-                self._write(uri, signal)
-                rows.append(
-                    metadata_row(
-                        track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, self._sample_rate,
-                        signal.shape[1], signal.shape[0] / self._sample_rate, float(np.sqrt(np.mean(np.square(signal, dtype=np.float64)))),
-                        float(np.max(np.abs(signal))), "ok", None, self._version,
-                    )
+            with contextlib.ExitStack() as stack:
+                staging = folder if storage.is_local(folder) else stack.enter_context(tempfile.TemporaryDirectory())
+                for stem, uri in uris.items():
+                    local = uri if storage.is_local(uri) else os.path.join(staging, os.path.basename(uri))
+                    writers[stem] = AudioWriter(local, sample_rate, self._config.n_channels, self._codec, self._bitrate)
+                try:
+                    self._stream(chunks, writers)
+                except BaseException:
+                    for writer in writers.values():
+                        writer.abort()
+                    raise
+                for writer in writers.values():
+                    writer.close()
+                for stem, uri in uris.items():
+                    if not storage.is_local(uri):
+                        storage.put_file(writers[stem].path, uri)
+            rows = [
+                metadata_row(
+                    track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
+                    self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
+                    "ok", None, self._version,
                 )
+                for stem, uri in uris.items()
+            ]
             marker = {"model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "rows": rows_to_json(rows)}
             storage.write_bytes_atomic(marker_uri(self._output, track), json.dumps(marker, ensure_ascii=False).encode("utf-8"))
         except Exception as error:  # noqa: BLE001 - recorded as the track's error row
             self._failed.inc()
             yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec, self._version)
             return
+        finally:
+            spool.delete_quietly([chunk.spool for chunk in chunks])
         self._ok.inc()
-        self._seconds.inc(int(round(next(iter(stems.values())).shape[0] / self._sample_rate)))
+        self._seconds.inc(int(round(chunks[0].n_samples / sample_rate)))
         yield from rows
 
 

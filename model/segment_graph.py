@@ -1,0 +1,129 @@
+"""Spleeter's separation graph in TensorFlow, one batch of T-frame segments at a time.
+
+A segment's samples ``span [L, 2]`` (``L = (T-1)*hop + N``, see model.separation) have an
+STFT equal to T frames of the whole track's, so the same ops as Spleeter's exported graph
+(``tf.signal`` STFT, U-nets, ratio masks, inverse STFT) run per segment; overlap-adding the
+segment signals in order rebuilds the track. Everything runs in one TF call per batch: the
+spectral work uses every core and never holds the GIL.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from model import spectral
+from model.config import ModelConfig
+
+
+def _hann(frame_length, dtype):
+    return tf.signal.hann_window(frame_length, periodic=True, dtype=dtype)
+
+
+def stft(waveforms: tf.Tensor, config: ModelConfig, pad_end: bool = False) -> tf.Tensor:
+    """``[..., samples, C]`` float32 -> ``[..., frames, N//2+1, C]`` complex64 (the graph's STFT)."""
+    channels_first = tf.experimental.numpy.moveaxis(waveforms, -1, -2)
+    spec = tf.signal.stft(channels_first, config.frame_length, config.frame_step, window_fn=_hann, pad_end=pad_end)
+    return tf.experimental.numpy.moveaxis(spec, -3, -1)
+
+
+def inverse_stft(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
+    """``[..., frames, N//2+1, C]`` -> ``[..., (frames-1)*hop + N, C]`` with the graph's 2/3 window gain."""
+    channels_first = tf.experimental.numpy.moveaxis(spec, -1, -3)
+    wave = tf.signal.inverse_stft(channels_first, config.frame_length, config.frame_step, window_fn=_hann)
+    return tf.experimental.numpy.moveaxis(wave * spectral.WINDOW_COMPENSATION_FACTOR, -2, -1)
+
+
+def ratio_masks(sources: tf.Tensor, config: ModelConfig) -> tf.Tensor:
+    """Spleeter's masks ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, zero-extended from F to N//2+1 bins.
+
+    sources: ``[..., frames, F, C, S]``; returns ``[..., frames, N//2+1, C, S]``.
+    """
+    count = len(config.instruments)
+    powered = sources**config.separation_exponent
+    total = tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON
+    masks = (powered + spectral.EPSILON / count) / total
+    rank = len(masks.shape)
+    padding = [[0, 0]] * rank
+    padding[rank - 3] = [0, config.n_bins - config.F]
+    return tf.pad(masks, padding)
+
+
+def overlap_add(frames: tf.Tensor, frame_step: int) -> tf.Tensor:
+    """``[..., frames, N]`` -> ``[..., (frames-1)*hop + N]``, for ``N`` a multiple of ``hop``:
+    ``N/hop`` shifted adds of hop-sized blocks (cheaper than tf.signal.overlap_and_add)."""
+    length = frames.shape[-1]
+    q = length // frame_step
+    blocks = tf.reshape(frames, tf.concat([tf.shape(frames)[:-1], [q, frame_step]], 0))
+    rank = len(frames.shape)
+    total = 0
+    for j in range(q):
+        total += tf.pad(blocks[..., j, :], [[0, 0]] * (rank - 2) + [[j, q - 1 - j], [0, 0]])
+    return tf.reshape(total, tf.concat([tf.shape(total)[:-2], [-1]], 0))
+
+
+def magnitudes(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
+    """The U-nets' input ``|X|`` of the first F bins: ``[..., T, F, C]``."""
+    return tf.abs(spec)[..., : config.F, :]
+
+
+def apply_masks(spec: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """``spec [..., bins, C]`` times each mask ``[..., bins, C, S]`` -> ``[..., bins, C, S]``."""
+    return spec[..., tf.newaxis] * tf.cast(masks, tf.complex64)
+
+
+class SegmentSeparator:
+    """Batches of segment samples ``[B, L, 2]`` through a U-net model; safe to share across threads."""
+
+    def __init__(self, model, config: ModelConfig):
+        self.config = config
+        spans = tf.TensorSpec([None, config.segment_samples, config.n_channels], tf.float32)
+        self._soft = tf.function(self._soft_graph, input_signature=[spans])
+        self._spectra = tf.function(self._spectra_graph, input_signature=[spans])
+        self._model = model
+        # Keras tracing is not thread-safe (concurrent traces gave wrong outputs on the
+        # multi-threaded DirectRunner), and one call already uses every core.
+        self._lock = threading.Lock()
+
+    def _soft_graph(self, spans):
+        config, count = self.config, len(self.config.instruments)
+        window = _hann(config.frame_length, tf.float32)
+        frames = tf.signal.frame(tf.transpose(spans, [0, 2, 1]), config.frame_length, config.frame_step)  # [B, C, T, N]
+        # Masks are zero above F (Spleeter's mask extension), so only F bins are kept: the
+        # inverse FFT zero-pads them back, exactly as multiplying by the zero-extended mask.
+        spec = tf.signal.rfft(frames * window, [config.frame_length])[..., : config.F]  # [B, C, T, F]
+        sources = self._model(tf.transpose(tf.abs(spec), [0, 2, 3, 1]), training=False)  # [B, T, F, C, S]
+        powered = tf.square(sources) if config.separation_exponent == 2 else sources**config.separation_exponent
+        masks = (powered + spectral.EPSILON / count) / (tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON)
+        masked = spec[:, tf.newaxis] * tf.cast(tf.transpose(masks, [0, 4, 3, 1, 2]), tf.complex64)  # [B, S, C, T, F]
+        pieces = tf.signal.irfft(masked, [config.frame_length]) * (window * spectral.WINDOW_COMPENSATION_FACTOR)
+        return tf.transpose(overlap_add(pieces, config.frame_step), [0, 3, 2, 1])  # [B, L, C, S]
+
+    def _spectra_graph(self, spans):
+        spec = stft(spans, self.config)
+        return spec, self._model(magnitudes(spec, self.config), training=False)
+
+    def soft(self, spans: np.ndarray) -> np.ndarray:
+        """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``."""
+        with self._lock:
+            return self._soft(tf.convert_to_tensor(spans, tf.float32)).numpy()
+
+    def spectra(self, spans: np.ndarray):
+        """``(STFT [B, T, N//2+1, 2] complex64, source magnitudes [B, T, F, 2, S])`` for the Wiener filter."""
+        with self._lock:
+            spec, sources = self._spectra(tf.convert_to_tensor(spans, tf.float32))
+        return spec.numpy(), sources.numpy()
+
+
+_SEPARATORS = {}
+_SEPARATORS_LOCK = threading.Lock()
+
+
+def separator_for(model, config: ModelConfig) -> SegmentSeparator:
+    """One SegmentSeparator per loaded model object (its traced graphs are reused)."""
+    with _SEPARATORS_LOCK:
+        key = (id(model), config.name)
+        if key not in _SEPARATORS:
+            _SEPARATORS[key] = (model, SegmentSeparator(model, config))
+        return _SEPARATORS[key][1]
