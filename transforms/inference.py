@@ -32,11 +32,28 @@ def segment_inference_fn(
     return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs)]
 
 
+_LAUNCHER_MODELS = {}
+
+
+def share_with_workers_in_process(keras_uri: str, model) -> None:
+    """Let workers running in this process (the DirectRunner's in-memory and multi-threading
+    modes) use ``model`` instead of loading ``keras_uri`` again; other workers load the file."""
+    _LAUNCHER_MODELS[keras_uri] = model
+
+
+class KerasFileModelHandler(TFModelHandlerNumpy):
+    """TFModelHandlerNumpy over a ``model.keras`` file, reusing the launcher's model in-process."""
+
+    def load_model(self):
+        model = _LAUNCHER_MODELS.get(self._model_uri)
+        return model if model is not None else super().load_model()
+
+
 def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False) -> KeyedModelHandler:
     """Keyed TF handler for the U-nets' ``model.keras``, fed segment samples; one batch may
     mix segments of different tracks."""
     return KeyedModelHandler(
-        TFModelHandlerNumpy(
+        KerasFileModelHandler(
             keras_uri,
             model_type=ModelType.SAVED_MODEL,
             load_model_args={"compile": False},

@@ -8,6 +8,7 @@ rewrites the same file; it is removed as each track is written and at the end of
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -28,12 +29,20 @@ def spool_uri(output: str, track: Track, index: int) -> str:
 
 def write_spool(uri: str, signals: np.ndarray) -> None:
     """Park one segment's ``[L, 2, S]`` float32 signals at ``uri``."""
+    signals = np.ascontiguousarray(signals, dtype=np.float32)
+    if storage.is_local(uri):
+        path = storage.local_path(uri)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, signals, allow_pickle=False)  # the name is unique to the segment: no rename needed
+        return
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(signals, dtype=np.float32), allow_pickle=False)
+    np.save(buffer, signals, allow_pickle=False)
     storage.write_bytes_atomic(uri, buffer.getvalue())
 
 
 def read_spool(uri: str) -> np.ndarray:
+    if storage.is_local(uri):
+        return np.load(storage.local_path(uri), allow_pickle=False)
     return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
 
 

@@ -13,6 +13,11 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def local_path(uri: str) -> str:
+    """The filesystem path of a local uri (``file://`` stripped)."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
 def join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
@@ -21,7 +26,7 @@ def join(*parts: str) -> str:
 def local_copy(uri: str):
     """A local path holding ``uri``'s bytes (the path itself when already local)."""
     if is_local(uri):
-        yield uri[len("file://") :] if uri.startswith("file://") else uri
+        yield local_path(uri)
         return
     suffix = os.path.splitext(uri)[1]
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
