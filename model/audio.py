@@ -238,6 +238,8 @@ class AudioWriter:
         self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors)
 
     def write(self, block: np.ndarray) -> None:
+        if not np.all(np.isfinite(block)):
+            raise ValueError(f"{self.path}: NaN or Inf in the audio to write")
         clipped = np.clip(block, -1.0, 32767.0 / 32768.0)
         self.frames += block.shape[0]
         self._squares += float(np.sum(np.square(clipped, dtype=np.float64)))

@@ -70,16 +70,6 @@ def istft(spec: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     return out[:length]
 
 
-def ratio_masks(sources: np.ndarray, exponent: float = 2.0, eps: float = EPSILON) -> np.ndarray:
-    """Spleeter's ratio masks from source magnitudes ``[..., S]``.
-
-    ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, float32 like the graph.
-    """
-    powered = np.power(sources.astype(np.float32), np.float32(exponent))
-    total = powered.sum(axis=-1, keepdims=True) + np.float32(eps)
-    return (powered + np.float32(eps / sources.shape[-1])) / total
-
-
 def extend_bins(x: np.ndarray, n_bins: int) -> np.ndarray:
     """Zero-extend ``x [frames, F, ...]`` to ``[frames, n_bins, ...]`` (mask_extension 'zeros')."""
     pad = [(0, 0)] * x.ndim

@@ -55,3 +55,10 @@ def test_track_ids_are_safe_folder_names():
     for hostile in ("../../x", "/etc/passwd", "-rf", ".", "..", "a/b\\c"):
         safe = safe_component(hostile)
         assert "/" not in safe and "\\" not in safe and not safe.startswith((".", "-"))
+
+
+def test_distinct_ids_get_distinct_folders():
+    ids = ["a/b", "a_b", "a:b", "../../x", ".._.._x", "plain-id"]
+    folders = [Track(i, "/x.wav").folder_name for i in ids]
+    assert len(set(folders)) == len(ids)
+    assert Track("plain-id", "/x.wav").folder_name == "plain-id"  # safe ids are kept as they are

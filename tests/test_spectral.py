@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from model import spectral
 from model.config import get_config
-from model.separation import OverlapAdd, segment_count, segment_stft, segment_waveform
+from model import segment_graph
+from model.separation import OverlapAdd, segment_count, segment_waveform
 
 CONFIG = get_config("2stems")
 
@@ -43,7 +44,7 @@ def test_segments_equal_whole_track_stft_and_overlap_add():
     waveform = np.random.default_rng(3).standard_normal((n, 2)).astype(np.float32)
     whole = spectral.stft(waveform, 4096, 1024)
     assert segment_count(n, CONFIG) == 3
-    pieces = [segment_stft(segment_waveform(waveform, j, CONFIG), CONFIG) for j in range(3)]
+    pieces = [spectral.stft(segment_waveform(waveform, j, CONFIG), 4096, 1024, frames=CONFIG.T) for j in range(3)]
     stacked = np.concatenate(pieces)
     np.testing.assert_allclose(stacked[: whole.shape[0]], whole, atol=2e-3)
     assert not stacked[whole.shape[0] :].any()  # frames past ceil(n/hop) are zero, as the graph pads
@@ -53,7 +54,17 @@ def test_segments_equal_whole_track_stft_and_overlap_add():
 
 
 def test_ratio_masks_are_spleeters():
-    sources = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
-    masks = spectral.ratio_masks(sources)
-    np.testing.assert_allclose(masks[0], [9 / 25, 16 / 25], rtol=1e-6)
-    np.testing.assert_allclose(masks[1], [0.5, 0.5], rtol=1e-6)  # eps/S over eps on silence
+    sources = np.zeros((1, CONFIG.F, 1, 2), dtype=np.float32)
+    sources[0, 0, 0] = [3.0, 4.0]
+    masks = segment_graph.ratio_masks(tf.constant(sources), CONFIG).numpy()
+    assert masks.shape == (1, CONFIG.n_bins, 1, 2)
+    np.testing.assert_allclose(masks[0, 0, 0], [9 / 25, 16 / 25], rtol=1e-6)
+    np.testing.assert_allclose(masks[0, 1, 0], [0.5, 0.5], rtol=1e-6)  # eps/S over eps on silence
+    assert not masks[0, CONFIG.F :].any()  # mask extension "zeros" above F
+
+
+def test_overlap_add_equals_tf_signal():
+    frames = tf.constant(np.random.default_rng(4).standard_normal((2, 3, 7, 4096)).astype(np.float32))
+    np.testing.assert_allclose(
+        segment_graph.overlap_add(frames, 1024).numpy(), tf.signal.overlap_and_add(frames, 1024).numpy(), atol=1e-5
+    )

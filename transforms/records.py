@@ -45,8 +45,12 @@ class Track:
 
     @property
     def folder_name(self) -> str:
-        """The track's folder under ``stems/``: the id made safe as one path component."""
-        return safe_component(self.track_id)
+        """The track's folder under ``stems/``: the id itself when it is a safe path component,
+        else the id made safe plus 8 hex digits of its sha1 (so ``a/b`` and ``a_b`` differ)."""
+        safe = safe_component(self.track_id)
+        if safe == self.track_id:
+            return safe
+        return f"{safe[:190]}-{hashlib.sha1(self.track_id.encode('utf-8')).hexdigest()[:8]}"
 
 
 @dataclasses.dataclass

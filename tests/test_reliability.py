@@ -1,0 +1,158 @@
+"""Reliability of the corpus job: hostile rows, bounded memory, kill and resume, containment."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests import soak
+from tests.conftest import CC0, CC0_SONGS, REPO, needs_shared
+
+pytestmark = needs_shared
+
+
+def _manifest(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["uri", "track_id"])
+        writer.writerows(rows)
+    return str(path)
+
+
+def _job(manifest, output, *extra):
+    return [sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output, *extra]
+
+
+def _stems(output):
+    """{relative path: bytes} of every stem (not markers) under output/stems."""
+    out = {}
+    for root, _, files in os.walk(os.path.join(output, "stems")):
+        for name in files:
+            if not name.startswith("."):
+                with open(os.path.join(root, name), "rb") as handle:
+                    out[os.path.relpath(os.path.join(root, name), output)] = handle.read()
+    return out
+
+
+def test_hostile_manifest_every_row_ends_once(tmp_path):
+    """The soak's rows (long track shortened to 40 s): checked exactly as tests/soak.py does."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    rows = soak.generate(str(folder), long_minutes=40 / 60)
+    assert len(rows) >= 200
+    manifest = _manifest(tmp_path / "manifest.csv", [(uri, track_id) for uri, track_id, _ in rows])
+    before = set(os.listdir(tmp_path))
+    output = str(tmp_path / "out")
+    job = subprocess.run(_job(manifest, output), cwd=REPO, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr[-3000:]
+    problems, counts = soak.check(rows, output, str(tmp_path), before)
+    assert problems == []
+    # Sanity on what must succeed and what must fail.
+    for category in ("good wav", "good flac", "good mp3", "mono", "5.1", "8-channel", "silent", "0.1 s", "dash name", "path-like id"):
+        assert counts[category]["error"] == 0, category
+    for rate in (8000, 16000, 22050, 48000, 96000):
+        assert counts[f"{rate} Hz"]["error"] == 0
+    for category in ("zero-byte", "missing", "directory", "non-audio", "duplicate id (second)"):
+        assert counts[category]["ok"] == 0, category
+
+
+def _peak_rss_mb(command) -> float:
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, process.stderr.read().decode()[-3000:]
+    return usage.ru_maxrss / 1024.0
+
+
+def test_memory_does_not_grow_with_track_length(tmp_path):
+    """Peak RSS of the DirectRunner job on a 5-minute and a 60-minute track (synthetic flac)."""
+    figures = {}
+    for minutes in (5, 60):
+        path = str(tmp_path / f"track_{minutes}.flac")
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", f"anoisesrc=d={minutes * 60}:a=0.1:r=44100",
+             "-ac", "2", "-c:a", "flac", "file:" + path],
+            check=True,
+        )
+        manifest = _manifest(tmp_path / f"m{minutes}.csv", [(path, f"t{minutes}")])
+        figures[minutes] = _peak_rss_mb(_job(manifest, str(tmp_path / f"out{minutes}")))
+        assert os.path.getsize(str(tmp_path / f"out{minutes}" / "stems" / f"t{minutes}" / "vocals.wav")) == 44 + minutes * 60 * 44100 * 4
+    print(f"\npeak RSS: 5-minute track {figures[5]:.0f} MB, 60-minute track {figures[60]:.0f} MB, ratio {figures[60] / figures[5]:.2f}")
+    assert figures[60] <= 1.5 * figures[5]
+
+
+def _wait_for(predicate, process, timeout=300.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    return False
+
+
+def _markers(output):
+    folder = os.path.join(output, "stems")
+    return [d for d in os.listdir(folder) if os.path.exists(os.path.join(folder, d, ".stembeam.json"))] if os.path.isdir(folder) else []
+
+
+def test_killed_job_resumes_to_byte_identical_stems(tmp_path):
+    """SIGKILL mid-inference, then again once tracks are being written; the third run finishes
+    and every stem equals an uninterrupted run's, byte for byte; no temporaries remain."""
+    rows = [(os.path.join(CC0, song, "mixture.flac"), f"{song}-{copy}") for copy in range(3) for song in CC0_SONGS]
+    manifest = _manifest(tmp_path / "manifest.csv", rows)
+    reference = str(tmp_path / "reference")
+    subprocess.run(_job(manifest, reference), cwd=REPO, check=True, capture_output=True)
+    output = str(tmp_path / "out")
+    spool = os.path.join(output, "_work", "spool")
+    killed_at = []
+    for moment, ready in (("mid-inference", lambda: os.path.isdir(spool) and len(os.listdir(spool)) >= 3), ("mid-writing", lambda: len(_markers(output)) >= 1)):
+        process = subprocess.Popen(_job(manifest, output), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        reached = _wait_for(ready, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed_at.append((moment, reached, len(_markers(output))))
+    print(f"\nkills (moment, reached, finished tracks at kill): {killed_at}")
+    assert killed_at[0][1] and killed_at[0][2] == 0  # the first kill hit before any track was written
+    assert killed_at[1][1] and killed_at[1][2] < len(rows)  # the second while tracks were being written
+    done_before = set(_markers(output))
+    finished = subprocess.run(_job(manifest, output), cwd=REPO, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"{len(rows) - len(done_before)} tracks separated, {len(done_before)} already done, 0 failed" in finished.stderr
+    ours, theirs = _stems(output), _stems(reference)
+    assert sorted(ours) == sorted(theirs) and len(ours) == 2 * len(rows)
+    assert all(ours[name] == theirs[name] for name in theirs)
+    leftovers = [os.path.join(r, n) for r, ds, fs in os.walk(output) for n in fs + ds if n.startswith(".tmp-") or n == "_work"]
+    assert leftovers == []
+
+
+def test_path_like_ids_and_dash_names_stay_inside_output(tmp_path):
+    """Track ids like ``../../x`` or absolute paths, and files named ``-y.wav`` (resampled, so
+    ffmpeg decodes them) stay inside --output and never act as ffmpeg options."""
+    from model.audio import load_audio, write_audio
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    t = np.arange(48000 * 2) / 48000
+    tone = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1).astype(np.float32)
+    dash = str(inputs / "-y.wav")
+    write_audio(dash, tone, 48000)
+    assert load_audio(dash).shape == (88200, 2)  # ffmpeg read it as a file, at 44.1 kHz
+    escape = str(tmp_path / "escaped")
+    rows = [(dash, "../../escaped"), (dash, escape), (dash, "-rf"), (dash, "..")]
+    manifest = _manifest(tmp_path / "manifest.csv", rows)
+    output = tmp_path / "deep" / "out"
+    job = subprocess.run(_job(manifest, str(output), "--codec", "flac"), cwd=REPO, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "4 tracks separated" in job.stderr
+    assert sorted(os.listdir(tmp_path)) == ["deep", "in", "manifest.csv"]
+    assert os.listdir(tmp_path / "deep") == ["out"]
+    folders = sorted(os.listdir(output / "stems"))
+    assert len(folders) == 4 and not any(f.startswith(("-", ".")) or "/" in f for f in folders)
+    for folder in folders:
+        assert load_audio(str(output / "stems" / folder / "vocals.flac")).shape == (88200, 2)
