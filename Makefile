@@ -8,7 +8,7 @@ export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench soak install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(PYTHON) -m tests.benchmarks.throughput
+
+soak: $(STAMP)
+	$(PYTHON) -m tests.soak
 
 clean:
 	rm -rf demo_output .pytest_cache

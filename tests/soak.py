@@ -55,7 +55,7 @@ def generate(folder: str, long_minutes: float):
         rows.append((path, track_id, category))
 
     mixes = [load_audio(os.path.join(CC0, song, "mixture.flac")) for song in CC0_SONGS]
-    for i in range(60):  # good clips of 1.5-4 s from real music, as wav / flac / mp3
+    for i in range(72):  # good clips of 1.5-4 s from real music, as wav / flac / mp3
         mix = mixes[i % 3]
         length = int(rng.uniform(1.5, 4.0) * SR)
         start = rng.randrange(0, mix.shape[0] - length)
