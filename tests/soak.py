@@ -160,12 +160,12 @@ def check(rows, output: str, folder: str, before: set) -> tuple[list, dict]:
         for name in files + dirs:
             if name.startswith(TEMP_PREFIX) or name == "_work":
                 problems.append(f"leftover temporary: {os.path.join(root, name)}")
-    leftovers = glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*"))
+    leftovers = set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*"))) - before
     if leftovers:
         problems.append(f"decode temporaries left: {leftovers[:3]}")
     after = set(os.listdir(os.path.dirname(os.path.abspath(output))))
     if after - before - {os.path.basename(output)}:
-        problems.append(f"written outside --output: {sorted(after - before)}")
+        problems.append(f"written outside --output: {sorted(after - before - {os.path.basename(output)})}")
     if os.path.exists("/tmp/absolute-track"):
         problems.append("a track id wrote to /tmp/absolute-track")
     return problems, counts
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
         writer.writerows((uri, track_id) for uri, track_id, _ in rows)
     print(f"generated {len(rows)} manifest rows in {time.perf_counter() - start:.0f} s under {workdir}", flush=True)
     output = os.path.join(workdir, "out")
-    before = set(os.listdir(workdir))
+    before = set(os.listdir(workdir)) | set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*")))
     start = time.perf_counter()
     job = subprocess.run([sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output, *extra], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start

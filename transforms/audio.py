@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 from model.audio import AudioDecodeError, decode_to_file, read_raw
 from model.config import ModelConfig
 from model.separation import pad_segment, segment_count, segment_start
-from transforms import storage
+from transforms import spool, storage
 from transforms.records import Chunk, Track
 
 ERRORS = "errors"
@@ -41,6 +41,15 @@ class DecodeAndChunk(beam.DoFn):
         self._skip_existing = skip_existing
         self._skipped = Metrics.counter("stembeam", "tracks_skipped")
 
+    def _decode_dir(self):
+        """Local outputs decode under ``{output}/_work/`` (cleared by every run, so a killed job
+        leaves nothing behind); remote ones in the worker's temporary folder."""
+        if not storage.is_local(self._output):
+            return None
+        folder = storage.local_path(spool.work_root(self._output))
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
     def _finished_rows(self, track: Track):
         uri = marker_uri(self._output, track)
         if not self._skip_existing or not FileSystems.exists(uri):
@@ -61,7 +70,7 @@ class DecodeAndChunk(beam.DoFn):
             return
         # The track is decoded whole to a local raw file first (memory: one block), so a file
         # that breaks half way is an error row before any of its segments is separated.
-        with tempfile.TemporaryDirectory(prefix="stembeam-decode-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="stembeam-decode-", dir=self._decode_dir()) as tmp:
             raw = os.path.join(tmp, "decoded.f32")
             try:
                 with storage.local_copy(track.source_uri) as path:
