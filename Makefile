@@ -8,7 +8,7 @@ export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow bench soak install clean
+.PHONY: demo test test-slow bench soak evaluate install clean
 
 install: $(STAMP)
 
@@ -34,5 +34,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(PYTHON) -m tests.soak
 
+# Table-1 medians of the official 2-stems model on ../shared's three cc0-multitrack songs.
+evaluate: $(STAMP)
+	$(VENV)/bin/stembeam evaluate --dataset $(SHARED)/audio/cc0-multitrack --output eval_output/soft
+	$(VENV)/bin/stembeam evaluate --dataset $(SHARED)/audio/cc0-multitrack --output eval_output/mwf --mwf
+
 clean:
-	rm -rf demo_output .pytest_cache
+	rm -rf demo_output eval_output .pytest_cache

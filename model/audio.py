@@ -6,6 +6,7 @@ duplicated, more than two channels are downmixed by ffmpeg, other rates resample
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -92,8 +93,13 @@ def _tfio_blocks(path: str, sample_rate: int, offset: float, duration: float | N
             yield _scale_to_float(audio[first : min(first + BLOCK_FRAMES, stop)].numpy())
 
 
-def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float | None) -> Iterator[np.ndarray]:
-    """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed)."""
+def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float | None, stream: int | None = None) -> Iterator[np.ndarray]:
+    """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed).
+
+    ``stream`` picks one audio stream of a multi-stream file (a ``.stem.mp4``); it is read
+    as 16-bit PCM, as musdb/stempeg read MUSDB's stems, so references and mixtures are the
+    very samples MUSDB's published scores were computed on.
+    """
     if shutil.which("ffmpeg") is None:
         raise AudioDecodeError(path, "tensorflow-io cannot decode it and ffmpeg is not installed")
     cmd = ["ffmpeg", "-nostdin", "-v", "error"]
@@ -101,17 +107,24 @@ def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float |
         cmd += ["-ss", f"{offset}"]
     if duration is not None:
         cmd += ["-t", f"{duration}"]
-    cmd += ["-i", _ffmpeg_input(path), "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "-ac", "2", "-ar", str(sample_rate), "pipe:1"]
+    cmd += ["-i", _ffmpeg_input(path), "-vn"]
+    if stream is not None:
+        cmd += ["-map", f"0:a:{stream}"]
+    pcm, width = ("s16le", 4) if stream is not None else ("f32le", 8)
+    cmd += ["-f", pcm, "-acodec", "pcm_" + pcm, "-ac", "2", "-ar", str(sample_rate), "pipe:1"]
     # stderr goes to a file: a pipe could fill up on a badly broken file and stall ffmpeg.
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
         try:
             while True:
-                data = process.stdout.read(BLOCK_FRAMES * 8)
+                data = process.stdout.read(BLOCK_FRAMES * width)
                 if not data:
                     break
-                usable = len(data) - len(data) % 8
-                yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, 2)
+                usable = len(data) - len(data) % width
+                if stream is not None:
+                    yield np.frombuffer(data[:usable], dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768.0
+                else:
+                    yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, 2)
         finally:
             process.stdout.close()
             code = process.wait() if process.poll() is None else process.returncode
@@ -123,14 +136,15 @@ def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float |
             raise AudioDecodeError(path, f"not decodable as audio (ffmpeg: {reason})")
 
 
-def _decode(path: str, sample_rate: int, offset: float, duration: float | None, sink) -> int:
+def _decode(path: str, sample_rate: int, offset: float, duration: float | None, sink, stream: int | None = None) -> int:
     """Feed every decoded ``[k, 2]`` block to ``sink.write``; ``sink.reset()`` before a retry.
 
     tensorflow-io first; ffmpeg when tensorflow-io fails at any point, or the file needs
-    resampling or a downmix. Returns the sample count.
+    resampling or a downmix, or one ``stream`` of several is asked for. Returns the sample count.
     """
     _check_readable(path)
-    for decoder in (_tfio_blocks, _ffmpeg_blocks):
+    decoders = (_tfio_blocks, _ffmpeg_blocks) if stream is None else (functools.partial(_ffmpeg_blocks, stream=stream),)
+    for decoder in decoders:
         frames = 0
         sink.reset()
         try:
@@ -145,7 +159,7 @@ def _decode(path: str, sample_rate: int, offset: float, duration: float | None, 
         except AudioDecodeError:
             raise
         except Exception:  # noqa: BLE001 - whatever tensorflow-io cannot decode goes to ffmpeg
-            if decoder is _ffmpeg_blocks:
+            if decoder is decoders[-1]:
                 raise
             continue
         if frames == 0:
@@ -174,7 +188,9 @@ class _ListSink(list):
         self.append(block)
 
 
-def decode_to_file(path: str, raw_path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None) -> int:
+def decode_to_file(
+    path: str, raw_path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None, stream: int | None = None
+) -> int:
     """Decode ``path`` into ``raw_path`` (interleaved stereo float32); returns the sample count.
 
     Memory stays at one block whatever the length, and the whole file is decoded before
@@ -182,7 +198,7 @@ def decode_to_file(path: str, raw_path: str, sample_rate: int = 44100, offset: f
     Raises AudioDecodeError naming the file and the reason.
     """
     with open(raw_path, "wb") as handle:
-        return _decode(path, sample_rate, offset, duration, _FileSink(handle))
+        return _decode(path, sample_rate, offset, duration, _FileSink(handle), stream)
 
 
 def read_raw(raw_path: str, start: int, count: int) -> np.ndarray:
@@ -192,12 +208,12 @@ def read_raw(raw_path: str, start: int, count: int) -> np.ndarray:
         return np.fromfile(handle, dtype="<f4", count=count * 2).reshape(-1, 2)
 
 
-def load_audio(path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None) -> np.ndarray:
-    """Decode ``path`` to ``[samples, 2]`` float32 at ``sample_rate``: the same samples as
-    decode_to_file. Raises AudioDecodeError naming the file and the reason (missing, empty,
-    directory, not audio, no samples, NaN/Inf)."""
+def load_audio(path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None, stream: int | None = None) -> np.ndarray:
+    """Decode ``path`` (its audio stream ``stream`` if given) to ``[samples, 2]`` float32 at
+    ``sample_rate``: the same samples as decode_to_file. Raises AudioDecodeError naming the
+    file and the reason (missing, empty, directory, not audio, no samples, NaN/Inf)."""
     blocks = _ListSink()
-    _decode(path, sample_rate, offset, duration, blocks)
+    _decode(path, sample_rate, offset, duration, blocks, stream)
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 

@@ -85,7 +85,8 @@ def wiener_filter(sources: np.ndarray, mix_stft: np.ndarray, config: ModelConfig
     import norbert
 
     v = spectral.extend_bins(sources.astype(np.float32), config.n_bins)
-    return norbert.wiener(v, mix_stft, iterations=iterations).astype(np.complex64)
+    # norbert scales its mixture argument in place (x /= max_abs): give it a copy.
+    return norbert.wiener(v, np.array(mix_stft, dtype=np.complex64), iterations=iterations).astype(np.complex64)
 
 
 def wiener_segment(spec: np.ndarray, sources: np.ndarray, config: ModelConfig, frames: int, block_frames: int) -> np.ndarray:

@@ -41,8 +41,10 @@ def stft(waveform: np.ndarray, frame_length: int, frame_step: int, frames: int |
         return np.zeros((0, frame_length // 2 + 1, waveform.shape[1]), dtype=np.complex64)
     # [C, frames, frame_length] view without copying the signal
     framed = np.lib.stride_tricks.sliding_window_view(padded.T, frame_length, axis=1)[:, : (frames - 1) * frame_step + 1 : frame_step]
-    # scipy.fft keeps float32 in single precision (numpy would compute in float64) and uses both cores.
-    spec = scipy.fft.rfft(framed * hann_window(frame_length), axis=-1, workers=-1)
+    # scipy.fft keeps float32 in single precision (numpy would compute in float64). One worker:
+    # with several, results changed in the last bit when other threads used scipy.fft at the
+    # same time (seen as +-1 LSB in the multi-threaded pipeline's --mwf stems).
+    spec = scipy.fft.rfft(framed * hann_window(frame_length), axis=-1, workers=1)
     return np.ascontiguousarray(spec.transpose(1, 2, 0), dtype=np.complex64)
 
 
@@ -57,7 +59,7 @@ def istft(spec: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
     out = np.zeros((length + frame_length, channels), dtype=np.float32)
     if frames == 0:
         return out[:0]
-    time_frames = scipy.fft.irfft(spec.astype(np.complex64, copy=False), n=frame_length, axis=1, workers=-1).astype(np.float32, copy=False)
+    time_frames = scipy.fft.irfft(spec.astype(np.complex64, copy=False), n=frame_length, axis=1, workers=1).astype(np.float32, copy=False)  # see stft
     time_frames *= (hann_window(frame_length) * WINDOW_COMPENSATION_FACTOR)[None, :, None]
     # Frames r, r+s, r+2s... (s = frame_length // hop) do not overlap: add each such set at once.
     stride = frame_length // frame_step

@@ -1,4 +1,4 @@
-"""The ``stembeam`` command: ``separate``, ``pipeline``, ``export``."""
+"""The ``stembeam`` command: ``separate``, ``pipeline``, ``evaluate``, ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,12 @@ def _pipeline(argv) -> int:
     return run(argv)
 
 
+def _evaluate(argv) -> int:
+    from pipeline.evaluation import run
+
+    return run(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.audio import CODECS
     from pipeline.separate import DEFAULT_FILENAME_FORMAT
@@ -78,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(handler=_export)
 
     commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
+    commands.add_parser("evaluate", help="museval scores of a dataset with ground truth, as a Beam job (see `stembeam evaluate --help`)", add_help=False)
     return parser
 
 
@@ -88,6 +95,8 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "pipeline":
             return _pipeline(argv[1:])
+        if argv and argv[0] == "evaluate":
+            return _evaluate(argv[1:])
         args = build_parser().parse_args(argv)
         return args.handler(args)
     except ModelNotFoundError as error:

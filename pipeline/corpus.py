@@ -113,13 +113,9 @@ def _matching_metadata(pattern: str) -> list:
     return [m for result in FileSystems.match([pattern]) for m in result.metadata_list]
 
 
-def _matching(pattern: str) -> list:
-    return [m.path for m in _matching_metadata(pattern)]
-
-
 def clear_metadata(output: str) -> None:
     """metadata/ describes the latest run over the whole manifest: drop the previous run's files."""
-    found = _matching(storage.join(output, "metadata", "tracks*.parquet"))
+    found = storage.matching(storage.join(output, "metadata", "tracks*.parquet"))
     if found:
         FileSystems.delete(found)
 
@@ -127,48 +123,65 @@ def clear_metadata(output: str) -> None:
 def clear_leftovers(output: str) -> None:
     """Remove the spool and unfinished stem files (also those of an earlier, killed run)."""
     spool.delete_quietly([spool.work_root(output)])
-    spool.delete_quietly(_matching(storage.join(output, "stems", "*", TEMP_PREFIX + "*")))
+    spool.delete_quietly(storage.matching(storage.join(output, "stems", "*", TEMP_PREFIX + "*")))
 
 
-def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
-    """Wire the named transforms of the corpus job into ``pipeline``."""
-    model_name, codec = options.model, options.codec
-    manifest = pipeline | "ReadManifest" >> ReadManifest(options.manifest, options.limit)
-    decoded = manifest["tracks"] | "DecodeAndChunk" >> beam.ParDo(
-        DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing)
+def filter_name(options: StembeamOptions) -> str:
+    """How the stems were filtered: ``soft``, or ``mwf`` with its block length (0: whole track)."""
+    return f"mwf-{options.mwf_block_frames}" if options.mwf else "soft"
+
+
+def separate_tracks(tracks, input_errors, options: StembeamOptions, config, keras_uri: str):
+    """Tracks (and ``(track_id, uri, reason)`` errors of the input) -> metadata rows: a row per
+    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``."""
+    model_name, codec, variant = options.model, options.codec, filter_name(options)
+    decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
+        DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing, variant)
     ).with_outputs("errors", DONE, main="chunks")
     parts = decoded.chunks | "Separate" >> SeparateChunks(
         config, keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames
     )
     grouped = parts | "Regroup" >> RegroupTracks()
     written = grouped.tracks | "WriteStems" >> beam.ParDo(
-        WriteStems(config, options.output, model_name, codec, options.bitrate, __version__)
+        WriteStems(config, options.output, model_name, codec, options.bitrate, __version__, variant)
     )
     previous = decoded[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
     failures = (
-        (manifest["errors"], decoded.errors, grouped.errors)
+        (input_errors, decoded.errors, grouped.errors)
         | "AllFailures" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__))
     )
-    (written, previous, failures) | "AllRows" >> beam.Flatten() | "WriteMetadata" >> WriteMetadata(options.output)
+    rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
+    rows | "WriteMetadata" >> WriteMetadata(options.output)
+    return rows
 
 
-def summary(result) -> dict:
-    """The job's counters: tracks_ok, tracks_failed, tracks_skipped, audio_seconds_separated, chunks_inferred."""
-    counts = {name: 0 for name in ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")}
+def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
+    """Wire the named transforms of the corpus job into ``pipeline``."""
+    manifest = pipeline | "ReadManifest" >> ReadManifest(options.manifest, options.limit)
+    separate_tracks(manifest["tracks"], manifest["errors"], options, config, keras_uri)
+
+
+COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")
+
+
+def summary(result, names=COUNTERS) -> dict:
+    """The job's ``stembeam`` counters (by default the corpus job's: tracks_ok, tracks_failed,
+    tracks_skipped, audio_seconds_separated, chunks_inferred)."""
+    counts = {name: 0 for name in names}
     for counter in result.metrics().query()["counters"]:
         if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
             counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
     return counts
 
 
-def _in_process(options: PipelineOptions) -> bool:
+def in_process(options: PipelineOptions) -> bool:
     """Whether the workers run in this process (the DirectRunner, unless multi_processing)."""
     runner = options.view_as(StandardOptions).runner
     return runner in (None, "DirectRunner", "direct") and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
 
 
-def _default_local_parallelism(options: PipelineOptions, argv) -> None:
+def default_local_parallelism(options: PipelineOptions, argv) -> None:
     """On the DirectRunner, unless told otherwise, overlap decoding and writing with inference
     (multi_threading, one worker per core): measured 0.50x vs 0.38x of the official graph's
     throughput with the DirectRunner's single-threaded default (tests/benchmarks/throughput.py)."""
@@ -179,6 +192,19 @@ def _default_local_parallelism(options: PipelineOptions, argv) -> None:
         direct.direct_running_mode = "multi_threading"
     if not any(a.startswith("--direct_num_workers") for a in argv):
         direct.direct_num_workers = os.cpu_count() or 1
+
+
+def check_options(job: StembeamOptions) -> None:
+    """Exit with a message naming the flag for a value the job cannot use."""
+    if job.codec not in CODECS:
+        raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+    if job.batch_size < 1:
+        raise SystemExit("--batch_size must be at least 1")
+
+
+def check_block_frames(job: StembeamOptions, config) -> None:
+    if not 1 <= job.mwf_block_frames <= config.T:
+        raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
 
 
 def run(argv=None) -> int:
@@ -201,15 +227,11 @@ def run(argv=None) -> int:
     missing = [flag for flag, value in (("--manifest", job.manifest), ("--output", job.output)) if not value]
     if missing:
         raise SystemExit(f"stembeam pipeline: {' and '.join(missing)} required (see --help)")
-    if job.codec not in CODECS:
-        raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
-    if job.batch_size < 1:
-        raise SystemExit("--batch_size must be at least 1")
+    check_options(job)
     options.view_as(SetupOptions).save_main_session = False
-    _default_local_parallelism(options, argv or [])
-    config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, _in_process(options))
-    if not 1 <= job.mwf_block_frames <= config.T:
-        raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
+    default_local_parallelism(options, argv or [])
+    config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
+    check_block_frames(job, config)
     clear_metadata(job.output)
     clear_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)

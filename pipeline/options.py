@@ -22,3 +22,23 @@ class StembeamOptions(PipelineOptions):
         parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
         parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
         parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
+
+
+class EvaluateOptions(PipelineOptions):
+    """The evaluation job's own options; it also takes StembeamOptions (--output, --model, --mwf, ...)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--dataset", default=None,
+            help="folder of <track>/{mixture,vocals,...}.wav|flac (optionally under train/ test/), of *.stem.mp4 files, or a manifest "
+            "(uri + one column per stem)",
+        )
+        parser.add_argument(
+            "--split", default=None,
+            help="split to evaluate: default 'test' when the dataset has one (MUSDB's scores are on its test set), else every track; 'all' for every track",
+        )
+        parser.add_argument(
+            "--estimates", default=None,
+            help="score existing stems {estimates}/{track_id}/{stem}.* (e.g. a pipeline's stems/ folder) instead of separating",
+        )

@@ -31,10 +31,12 @@ def marker_uri(output: str, track: Track) -> str:
 
 class DecodeAndChunk(beam.DoFn):
     """Track -> Chunk per segment; tagged ``errors`` ``(track_id, uri, reason)``; tagged
-    ``done``: stored metadata rows of tracks a previous run finished (same model and codec)."""
+    ``done``: stored metadata rows of tracks a previous run finished (same source, model, codec
+    and filter)."""
 
-    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, skip_existing: bool = True):
+    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, skip_existing: bool = True, filter_name: str = "soft"):
         self._config = config
+        self._filter = filter_name
         self._output = output
         self._model_name = model_name
         self._codec = codec
@@ -55,7 +57,8 @@ class DecodeAndChunk(beam.DoFn):
         if not self._skip_existing or not FileSystems.exists(uri):
             return None
         stored = json.loads(storage.read_bytes(uri))
-        if stored.get("model") != self._model_name or stored.get("codec") != self._codec or stored.get("source_uri") != track.source_uri:
+        wanted = {"model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "filter": self._filter}
+        if any(stored.get(key) != value for key, value in wanted.items()):
             return None
         return stored["rows"]
 
@@ -74,7 +77,7 @@ class DecodeAndChunk(beam.DoFn):
             raw = os.path.join(tmp, "decoded.f32")
             try:
                 with storage.local_copy(track.source_uri) as path:
-                    n_samples = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration)
+                    n_samples = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration, track.stream)
             except AudioDecodeError as error:
                 yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
                 return

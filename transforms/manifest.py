@@ -13,9 +13,11 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.records import Track, default_track_id
 
 ERRORS = "errors"
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson", ".parquet")
 
 
-def _rows(uri: str) -> Iterator[dict]:
+def read_rows(uri: str) -> Iterator[dict]:
+    """The rows of a CSV (with header), JSON Lines or Parquet file, as dicts."""
     lower = uri.lower()
     with FileSystems.open(uri) as handle:
         data = handle.read()
@@ -29,6 +31,16 @@ def _rows(uri: str) -> Iterator[dict]:
                 yield json.loads(line)
     else:
         yield from csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+
+
+def relative_to(source: str, manifest_uri: str) -> str:
+    """A relative path in a manifest is relative to the manifest's folder (not the worker's
+    current directory), local or remote."""
+    if "://" in source or os.path.isabs(source):
+        return source
+    if "://" in manifest_uri:
+        return manifest_uri.rsplit("/", 1)[0] + "/" + source
+    return os.path.join(os.path.dirname(os.path.abspath(manifest_uri)), source)
 
 
 def _number(value, name, row):
@@ -46,7 +58,7 @@ class _ParseManifest(beam.DoFn):
 
     def process(self, uri):
         seen = {}
-        for row_number, row in enumerate(_rows(uri), start=1):
+        for row_number, row in enumerate(read_rows(uri), start=1):
             if self._limit is not None and row_number > self._limit:
                 break
             source = row.get("uri") or row.get("path")
@@ -54,10 +66,7 @@ class _ParseManifest(beam.DoFn):
             if not source:
                 yield beam.pvalue.TaggedOutput(ERRORS, (track_id, "", f"manifest row {row_number}: no 'uri' (or 'path') value"))
                 continue
-            source = str(source)
-            if "://" not in source and not os.path.isabs(source) and "://" not in uri:
-                # Relative paths are relative to the manifest's folder, not the worker's cwd.
-                source = os.path.join(os.path.dirname(os.path.abspath(uri)), source)
+            source = relative_to(str(source), uri)
             if track_id in seen:
                 yield beam.pvalue.TaggedOutput(
                     ERRORS, (track_id, source, f"manifest row {row_number}: duplicate track_id {track_id!r} (first at row {seen[track_id]})")

@@ -35,13 +35,15 @@ METADATA_SCHEMA = pa.schema(
 
 @dataclasses.dataclass(frozen=True)
 class Track:
-    """One manifest row to separate."""
+    """One manifest row to separate; ``stream``: the audio stream of a multi-stream file
+    (a ``.stem.mp4`` holds the mixture in stream 0)."""
 
     track_id: str
     source_uri: str
     offset: float = 0.0
     duration: Optional[float] = None
     row: int = 0
+    stream: Optional[int] = None
 
     @property
     def folder_name(self) -> str:

@@ -59,3 +59,8 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 def read_bytes(uri: str) -> bytes:
     with FileSystems.open(uri) as handle:
         return handle.read()
+
+
+def matching(pattern: str) -> list:
+    """Sorted paths matching a glob (``*`` stays within one folder), local or remote."""
+    return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)

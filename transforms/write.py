@@ -36,8 +36,9 @@ class WriteStems(beam.DoFn):
     marker means every stem is complete. The track's spool is removed afterwards.
     """
 
-    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, bitrate: str, version: str):
+    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, bitrate: str, version: str, filter_name: str = "soft"):
         self._config = config
+        self._filter = filter_name
         self._output = output
         self._model_name = model_name
         self._codec = codec
@@ -90,7 +91,9 @@ class WriteStems(beam.DoFn):
                 )
                 for stem, uri in uris.items()
             ]
-            marker = {"model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "rows": rows_to_json(rows)}
+            marker = {
+                "model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "filter": self._filter, "rows": rows_to_json(rows)
+            }
             storage.write_bytes_atomic(marker_uri(self._output, track), json.dumps(marker, ensure_ascii=False).encode("utf-8"))
         except Exception as error:  # noqa: BLE001 - recorded as the track's error row
             self._failed.inc()

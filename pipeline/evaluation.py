@@ -1,0 +1,174 @@
+"""The evaluation job: dataset -> separate (the corpus job's transforms) or read estimates ->
+museval per 1 s window -> Parquet, per-track medians, Table-1 medians, summary.csv, SDR box plot."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from pipeline.corpus import (
+    check_block_frames, check_options, clear_leftovers, clear_metadata, default_local_parallelism, filter_name, in_process,
+    prepare_model, separate_tracks, summary,
+)
+from pipeline.options import EvaluateOptions, StembeamOptions
+from transforms import storage
+from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset
+from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
+from transforms.report import WriteReport
+
+LOGGER = logging.getLogger("stembeam.evaluate")
+COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_ok", "tracks_skipped", "tracks_failed")
+
+
+class JoinEstimates(beam.DoFn):
+    """``(track_id, {"track": [DatasetTrack], "rows": [metadata rows]})`` -> ``(DatasetTrack,
+    {stem: stem uri})``; tagged ``tracks``: an error row for a track whose separation failed."""
+
+    def __init__(self, labels: dict):
+        self._labels = labels
+
+    def process(self, element):
+        _, joined = element
+        if not joined["track"]:
+            return  # an input error without a track: recorded by the dataset's own error rows
+        track: DatasetTrack = joined["track"][0]
+        stems = {row["stem"]: row["stem_uri"] for row in joined["rows"] if row["status"] == "ok"}
+        if stems:
+            yield track, stems
+            return
+        reasons = "; ".join(row["error"] for row in joined["rows"] if row["error"]) or "no stems were written"
+        yield beam.pvalue.TaggedOutput(TRACKS, failed_row(track.track_id, track.split, f"separation failed: {reasons}", self._labels))
+
+
+class FindEstimates(beam.DoFn):
+    """DatasetTrack -> ``(DatasetTrack, {stem: uri})`` from ``{estimates}/{track folder}/{stem}.*``;
+    tagged ``tracks``: an error row when the folder holds none."""
+
+    def __init__(self, estimates: str, labels: dict):
+        self._estimates, self._labels = estimates, labels
+
+    def process(self, track: DatasetTrack):
+        folder = storage.join(self._estimates, track.track().folder_name)
+        found = {}
+        for uri in storage.matching(storage.join(folder, "*")):
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+            stem = name.split(".", 1)[0]
+            if stem in STEM_NAMES and not name.startswith("."):
+                found.setdefault(stem, uri)
+        if found:
+            yield track, found
+        else:
+            yield beam.pvalue.TaggedOutput(TRACKS, failed_row(track.track_id, track.split, f"no estimate files ({', '.join(STEM_NAMES)}) under {folder}", self._labels))
+
+
+def _dataset_error_row(error, labels):
+    track_id, uri, reason = error
+    return failed_row(track_id, None, reason, labels)
+
+
+def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, config, keras_uri, labels: dict, description: str):
+    """Wire the evaluation job's named transforms into ``pipeline``."""
+    dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit)
+    input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
+    if evaluation.estimates:
+        paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels)).with_outputs(TRACKS, main="pairs")
+    else:
+        mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
+        rows = separate_tracks(mixtures, dataset["errors"], job, config, keras_uri)
+        paired = (
+            {
+                "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
+                "rows": rows | "KeyRows" >> beam.Map(lambda r: (r["track_id"], r)),
+            }
+            | "JoinStems" >> beam.CoGroupByKey()
+            | "PairEstimates" >> beam.ParDo(JoinEstimates(labels)).with_outputs(TRACKS, main="pairs")
+        )
+    scored = paired.pairs | "Evaluate" >> beam.ParDo(EvaluateTrack(labels)).with_outputs(TRACKS, main="windows")
+    track_rows = (scored[TRACKS], paired[TRACKS], input_failures) | "AllTrackRows" >> beam.Flatten()
+    folder = storage.join(evaluation_output(job.output))
+    scored.windows | "WriteWindows" >> beam.io.WriteToParquet(
+        storage.join(folder, "windows"), schema=WINDOW_SCHEMA, file_name_suffix=".parquet", num_shards=1
+    )
+    track_rows | "WriteTracks" >> beam.io.WriteToParquet(storage.join(folder, "tracks"), schema=TRACK_SCHEMA, file_name_suffix=".parquet", num_shards=1)
+    track_rows | "Report" >> WriteReport(job.output, description)
+
+
+def evaluation_output(output: str) -> str:
+    return storage.join(output, "evaluation")
+
+
+def clear_evaluation(output: str) -> None:
+    """evaluation/ describes the latest run: drop an earlier run's files."""
+    from apache_beam.io.filesystems import FileSystems
+
+    found = storage.matching(storage.join(evaluation_output(output), "*"))
+    if found:
+        FileSystems.delete(found)
+
+
+def _print_help() -> int:
+    parser = argparse.ArgumentParser(
+        prog="stembeam evaluate",
+        description="Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows).",
+        epilog="Any Beam pipeline option is accepted too (--runner, --direct_num_workers, ...). --manifest is the corpus job's; use --dataset.",
+    )
+    EvaluateOptions._add_argparse_args(parser)
+    StembeamOptions._add_argparse_args(parser)
+    parser.print_help()
+    return 0
+
+
+def run(argv=None) -> int:
+    """Parse options, run the evaluation job, print the Table-1-style medians and a summary line."""
+    argv = list(argv or [])
+    if any(a in ("-h", "--help") for a in argv):
+        return _print_help()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    options = PipelineOptions(argv)
+    job, evaluation = options.view_as(StembeamOptions), options.view_as(EvaluateOptions)
+    if job.manifest:
+        raise SystemExit("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
+    missing = [flag for flag, value in (("--dataset", evaluation.dataset), ("--output", job.output)) if not value]
+    if missing:
+        raise SystemExit(f"stembeam evaluate: {' and '.join(missing)} required (see --help)")
+    check_options(job)
+    options.view_as(SetupOptions).save_main_session = False
+    default_local_parallelism(options, argv)
+    config = keras_uri = None
+    finish_model = lambda: None  # noqa: E731
+    if evaluation.estimates:
+        labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
+        description = f"estimates from {evaluation.estimates}"
+    else:
+        config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
+        check_block_frames(job, config)
+        labels = {"model": job.model, "filter": filter_name(job)}
+        description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks")
+        clear_metadata(job.output)
+        clear_leftovers(job.output)
+    clear_evaluation(job.output)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, job, evaluation, config, keras_uri, labels, description)
+    result = pipeline.run()
+    result.wait_until_finish()
+    finish_model()
+    if not evaluation.estimates:
+        clear_leftovers(job.output)
+    counts = summary(result, COUNTERS)
+    table = storage.join(evaluation_output(job.output), "table.md")
+    print(storage.read_bytes(table).decode("utf-8"), flush=True)
+    line = (
+        f"stembeam evaluate: {counts['tracks_evaluated']} tracks evaluated, {counts['tracks_not_evaluated'] + counts['tracks_failed']} not evaluated; "
+        f"tables under {evaluation_output(job.output)}, summary in {storage.join(job.output, 'summary.csv')}"
+    )
+    LOGGER.info(line)
+    print(line, file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

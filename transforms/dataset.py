@@ -1,0 +1,173 @@
+"""ReadDataset: datasets with ground-truth stems (MUSDB folders, ``.stem.mp4`` files, manifests).
+
+Layouts, local or gs://:
+- a folder of track folders ``<track>/{mixture,vocals,drums,bass,other,...}.{wav,flac,...}``,
+  optionally one level down under splits (``train/<track>/...``, ``test/<track>/...``);
+- native MUSDB ``.stem.mp4`` files (in the folder or its split folders): audio stream 0 is the
+  mixture, then drums, bass, other, vocals;
+- a manifest (CSV / JSON Lines / Parquet): ``uri`` (alias ``path`` or ``mixture``), optional
+  ``track_id`` and ``split``, and one column per stem holding its file's uri (a ``.stem.mp4``
+  mixture with no stem columns takes its stems from its streams).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from typing import Iterator, Optional
+
+import apache_beam as beam
+
+from transforms import storage
+from transforms.manifest import MANIFEST_SUFFIXES, read_rows, relative_to
+from transforms.records import Track
+
+ERRORS = "errors"
+MIXTURE = "mixture"
+ACCOMPANIMENT = "accompaniment"
+# Every stem name a Spleeter model or a MUSDB-like dataset uses.
+STEM_NAMES = ("vocals", "drums", "bass", "other", "piano", ACCOMPANIMENT)
+# Stream order of MUSDB's native stems files (Native Instruments' stems format).
+STEM_MP4_STREAMS = (("drums", 1), ("bass", 2), ("other", 3), ("vocals", 4))
+STEM_MP4 = ".stem.mp4"
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """An audio signal: a file, or one audio ``stream`` of a multi-stream file."""
+
+    uri: str
+    stream: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetTrack:
+    """A mixture and its ground-truth stems ``((name, Signal), ...)``."""
+
+    track_id: str
+    mixture: Signal
+    stems: tuple
+    split: Optional[str] = None
+
+    def track(self) -> Track:
+        """The mixture as the pipeline's Track."""
+        return Track(self.track_id, self.mixture.uri, stream=self.mixture.stream)
+
+    @property
+    def stem_signals(self) -> dict:
+        return dict(self.stems)
+
+
+def _name(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))
+
+
+def _parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def _stem_mp4_track(uri: str, split: Optional[str]) -> DatasetTrack:
+    track_id = _name(uri)[: -len(STEM_MP4)]
+    return DatasetTrack(track_id, Signal(uri, 0), tuple((name, Signal(uri, k)) for name, k in STEM_MP4_STREAMS), split)
+
+
+def _folder_track(mixture_uri: str, split: Optional[str]) -> DatasetTrack:
+    folder = _parent(mixture_uri)
+    stems = []
+    for uri in storage.matching(storage.join(folder, "*")):
+        base = _name(uri).split(".", 1)[0]
+        if base in STEM_NAMES and base not in dict(stems):
+            stems.append((base, Signal(uri)))
+    return DatasetTrack(_name(folder), Signal(mixture_uri), tuple(sorted(stems)), split)
+
+
+def _folder_tracks(root: str) -> Iterator[DatasetTrack]:
+    """Tracks at the root, then under each split folder (one level down)."""
+    for depth in (0, 1):
+        stars = ["*"] * depth
+        for mixture in storage.matching(storage.join(root, *stars, "*", MIXTURE + ".*")):
+            split = _name(_parent(_parent(mixture))) if depth else None
+            yield _folder_track(mixture, split)
+        for stem_file in storage.matching(storage.join(root, *stars, "*" + STEM_MP4)):
+            yield _stem_mp4_track(stem_file, _name(_parent(stem_file)) if depth else None)
+
+
+def _manifest_tracks(uri: str) -> Iterator:
+    for row_number, row in enumerate(read_rows(uri), start=1):
+        source = row.get("uri") or row.get("path") or row.get(MIXTURE)
+        if not source:
+            yield ("row-%d" % row_number, "", f"manifest row {row_number}: no 'uri' (or 'path', 'mixture') value")
+            continue
+        source = relative_to(str(source), uri)
+        stems = tuple(sorted((name, Signal(relative_to(str(row[name]), uri))) for name in STEM_NAMES if row.get(name)))
+        split = str(row["split"]) if row.get("split") else None
+        if not stems and source.endswith(STEM_MP4):
+            found = _stem_mp4_track(source, split)
+            yield dataclasses.replace(found, track_id=str(row.get("track_id") or found.track_id))
+            continue
+        track_id = str(row.get("track_id") or "")
+        if not track_id:
+            # MUSDB-style rows point at <track>/mixture.wav: the folder names the track.
+            track_id = _name(_parent(source)) if _name(source).startswith(MIXTURE + ".") else os.path.splitext(_name(source))[0]
+        yield DatasetTrack(track_id, Signal(source), stems, split)
+
+
+def list_dataset(dataset: str, split: Optional[str] = None) -> Iterator:
+    """DatasetTracks of ``dataset`` (a folder or a manifest), and ``(track_id, uri, reason)``
+    for what cannot be used. ``split``: ``None`` keeps the ``test`` split when the dataset has
+    one (MUSDB's scores are on its test set) and everything otherwise; ``"all"`` keeps every
+    track; any other name keeps that split."""
+    if dataset.lower().endswith(MANIFEST_SUFFIXES):
+        found = list(_manifest_tracks(dataset))
+    else:
+        found = list(_folder_tracks(dataset))
+        if not found:
+            yield ("", dataset, f"{dataset}: no tracks found (expected <track>/mixture.* folders or *.stem.mp4 files, optionally under split folders)")
+            return
+    tracks = [t for t in found if isinstance(t, DatasetTrack)]
+    splits = {t.split for t in tracks}
+    wanted = split if split is not None else ("test" if "test" in splits else "all")
+    seen = {}
+    for item in found:
+        if not isinstance(item, DatasetTrack):
+            yield item
+            continue
+        if wanted != "all" and item.split != wanted:
+            continue
+        if item.track_id in seen:
+            yield (item.track_id, item.mixture.uri, f"{item.mixture.uri}: duplicate track_id {item.track_id!r} (first: {seen[item.track_id]})")
+            continue
+        seen[item.track_id] = item.mixture.uri
+        yield item
+
+
+class _ListDataset(beam.DoFn):
+    def __init__(self, split, limit):
+        self._split, self._limit = split, limit
+
+    def process(self, dataset):
+        kept = 0
+        for item in list_dataset(dataset, self._split):
+            if isinstance(item, DatasetTrack):
+                kept += 1
+                if self._limit is not None and kept > self._limit:
+                    continue
+                yield item
+            else:
+                yield beam.pvalue.TaggedOutput(ERRORS, item)
+
+
+class ReadDataset(beam.PTransform):
+    """Dataset uri -> PCollection of DatasetTrack; tagged ``errors``: ``(track_id, uri, reason)``."""
+
+    def __init__(self, dataset: str, split: Optional[str] = None, limit: Optional[int] = None):
+        super().__init__()
+        self._dataset, self._split, self._limit = dataset, split, limit
+
+    def expand(self, pbegin):
+        listed = (
+            pbegin
+            | "DatasetUri" >> beam.Create([self._dataset])
+            | "ListTracks" >> beam.ParDo(_ListDataset(self._split, self._limit)).with_outputs(ERRORS, main="tracks")
+        )
+        return {"tracks": listed.tracks | "Spread" >> beam.Reshuffle(), ERRORS: listed[ERRORS]}
