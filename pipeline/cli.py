@@ -1,4 +1,4 @@
-"""The ``stembeam`` command: ``separate``, ``pipeline``, ``evaluate``, ``export``."""
+"""The ``stembeam`` command: ``separate``, ``pipeline``, ``evaluate``, ``prepare-dataset``, ``train``, ``export``."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,21 @@ def _evaluate(argv) -> int:
     return run(argv)
 
 
+def _prepare(argv) -> int:
+    from pipeline.prepare import run
+
+    return run(argv)
+
+
+def _train(argv) -> int:
+    from pipeline.train import run
+
+    return run(argv)
+
+
+JOBS = {"pipeline": _pipeline, "evaluate": _evaluate, "prepare-dataset": _prepare, "train": _train}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.audio import CODECS
     from pipeline.separate import DEFAULT_FILENAME_FORMAT
@@ -85,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
     commands.add_parser("evaluate", help="museval scores of a dataset with ground truth, as a Beam job (see `stembeam evaluate --help`)", add_help=False)
+    commands.add_parser("prepare-dataset", help="training TFRecords from isolated sources, as a Beam job", add_help=False)
+    commands.add_parser("train", help="train or fine-tune a model on prepared records (resumable)", add_help=False)
     return parser
 
 
@@ -93,10 +110,8 @@ def main(argv=None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "pipeline":
-            return _pipeline(argv[1:])
-        if argv and argv[0] == "evaluate":
-            return _evaluate(argv[1:])
+        if argv and argv[0] in JOBS:
+            return JOBS[argv[0]](argv[1:])
         args = build_parser().parse_args(argv)
         return args.handler(args)
     except ModelNotFoundError as error:

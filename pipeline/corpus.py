@@ -11,10 +11,10 @@ import threading
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
+from pipeline.jobs import announce, help_requested, in_process, parse, require
 from pipeline.options import StembeamOptions
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
@@ -175,25 +175,6 @@ def summary(result, names=COUNTERS) -> dict:
     return counts
 
 
-def in_process(options: PipelineOptions) -> bool:
-    """Whether the workers run in this process (the DirectRunner, unless multi_processing)."""
-    runner = options.view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct") and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
-
-
-def default_local_parallelism(options: PipelineOptions, argv) -> None:
-    """On the DirectRunner, unless told otherwise, overlap decoding and writing with inference
-    (multi_threading, one worker per core): measured 0.50x vs 0.38x of the official graph's
-    throughput with the DirectRunner's single-threaded default (tests/benchmarks/throughput.py)."""
-    if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "direct"):
-        return
-    direct = options.view_as(DirectOptions)
-    if not any(a.startswith("--direct_running_mode") for a in argv):
-        direct.direct_running_mode = "multi_threading"
-    if not any(a.startswith("--direct_num_workers") for a in argv):
-        direct.direct_num_workers = os.cpu_count() or 1
-
-
 def check_options(job: StembeamOptions) -> None:
     """Exit with a message naming the flag for a value the job cannot use."""
     if job.codec not in CODECS:
@@ -209,27 +190,13 @@ def check_block_frames(job: StembeamOptions, config) -> None:
 
 def run(argv=None) -> int:
     """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
-    if argv and any(a in ("-h", "--help") for a in argv):
-        import argparse
-
-        parser = argparse.ArgumentParser(
-            prog="stembeam pipeline",
-            description="Separate every track of a manifest on Apache Beam.",
-            epilog="Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...).",
-        )
-        StembeamOptions._add_argparse_args(parser)
-        parser.print_help()
+    argv = list(argv or [])
+    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    options = PipelineOptions(argv)
+    options = parse(argv)
     job = options.view_as(StembeamOptions)
-    missing = [flag for flag, value in (("--manifest", job.manifest), ("--output", job.output)) if not value]
-    if missing:
-        raise SystemExit(f"stembeam pipeline: {' and '.join(missing)} required (see --help)")
+    require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
     check_options(job)
-    options.view_as(SetupOptions).save_main_session = False
-    default_local_parallelism(options, argv or [])
     config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
     check_block_frames(job, config)
     clear_metadata(job.output)
@@ -241,13 +208,11 @@ def run(argv=None) -> int:
     finish_model()
     clear_leftovers(job.output)
     counts = summary(result)
-    line = (
+    announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
         f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
-    )
-    LOGGER.info(line)
-    print(line, file=sys.stderr, flush=True)
+    ))
     return 0
 
 

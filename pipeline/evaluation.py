@@ -2,17 +2,13 @@
 museval per 1 s window -> Parquet, per-track medians, Table-1 medians, summary.csv, SDR box plot."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-from pipeline.corpus import (
-    check_block_frames, check_options, clear_leftovers, clear_metadata, default_local_parallelism, filter_name, in_process,
-    prepare_model, separate_tracks, summary,
-)
+from pipeline.corpus import check_block_frames, check_options, clear_leftovers, clear_metadata, filter_name, prepare_model, separate_tracks, summary
+from pipeline.jobs import announce, help_requested, in_process, parse, require
 from pipeline.options import EvaluateOptions, StembeamOptions
 from transforms import storage
 from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset
@@ -109,35 +105,21 @@ def clear_evaluation(output: str) -> None:
         FileSystems.delete(found)
 
 
-def _print_help() -> int:
-    parser = argparse.ArgumentParser(
-        prog="stembeam evaluate",
-        description="Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows).",
-        epilog="Any Beam pipeline option is accepted too (--runner, --direct_num_workers, ...). --manifest is the corpus job's; use --dataset.",
-    )
-    EvaluateOptions._add_argparse_args(parser)
-    StembeamOptions._add_argparse_args(parser)
-    parser.print_help()
-    return 0
-
-
 def run(argv=None) -> int:
     """Parse options, run the evaluation job, print the Table-1-style medians and a summary line."""
     argv = list(argv or [])
-    if any(a in ("-h", "--help") for a in argv):
-        return _print_help()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    options = PipelineOptions(argv)
+    description = (
+        "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
+        "--manifest is the corpus job's; give the dataset as --dataset."
+    )
+    if help_requested(argv, "stembeam evaluate", description, EvaluateOptions._add_argparse_args, StembeamOptions._add_argparse_args):
+        return 0
+    options = parse(argv)
     job, evaluation = options.view_as(StembeamOptions), options.view_as(EvaluateOptions)
     if job.manifest:
         raise SystemExit("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
-    missing = [flag for flag, value in (("--dataset", evaluation.dataset), ("--output", job.output)) if not value]
-    if missing:
-        raise SystemExit(f"stembeam evaluate: {' and '.join(missing)} required (see --help)")
+    require("stembeam evaluate", {"--dataset": evaluation.dataset, "--output": job.output})
     check_options(job)
-    options.view_as(SetupOptions).save_main_session = False
-    default_local_parallelism(options, argv)
     config = keras_uri = None
     finish_model = lambda: None  # noqa: E731
     if evaluation.estimates:
@@ -161,12 +143,10 @@ def run(argv=None) -> int:
     counts = summary(result, COUNTERS)
     table = storage.join(evaluation_output(job.output), "table.md")
     print(storage.read_bytes(table).decode("utf-8"), flush=True)
-    line = (
+    announce(LOGGER, (
         f"stembeam evaluate: {counts['tracks_evaluated']} tracks evaluated, {counts['tracks_not_evaluated'] + counts['tracks_failed']} not evaluated; "
         f"tables under {evaluation_output(job.output)}, summary in {storage.join(job.output, 'summary.csv')}"
-    )
-    LOGGER.info(line)
-    print(line, file=sys.stderr, flush=True)
+    ))
     return 0
 
 

@@ -42,3 +42,21 @@ class EvaluateOptions(PipelineOptions):
             "--estimates", default=None,
             help="score existing stems {estimates}/{track_id}/{stem}.* (e.g. a pipeline's stems/ folder) instead of separating",
         )
+
+
+class PrepareOptions(PipelineOptions):
+    """The training-data job's own options (``stembeam prepare-dataset``); ``--dataset`` is
+    EvaluateOptions', ``--output`` and ``--limit`` StembeamOptions' (Beam parses every
+    subclass into one parser: a flag defined twice would take one definition's default)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems or a CONFIG.json")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the random crops and augmentation")
+        parser.add_argument("--repeat", type=int, default=1, help="random crops per segment length of audio")
+        parser.add_argument("--augment", action="store_true", default=False, help="random gain per stem and left/right swap (mixture = sum of stems)")
+        parser.add_argument(
+            "--mixture_from_stems", "--mixture-from-stems", action="store_true", default=False,
+            help="use the sum of the stems as the mixture (for files whose mixture is not that sum)",
+        )
+        parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")

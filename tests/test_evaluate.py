@@ -198,12 +198,14 @@ def test_dataset_layouts(tmp_path):
     _link_song(root / "test" / "C", CC0_SONGS[2], stems=("vocals",))
     os.symlink(os.path.join(MUSDB_SAMPLE, ROCK + ".stem.mp4"), root / "test" / (ROCK + ".stem.mp4"))
 
+    os.symlink(os.path.join(CC0, CC0_SONGS[0]), root / "test" / "D")  # a symlinked track folder counts too
+
     found = sorted(list_dataset(str(root)), key=lambda t: t.track_id)
-    assert [t.track_id for t in found] == ["B", "C", ROCK] and {t.split for t in found} == {"test"}
+    assert [t.track_id for t in found] == ["B", "C", "D", ROCK] and {t.split for t in found} == {"test"}
     assert dict(found[0].stems).keys() == {"vocals", "drums", "bass", "other"}
     assert found[2].mixture == Signal(str(root / "test" / (ROCK + ".stem.mp4")), 0)
     assert dict(found[2].stems)["vocals"].stream == 4 and dict(found[2].stems)["drums"].stream == 1
-    assert sorted(t.track_id for t in list_dataset(str(root), "all")) == ["A", "B", "C", ROCK]
+    assert sorted(t.track_id for t in list_dataset(str(root), "all")) == ["A", "B", "C", "D", ROCK]
     assert [t.track_id for t in list_dataset(str(root), "train")] == ["A"]
 
     manifest = tmp_path / "m.csv"
@@ -228,7 +230,7 @@ def test_dataset_layouts(tmp_path):
 def test_stem_mp4_references_are_musdbs_16_bit_samples():
     """Streams of a .stem.mp4 decode to 16-bit values (as musdb reads them), the mixture from
     stream 0, and accompaniment = drums + bass + other."""
-    from transforms.evaluate import load_references
+    from transforms.dataset import load_references
 
     track = [t for t in list_dataset(MUSDB_SAMPLE)][0]
     references = load_references(track)

@@ -17,7 +17,9 @@ import posixpath
 from typing import Iterator, Optional
 
 import apache_beam as beam
+import numpy as np
 
+from model.audio import load_audio
 from transforms import storage
 from transforms.manifest import MANIFEST_SUFFIXES, read_rows, relative_to
 from transforms.records import Track
@@ -171,3 +173,20 @@ class ReadDataset(beam.PTransform):
             | "ListTracks" >> beam.ParDo(_ListDataset(self._split, self._limit)).with_outputs(ERRORS, main="tracks")
         )
         return {"tracks": listed.tracks | "Spread" >> beam.Reshuffle(), ERRORS: listed[ERRORS]}
+
+
+def read_signal(signal: Signal, sample_rate: int = 44100) -> np.ndarray:
+    """``[n, 2]`` float64 samples of a Signal (local or remote)."""
+    with storage.local_copy(signal.uri) as path:
+        return load_audio(path, sample_rate, stream=signal.stream).astype(np.float64)
+
+
+def load_references(track: DatasetTrack, sample_rate: int = 44100) -> dict:
+    """``{stem: [n, 2] float64}``: the track's stems, plus ``accompaniment`` = the sum of its
+    non-vocal stems when it has vocals and no accompaniment file (MUSDB's convention)."""
+    references = {name: read_signal(signal, sample_rate) for name, signal in track.stems}
+    others = [signal for name, signal in references.items() if name not in ("vocals", ACCOMPANIMENT)]
+    if "vocals" in references and ACCOMPANIMENT not in references and others:
+        length = min(signal.shape[0] for signal in others)
+        references[ACCOMPANIMENT] = np.sum([signal[:length] for signal in others], axis=0)
+    return references

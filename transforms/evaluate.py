@@ -9,9 +9,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from model.audio import load_audio
-from transforms import storage
-from transforms.dataset import ACCOMPANIMENT, STEM_NAMES, DatasetTrack, Signal
+from transforms.dataset import STEM_NAMES, DatasetTrack, Signal, load_references, read_signal
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 TRACKS = "tracks"
@@ -27,22 +25,6 @@ TRACK_SCHEMA = pa.schema(
     + [("status", pa.string()), ("error", pa.string())]
     + _LABELS
 )
-
-
-def _read(signal, sample_rate: int) -> np.ndarray:
-    with storage.local_copy(signal.uri) as path:
-        return load_audio(path, sample_rate, stream=signal.stream).astype(np.float64)
-
-
-def load_references(track: DatasetTrack, sample_rate: int = 44100) -> dict:
-    """``{stem: [n, 2] float64}``: the track's stems, plus ``accompaniment`` = the sum of its
-    non-vocal stems when it has vocals and no accompaniment file (MUSDB's convention)."""
-    references = {name: _read(signal, sample_rate) for name, signal in track.stems}
-    others = [signal for name, signal in references.items() if name not in ("vocals", ACCOMPANIMENT)]
-    if "vocals" in references and ACCOMPANIMENT not in references and others:
-        length = min(signal.shape[0] for signal in others)
-        references[ACCOMPANIMENT] = np.sum([signal[:length] for signal in others], axis=0)
-    return references
 
 
 def score_track(name: str, references: dict, estimates: dict, sample_rate: int = 44100):
@@ -116,7 +98,7 @@ class EvaluateTrack(beam.DoFn):
                 raise ValueError(
                     f"no stem to score: estimates {sorted(estimate_uris) or 'none'}, references {sorted(references) or 'none'}"
                 )
-            estimates = {stem: _read(Signal(estimate_uris[stem]), self._sample_rate) for stem in scored}
+            estimates = {stem: read_signal(Signal(estimate_uris[stem]), self._sample_rate) for stem in scored}
             store = score_track(track.track_id, {s: references[s] for s in scored}, estimates, self._sample_rate)
             windows = window_rows(store, track.track_id, track.split, self._labels)
             if not windows:

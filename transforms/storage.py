@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -50,10 +51,17 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
         os.replace(tmp, uri)
     else:
         with FileSystems.create(uri) as handle:
             handle.write(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_bytes(uri: str) -> bytes:
@@ -62,5 +70,8 @@ def read_bytes(uri: str) -> bytes:
 
 
 def matching(pattern: str) -> list:
-    """Sorted paths matching a glob (``*`` stays within one folder), local or remote."""
+    """Sorted paths matching a glob (``*`` stays within one folder), local or remote. Local
+    globs follow symlinked folders (Beam's local match walks the tree without them)."""
+    if is_local(pattern):
+        return sorted(glob.glob(local_path(pattern)))
     return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)

@@ -1,0 +1,122 @@
+"""The training-data job: dataset -> random T-frame crops -> sharded TFRecords + stats.json."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+
+from model.config import ModelConfig, get_config
+from model.training import TRAIN, VALIDATION
+from pipeline.corpus import summary
+from pipeline.jobs import announce, help_requested, parse, require
+from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
+from transforms import storage
+from transforms.dataset import ReadDataset
+from transforms.training_examples import ERRORS, SUMMARY, MakeExamples
+
+LOGGER = logging.getLogger("stembeam.prepare")
+STATS_FILE = "stats.json"
+CONFIG_FILE = "config.json"
+
+
+def model_config(value: str) -> ModelConfig:
+    """``spleeter:2stems`` (or 4/5 stems) or the path of a ModelConfig JSON file."""
+    if value.endswith(".json"):
+        with tf.io.gfile.GFile(value) as handle:
+            return ModelConfig.from_json(handle.read())
+    return get_config(value)
+
+
+def statistics(summaries: list, errors: list, config: ModelConfig, options: PrepareOptions) -> dict:
+    """The small JSON written next to the records."""
+    stats = {"model_config": config.name, "instruments": list(config.instruments), "T": config.T, "F": config.F,
+             "seed": options.seed, "repeat": options.repeat, "augment": options.augment, "mixture_from_stems": options.mixture_from_stems}
+    for split in (TRAIN, VALIDATION):
+        rows = [s for s in summaries if s["split"] == split]
+        stats[split] = {"tracks": len(rows), "examples": sum(s["examples"] for s in rows), "audio_seconds": round(sum(s["seconds"] for s in rows), 3)}
+    stats["failed"] = [{"track_id": t, "uri": u, "reason": r} for t, u, r in sorted(errors)]
+    return stats
+
+
+class _WriteStats(beam.DoFn):
+    def __init__(self, output, config, options):
+        self._output, self._config, self._options = output, config, options
+
+    def process(self, _, summaries, errors):
+        stats = statistics(summaries, errors, self._config, self._options)
+        storage.write_bytes_atomic(storage.join(self._output, STATS_FILE), json.dumps(stats, indent=2).encode("utf-8"))
+        storage.write_bytes_atomic(storage.join(self._output, CONFIG_FILE), self._config.to_json().encode("utf-8"))
+        yield stats
+
+
+def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, dataset_uri: str, output: str, limit=None) -> None:
+    """Wire the training-data job's named transforms into ``pipeline``: every split of the
+    dataset (``test``/``valid`` tracks become validation records)."""
+    dataset = pipeline | "ReadDataset" >> ReadDataset(dataset_uri, "all", limit)
+    made = dataset["tracks"] | "MakeExamples" >> beam.ParDo(
+        MakeExamples(config, options.seed, options.repeat, options.augment, options.mixture_from_stems)
+    ).with_outputs(ERRORS, SUMMARY, main="examples")
+    for split in (TRAIN, VALIDATION):
+        (
+            made.examples
+            | f"Only{split.title()}" >> beam.Filter(lambda item, wanted: item[0] == wanted, split)
+            | f"{split.title()}Bytes" >> beam.Values()
+            | f"Write{split.title()}" >> beam.io.WriteToTFRecord(storage.join(output, split), file_name_suffix=".tfrecord", num_shards=options.shards)
+        )
+    errors = (dataset[ERRORS], made[ERRORS]) | "AllErrors" >> beam.Flatten()
+    (
+        pipeline
+        | "StatsTrigger" >> beam.Create([None])
+        | "WriteStats" >> beam.ParDo(
+            _WriteStats(output, config, options), beam.pvalue.AsList(made[SUMMARY]), beam.pvalue.AsList(errors)
+        )
+    )
+
+
+def clear_records(output: str) -> None:
+    """The folder describes the latest run: drop an earlier run's records and stats."""
+    found = [p for pattern in ("train-*.tfrecord", "validation-*.tfrecord", STATS_FILE) for p in storage.matching(storage.join(output, pattern))]
+    if found:
+        FileSystems.delete(found)
+
+
+def run(argv=None) -> int:
+    """Parse options, run the job, print the statistics."""
+    argv = list(argv or [])
+
+    def shared_flags(parser):
+        parser.add_argument("--dataset", help="folder (MUSDB layout, optionally with train/ test/; or *.stem.mp4) or a manifest with one column per stem")
+        parser.add_argument("--output", help="folder for train-*.tfrecord, validation-*.tfrecord, stats.json, config.json (local or gs://)")
+        parser.add_argument("--limit", type=int, help="only the first N tracks")
+
+    description = "Training examples (TFRecords) from a dataset of isolated sources, as a Beam job."
+    if help_requested(argv, "stembeam prepare-dataset", description, shared_flags, PrepareOptions._add_argparse_args):
+        return 0
+    options = parse(argv)
+    job = options.view_as(PrepareOptions)
+    dataset, output, limit = options.view_as(EvaluateOptions).dataset, options.view_as(StembeamOptions).output, options.view_as(StembeamOptions).limit
+    require("stembeam prepare-dataset", {"--dataset": dataset, "--output": output})
+    if job.repeat < 1 or job.shards < 1:
+        raise SystemExit("--repeat and --shards must be at least 1")
+    try:
+        config = model_config(job.model_config)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"--model_config {job.model_config}: {error}") from None
+    clear_records(output)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, job, config, dataset, output, limit)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = summary(result, ("examples_written", "tracks_failed"))
+    stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
+    print(json.dumps(stats, indent=2), flush=True)
+    announce(LOGGER, f"stembeam prepare-dataset: {counts['examples_written']} examples, {counts['tracks_failed']} tracks failed; records under {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

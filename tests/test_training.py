@@ -1,0 +1,236 @@
+"""Training data, fine-tuning from the official weights, exact resume after a kill, export."""
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model.config import SPLEETER_2STEMS, SPLEETER_4STEMS
+from model.training import TRAIN, VALIDATION, read_examples, segment_magnitudes
+from pipeline.prepare import run as prepare
+from tests.conftest import AUDIO, CC0, CC0_SONGS, EXAMPLE, MODELS, REPO, needs_shared
+
+pytestmark = needs_shared
+MUSDB_SAMPLE = os.path.join(AUDIO, "musdb18-sample", "Music Delta - 80s Rock.stem.mp4")
+# A small U-net (T = F = 64, few filters) for tests of the training machinery itself.
+TINY = dataclasses.replace(SPLEETER_2STEMS, name="tiny:2stems", T=64, F=64, conv_n_filters=(4, 8, 8, 16, 16, 16))
+
+
+def _link_song(folder, song, names=("mixture", "vocals", "drums", "bass", "other")):
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
+        os.symlink(os.path.join(CC0, song, f"{name}.flac"), os.path.join(folder, f"{name}.flac"))
+
+
+def _direct(path, offset, config, stream=None, sources=None):
+    """Magnitudes computed here from the audio: ``path`` (or the float64 sum of ``sources``) at ``offset``."""
+    from model.audio import load_audio
+
+    if sources is not None:
+        audio = np.sum([load_audio(p, stream=s).astype(np.float64) for p, s in sources], axis=0)
+    else:
+        audio = load_audio(path, stream=stream).astype(np.float64)
+    cut = audio[offset : offset + config.segment_samples]
+    cut = np.pad(cut, ((0, config.segment_samples - cut.shape[0]), (0, 0)))
+    return segment_magnitudes(cut[None].astype(np.float32), config)[0]
+
+
+def test_records_decode_to_the_spectrograms_of_the_audio_for_every_layout(tmp_path):
+    """MUSDB folders with splits, a native .stem.mp4 and a manifest: every record decodes to
+    exactly the magnitudes computed from the audio at its offset; test tracks validate."""
+    config4 = SPLEETER_4STEMS
+    folder = tmp_path / "musdb"
+    _link_song(folder / "train" / "A", CC0_SONGS[0])
+    _link_song(folder / "test" / "B", CC0_SONGS[1])
+    _link_song(folder / "train" / "C-no-bass", CC0_SONGS[2], names=("mixture", "vocals", "drums", "other"))
+    stems = tmp_path / "stems"
+    stems.mkdir()
+    os.symlink(MUSDB_SAMPLE, stems / "rock.stem.mp4")
+    manifest = tmp_path / "m.csv"
+    song = os.path.join(CC0, CC0_SONGS[2])
+    manifest.write_text(f"uri,track_id,vocals,drums,bass,other\n{song}/mixture.flac,sodium,{song}/vocals.flac,{song}/drums.flac,{song}/bass.flac,{song}/other.flac\n")
+
+    outputs = {}
+    for name, dataset, config in (("folder", folder, config4), ("stem_mp4", stems, SPLEETER_2STEMS), ("manifest", manifest, config4)):
+        outputs[name] = str(tmp_path / f"records-{name}")
+        model_config = tmp_path / f"{name}.json"
+        model_config.write_text(config.to_json())
+        assert prepare(["--dataset", str(dataset), "--output", outputs[name], "--model_config", str(model_config), "--shards", "2"]) == 0
+
+    stats = json.loads(open(os.path.join(outputs["folder"], "stats.json")).read())
+    assert stats["train"] == {"tracks": 1, "examples": 3, "audio_seconds": 30.0} and stats["validation"]["tracks"] == 1
+    assert stats["failed"][0]["track_id"] == "C-no-bass" and "no bass stem" in stats["failed"][0]["reason"]
+    checked = 0
+    for split, track, names in ((TRAIN, "A", CC0_SONGS[0]), (VALIDATION, "B", CC0_SONGS[1])):
+        examples = list(read_examples(os.path.join(outputs["folder"], f"{split}-*.tfrecord"), config4))
+        assert {e["track_id"] for e in examples} == {track} and len(examples) == 3
+        for example in examples:
+            np.testing.assert_array_equal(example["mix"], _direct(os.path.join(CC0, names, "mixture.flac"), example["offset"], config4))
+            for stem in config4.instruments:
+                np.testing.assert_array_equal(example[stem], _direct(os.path.join(CC0, names, f"{stem}.flac"), example["offset"], config4))
+            checked += 1
+    # 2 stems from the .stem.mp4: stream 0 is the mixture, accompaniment = drums + bass + other (streams 1-3).
+    (rock,) = read_examples(os.path.join(outputs["stem_mp4"], f"{TRAIN}-*.tfrecord"), SPLEETER_2STEMS)
+    assert rock["track_id"] == "rock" and rock["offset"] == 0  # 7 s: one zero-padded segment
+    np.testing.assert_array_equal(rock["mix"], _direct(MUSDB_SAMPLE, 0, SPLEETER_2STEMS, stream=0))
+    np.testing.assert_array_equal(rock["vocals"], _direct(MUSDB_SAMPLE, 0, SPLEETER_2STEMS, stream=4))
+    np.testing.assert_array_equal(rock["accompaniment"], _direct(None, 0, SPLEETER_2STEMS, sources=[(MUSDB_SAMPLE, k) for k in (1, 2, 3)]))
+    sodium = list(read_examples(os.path.join(outputs["manifest"], f"{TRAIN}-*.tfrecord"), config4))
+    assert len(sodium) == 3 and {e["track_id"] for e in sodium} == {"sodium"}
+    np.testing.assert_array_equal(sodium[0]["bass"], _direct(os.path.join(song, "bass.flac"), sodium[0]["offset"], config4))
+    assert checked == 6
+
+
+@pytest.fixture(scope="module")
+def hydrogen_records(tmp_path_factory):
+    """2-stems records of one cc0 song (3 examples)."""
+    tmp = tmp_path_factory.mktemp("hydrogen")
+    _link_song(tmp / "dataset" / CC0_SONGS[0], CC0_SONGS[0])
+    output = str(tmp / "records")
+    assert prepare(["--dataset", str(tmp / "dataset"), "--output", output, "--shards", "1"]) == 0
+    return output
+
+
+def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_path, official_graph):
+    """With the official 2-stems weights the first validation loss equals the L1 loss of
+    Spleeter's own graph (its source spectrograms) against the same records, batch for batch."""
+    from model.training import Trainer
+
+    trainer = Trainer(SPLEETER_2STEMS, hydrogen_records, str(tmp_path / "model"), batch_size=2, freeze_batch_norm=True)
+    assert trainer.restore_or_initialize("spleeter:2stems") == "initialised from spleeter:2stems"
+    history = trainer.train(0, validation_batches=2)
+    ours = history[0]["validation_loss"]
+
+    from model.audio import load_audio
+
+    mixture = load_audio(os.path.join(CC0, CC0_SONGS[0], "mixture.flac"))
+    examples = list(read_examples(os.path.join(hydrogen_records, f"{TRAIN}-*.tfrecord"), SPLEETER_2STEMS))
+    batch_losses = []
+    for first in range(0, len(examples), 2):
+        batch = examples[first : first + 2]
+        errors = {stem: [] for stem in SPLEETER_2STEMS.instruments}
+        for example in batch:
+            span = mixture[example["offset"] : example["offset"] + SPLEETER_2STEMS.segment_samples]
+            sources, _ = official_graph.wiener_inputs(span)
+            for k, stem in enumerate(SPLEETER_2STEMS.instruments):
+                errors[stem].append(np.abs(sources[: SPLEETER_2STEMS.T, ..., k].astype(np.float64) - example[stem]))
+        batch_losses.append(sum(np.mean(errors[stem]) for stem in errors))
+    official = float(np.mean(batch_losses))
+    print(f"first validation loss {ours:.6f}; official graph on the same batches {official:.6f}")
+    assert ours == pytest.approx(official, rel=1e-4)
+
+
+def _train_cli(records, model_dir, steps, *extra):
+    return [sys.executable, "-m", "pipeline.train", "--config", str(records / "tiny.json"), "--data", str(records), "--model-dir", str(model_dir),
+            "--steps", str(steps), "--checkpoint-every", "2", "--batch-size", "2", "--validation-batches", "1", *extra]
+
+
+def _checkpoint_values(model_dir, step):
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
+    # The input pipeline's position is a variant tensor (restored by the run, not readable here).
+    names = [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype != tf.variant and not n.startswith("save_counter")]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_killed_training_resumes_exactly(tmp_path):
+    """SIGKILL during training, run again: it resumes from the last checkpoint, whose step and
+    weights (and optimizer, input position and dropout state) equal an uninterrupted run's, and
+    ends with identical weights."""
+    dataset = tmp_path / "dataset"
+    _link_song(dataset / CC0_SONGS[1], CC0_SONGS[1])
+    records = tmp_path / "records"
+    (tmp_path / "tiny.json").write_text(TINY.to_json())
+    assert prepare(["--dataset", str(dataset), "--output", str(records), "--model_config", str(tmp_path / "tiny.json"), "--shards", "1"]) == 0
+    (records / "tiny.json").write_text(TINY.to_json())
+    steps = 40
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run(_train_cli(records, tmp_path / "whole", steps), check=True, cwd=REPO, env=env, capture_output=True)
+
+    killed = subprocess.Popen(_train_cli(records, tmp_path / "killed", steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not os.path.exists(tmp_path / "killed" / "checkpoints" / "ckpt-6.index") and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    last = tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints"))
+    resumed_at = int(last.rsplit("-", 1)[1])
+    assert 6 <= resumed_at < steps, resumed_at  # killed mid-run
+    resumed = subprocess.run(_train_cli(records, tmp_path / "killed", steps), check=True, cwd=REPO, env=env, capture_output=True, text=True)
+    assert f"resumed at step {resumed_at}" in resumed.stderr
+    for step in (resumed_at, steps):
+        whole, again = _checkpoint_values(tmp_path / "whole", step), _checkpoint_values(tmp_path / "killed", step)
+        assert whole.keys() == again.keys() and any("optimizer" in n for n in whole)
+        for name in whole:
+            np.testing.assert_array_equal(whole[name], again[name], err_msg=f"{name} at step {step}")
+
+
+def test_four_stems_from_scratch_exports_and_separates(tmp_path):
+    """A 4-stems model trained briefly from scratch exports a name-based checkpoint with exactly
+    the official 4-stems variables, and `stembeam separate -p DIR` writes its four stems."""
+    from model.checkpoint import checkpoint_prefix, checkpoint_variables
+
+    dataset = tmp_path / "dataset"
+    _link_song(dataset / CC0_SONGS[2], CC0_SONGS[2])
+    records = tmp_path / "records"
+    assert prepare(["--dataset", str(dataset), "--output", str(records), "--model_config", "spleeter:4stems", "--shards", "1", "--augment"]) == 0
+    model_dir = tmp_path / "model"
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "--config", "spleeter:4stems", "--data", str(records), "--model-dir", str(model_dir),
+         "--steps", "1", "--batch-size", "1", "--validation-batches", "1"],
+        check=True, cwd=REPO, capture_output=True,
+    )
+    official = checkpoint_variables(os.path.join(MODELS, "4stems", "model"))
+    ours = checkpoint_variables(checkpoint_prefix(str(model_dir)))
+    assert ours == official  # names and shapes, global_step included
+    out = tmp_path / "separated"
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", "-p", str(model_dir), "-o", str(out), "--no-progress", EXAMPLE], check=True, cwd=REPO, capture_output=True)
+    written = sorted(os.listdir(out / "audio_example"))
+    assert written == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+    from model.audio import load_audio
+    from tests.conftest import read_wav
+
+    assert all(read_wav(str(out / "audio_example" / name)).shape == load_audio(EXAMPLE).shape for name in written)
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_one_song_lowers_its_loss_and_raises_its_vocals_sdr(tmp_path, capsys):
+    """Fine-tune the official 2-stems model on one cc0 song (Adam 1e-4, batch 2, batch norm
+    frozen): its loss falls and its vocals SDR (the evaluation job, soft masks) rises."""
+    from pipeline.evaluation import run as evaluate
+
+    dataset = tmp_path / "dataset"
+    _link_song(dataset / CC0_SONGS[0], CC0_SONGS[0])
+    records, model_dir = tmp_path / "records", tmp_path / "model"
+    assert prepare(["--dataset", str(dataset), "--output", str(records), "--shards", "1", "--repeat", "2"]) == 0
+    trained = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "--config", "spleeter:2stems", "--data", str(records), "--model-dir", str(model_dir),
+         "--init", "spleeter:2stems", "--steps", "24", "--batch-size", "2", "--checkpoint-every", "6", "--validation-batches", "3"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    )
+    curve = [json.loads(line) for line in trained.stdout.splitlines() if line.startswith("{")]
+
+    def vocals_sdr(model, output):
+        assert evaluate(["--dataset", str(dataset), "--model", model, "--output", str(output)]) == 0
+        rows = {r["stem"]: r for r in csv.DictReader(open(output / "summary.csv"))}
+        return float(rows["vocals"]["SDR"]), float(rows["accompaniment"]["SDR"])
+
+    before, after = vocals_sdr("spleeter:2stems", tmp_path / "before"), vocals_sdr(str(model_dir), tmp_path / "after")
+    with capsys.disabled():
+        print("\nfine-tuning on", CC0_SONGS[0])
+        for entry in curve:
+            print(f"  step {entry['step']:3d}  train loss {entry['train_loss'] if entry['train_loss'] is None else round(entry['train_loss'], 4)}"
+                  f"  validation loss {entry['validation_loss']:.4f}")
+        first_train = curve[1]["train_loss"]
+        print(f"  train loss {first_train:.4f} -> {curve[-1]['train_loss']:.4f} ({1 - curve[-1]['train_loss'] / first_train:.0%} lower); "
+              f"validation {curve[0]['validation_loss']:.4f} -> {curve[-1]['validation_loss']:.4f} ({1 - curve[-1]['validation_loss'] / curve[0]['validation_loss']:.0%} lower)")
+        print(f"  SDR vocals {before[0]:.2f} -> {after[0]:.2f} dB, accompaniment {before[1]:.2f} -> {after[1]:.2f} dB")
+    assert curve[-1]["validation_loss"] < 0.9 * curve[0]["validation_loss"]
+    assert curve[-1]["train_loss"] < 0.9 * curve[1]["train_loss"]
+    assert after[0] > before[0] + 0.3
