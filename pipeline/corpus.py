@@ -37,12 +37,19 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     from model.load import KERAS_FILE, config_for_dir, load_model
     from model.resolve import resolve_model_dir
 
+    remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
+    if remote is not None:
+        # A gs:// (or other remote) model folder is read through Beam FileSystems into a local
+        # copy; workers read its model.keras from the remote folder itself.
+        local = storage.cached_folder(remote)
+        model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
     config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
-    keras_uri = storage.join(folder, KERAS_FILE)
+    keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")
     stamp = json.dumps({"folder": folder, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(folder, "*")))})
+    stamp = stamp if remote is None else json.dumps({"folder": remote, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(remote, "*")))})
     exported = FileSystems.exists(keras_uri) or (
         FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp
     )
@@ -139,7 +146,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, config, kera
         DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing, variant)
     ).with_outputs("errors", DONE, main="chunks")
     parts = decoded.chunks | "Separate" >> SeparateChunks(
-        config, keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames
+        config, keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator
     )
     grouped = parts | "Regroup" >> RegroupTracks()
     written = grouped.tracks | "WriteStems" >> beam.ParDo(
@@ -188,11 +195,8 @@ def check_block_frames(job: StembeamOptions, config) -> None:
         raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
 
 
-def run(argv=None) -> int:
-    """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
-    argv = list(argv or [])
-    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
-        return 0
+def run_pipeline(argv) -> tuple:
+    """Parse ``argv``, prepare the model, run the corpus job and wait for it: ``(result, options)``."""
     options = parse(argv)
     job = options.view_as(StembeamOptions)
     require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
@@ -207,6 +211,15 @@ def run(argv=None) -> int:
     result.wait_until_finish()
     finish_model()
     clear_leftovers(job.output)
+    return result, job
+
+
+def run(argv=None) -> int:
+    """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
+    argv = list(argv or [])
+    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
+        return 0
+    result, job = run_pipeline(argv)
     counts = summary(result)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "

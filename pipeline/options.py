@@ -22,6 +22,10 @@ class StembeamOptions(PipelineOptions):
         parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
         parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
         parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
+        parser.add_argument(
+            "--inference_accelerator", default=None,
+            help="resource hint for the inference stage only, e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' (launch/dataflow.py sets it)",
+        )
 
 
 class EvaluateOptions(PipelineOptions):

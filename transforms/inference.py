@@ -97,8 +97,12 @@ class _SpoolSegments(beam.DoFn):
 class SeparateChunks(beam.PTransform):
     """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
 
-    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512):
+    def __init__(
+        self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
+        accelerator: str | None = None,
+    ):
         super().__init__()
+        self._accelerator = accelerator
         self._config = config
         self._keras_uri = keras_uri
         self._output = output
@@ -110,6 +114,13 @@ class SeparateChunks(beam.PTransform):
         return (
             chunks
             | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
-            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
+            | "RunInference" >> self._inference()
             | "Spool" >> beam.ParDo(_SpoolSegments(self._config, self._output, self._mwf, self._block))
         )
+
+    def _inference(self):
+        inference = RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
+        if self._accelerator:
+            # Runners that fit workers to stages (Dataflow) give only this stage the GPU.
+            inference = inference.with_resource_hints(accelerator=self._accelerator)
+        return inference

@@ -75,3 +75,27 @@ def matching(pattern: str) -> list:
     if is_local(pattern):
         return sorted(glob.glob(local_path(pattern)))
     return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
+
+
+def cached_folder(uri: str) -> str:
+    """A local copy of the files directly in the remote folder ``uri`` (e.g. a gs:// model),
+    kept in the temporary folder and fetched again only when a file's size changed."""
+    import hashlib
+    import json
+
+    local = os.path.join(tempfile.gettempdir(), "stembeam-models", hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16])
+    found = [m for result in FileSystems.match([join(uri, "*")]) for m in result.metadata_list]
+    if not found:
+        raise FileNotFoundError(f"{uri}: no files found")
+    listing = json.dumps(sorted((m.path, m.size_in_bytes) for m in found))
+    stamp = os.path.join(local, ".stembeam-listing.json")
+    if os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == listing:
+        return local
+    os.makedirs(local, exist_ok=True)
+    for meta in found:
+        target = os.path.join(local, meta.path.rstrip("/").rsplit("/", 1)[-1])
+        with FileSystems.open(meta.path) as source, open(target + ".part", "wb") as handle:
+            shutil.copyfileobj(source, handle)
+        os.replace(target + ".part", target)
+    write_bytes_atomic(stamp, listing.encode("utf-8"))
+    return local

