@@ -12,7 +12,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CC0, CC0_SONGS, EXAMPLE, MODELS, REPO, needs_shared
+from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared
 
 pytestmark = needs_shared
 BUCKETS = ("stembeam-data", "stembeam-models", "stembeam-out")
@@ -45,11 +45,8 @@ def gcs(tmp_path_factory):
             client.create_bucket(name)
         data = client.bucket("stembeam-data")
         data.blob("audio/example.mp3").upload_from_filename(EXAMPLE)
-        data.blob("audio/lithium.flac").upload_from_filename(os.path.join(CC0, CC0_SONGS[1], "mixture.flac"))
         data.blob("audio/broken.wav").upload_from_string(b"not audio")
-        data.blob("manifest.csv").upload_from_string(
-            "uri,track_id\ngs://stembeam-data/audio/example.mp3,example\naudio/lithium.flac,lithium\ngs://stembeam-data/audio/broken.wav,broken\n"
-        )
+        data.blob("manifest.csv").upload_from_string("uri,track_id\naudio/example.mp3,example\ngs://stembeam-data/audio/broken.wav,broken\n")
         models = client.bucket("stembeam-models")
         for name in os.listdir(os.path.join(MODELS, "2stems")):
             models.blob(f"spleeter/2stems/{name}").upload_from_filename(os.path.join(MODELS, "2stems", name))
@@ -74,24 +71,25 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
         check=True, cwd=REPO, env=env, capture_output=True,
     )
     local_manifest = tmp_path / "manifest.csv"
-    local_manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n{os.path.join(CC0, CC0_SONGS[1], 'mixture.flac')},lithium\n")
+    local_manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
     subprocess.run([sys.executable, "-m", "pipeline", "--manifest", str(local_manifest), "--output", str(tmp_path / "local")],
                    check=True, cwd=REPO, capture_output=True)
 
     out = client.bucket("stembeam-out")
     names = sorted(blob.name for blob in out.list_blobs(prefix="run/"))
     assert not [n for n in names if "/_work/" in n or "/.tmp-" in n]  # spool and temporaries removed
-    for track in ("example", "lithium"):
+    for track in ("example",):
         for stem in ("vocals", "accompaniment"):
             remote = out.blob(f"run/stems/{track}/{stem}.wav").download_as_bytes()
             assert remote == (tmp_path / "local" / "stems" / track / f"{stem}.wav").read_bytes()
     (parquet,) = [n for n in names if n.startswith("run/metadata/") and n.endswith(".parquet")]
     rows = pq.read_table(io.BytesIO(out.blob(parquet).download_as_bytes())).to_pylist()
     ok = sorted((r["track_id"], r["stem"], r["stem_uri"]) for r in rows if r["status"] == "ok")
-    assert ok == [(t, s, f"{output}/stems/{t}/{s}.wav") for t in ("example", "lithium") for s in ("accompaniment", "vocals")]
+    assert ok == [("example", s, f"{output}/stems/example/{s}.wav") for s in ("accompaniment", "vocals")]
     (broken,) = [r for r in rows if r["status"] == "error"]
     assert broken["track_id"] == "broken" and "gs://stembeam-data/audio/broken.wav" in broken["error"]
-    assert {r["source_uri"] for r in rows if r["track_id"] == "lithium"} == {"gs://stembeam-data/audio/lithium.flac"}
+    # The manifest's relative path is relative to the manifest's gs:// folder.
+    assert {r["source_uri"] for r in rows if r["track_id"] == "example"} == {"gs://stembeam-data/audio/example.mp3"}
 
 
 def test_dataflow_job_graph_without_submitting(gcs, tmp_path):

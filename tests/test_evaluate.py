@@ -103,7 +103,7 @@ def _stem_bytes(folder):
     }
 
 
-@pytest.mark.parametrize("mwf", [False, True], ids=["soft", "mwf"])
+@pytest.mark.parametrize("mwf", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["soft", "mwf"])
 def test_evaluation_scores_the_pipelines_stems(tmp_path_factory, capsys, mwf):
     """The job separates with the corpus job's transforms: its stems are `stembeam pipeline`'s
     for the same tracks (soft: byte-identical; --mwf: within one 16-bit step), scoring the
