@@ -32,6 +32,14 @@ _TFIO_LOCK = threading.Lock()
 TEMP_PREFIX = ".tmp-"
 
 
+def apply_default_mode(path: str) -> None:
+    """Give a file made by mkstemp (0600) the mode a plain open() would (0666 minus the umask),
+    so outputs on shared machines are readable by others as usual."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 class AudioDecodeError(Exception):
     """A file that cannot be turned into audio; ``str()`` names the file and the reason."""
 
@@ -284,6 +292,7 @@ class AudioWriter:
                 if self._ffmpeg.wait() != 0:
                     self._errors.seek(0)
                     raise OSError(f"{self.path}: ffmpeg could not encode {self._codec}: {self._errors.read().decode('utf-8', 'replace').strip()}")
+            apply_default_mode(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()

@@ -184,6 +184,10 @@ def test_a_second_filter_separates_again_into_the_same_output(tmp_path):
     vocals = os.path.join(output, "stems", "example", "vocals.wav")
     assert run_pipeline(["--manifest", str(manifest), "--output", output]) == 0
     soft = open(vocals, "rb").read()
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in (vocals, os.path.join(output, "stems", "example", ".stembeam.json")):
+        assert os.stat(written).st_mode & 0o777 == 0o666 & ~umask  # readable by others, like any file
     assert run_pipeline(["--manifest", str(manifest), "--output", output, "--mwf"]) == 0
     assert open(vocals, "rb").read() != soft
     assert run_pipeline(["--manifest", str(manifest), "--output", output]) == 0

@@ -9,6 +9,8 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
+from model.audio import apply_default_mode
+
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
@@ -51,17 +53,11 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
+        apply_default_mode(tmp)
         os.replace(tmp, uri)
     else:
         with FileSystems.create(uri) as handle:
             handle.write(data)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_bytes(uri: str) -> bytes:
