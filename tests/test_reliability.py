@@ -70,9 +70,9 @@ def _peak_rss_mb(command) -> float:
     return usage.ru_maxrss / 1024.0
 
 
-@pytest.mark.parametrize("long", [30, pytest.param(60, marks=pytest.mark.slow)], ids=["30min", "60min"])
+@pytest.mark.parametrize("long", [20, pytest.param(60, marks=pytest.mark.slow)], ids=["20min", "60min"])
 def test_memory_does_not_grow_with_track_length(tmp_path, long):
-    """Peak RSS of the DirectRunner job on a 5-minute and a 30-minute track (60 minutes with
+    """Peak RSS of the DirectRunner job on a 5-minute and a 20-minute track (60 minutes with
     ``make test-slow`` and in ``make soak``), synthetic flac."""
     figures = {}
     for minutes in (5, long):
