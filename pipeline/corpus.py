@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
-from pipeline.jobs import announce, help_requested, in_process, parse, require
+from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
 from pipeline.options import StembeamOptions
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
@@ -41,19 +41,20 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     if remote is not None:
         # A gs:// (or other remote) model folder is read through Beam FileSystems into a local
         # copy; workers read its model.keras from the remote folder itself.
-        local = storage.cached_folder(remote)
+        local, remote_files = storage.cached_folder(remote)
         model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
     config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
     keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")
-    stamp = json.dumps({"folder": folder, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(folder, "*")))})
-    stamp = stamp if remote is None else json.dumps({"folder": remote, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(remote, "*")))})
-    exported = FileSystems.exists(keras_uri) or (
-        FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp
-    )
-    uri = keras_uri if FileSystems.exists(keras_uri) else target
+    if remote is None:
+        stamp = json.dumps({"folder": folder, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(folder, "*")))})
+    else:
+        stamp = json.dumps({"folder": remote, "files": remote_files})
+    own_file = FileSystems.exists(keras_uri)
+    exported = own_file or (FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
+    uri = keras_uri if own_file else target
     if exported and not in_process:
         return config, uri, lambda: None
     _, keras_model = load_model(model, model_dir)
@@ -122,9 +123,7 @@ def _matching_metadata(pattern: str) -> list:
 
 def clear_metadata(output: str) -> None:
     """metadata/ describes the latest run over the whole manifest: drop the previous run's files."""
-    found = storage.matching(storage.join(output, "metadata", "tracks*.parquet"))
-    if found:
-        FileSystems.delete(found)
+    storage.delete_matching(storage.join(output, "metadata", "tracks*.parquet"))
 
 
 def clear_leftovers(output: str) -> None:
@@ -172,16 +171,6 @@ def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: 
 COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")
 
 
-def summary(result, names=COUNTERS) -> dict:
-    """The job's ``stembeam`` counters (by default the corpus job's: tracks_ok, tracks_failed,
-    tracks_skipped, audio_seconds_separated, chunks_inferred)."""
-    counts = {name: 0 for name in names}
-    for counter in result.metrics().query()["counters"]:
-        if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
-            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
-    return counts
-
-
 def check_options(job: StembeamOptions) -> None:
     """Exit with a message naming the flag for a value the job cannot use."""
     if job.codec not in CODECS:
@@ -220,7 +209,7 @@ def run(argv=None) -> int:
     if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
         return 0
     result, job = run_pipeline(argv)
-    counts = summary(result)
+    counts = summary(result, COUNTERS)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
         f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "

@@ -7,16 +7,16 @@ import sys
 
 import apache_beam as beam
 
-from pipeline.corpus import check_block_frames, check_options, clear_leftovers, clear_metadata, filter_name, prepare_model, separate_tracks, summary
-from pipeline.jobs import announce, help_requested, in_process, parse, require
+from pipeline.corpus import check_block_frames, check_options, clear_leftovers, clear_metadata, filter_name, prepare_model, separate_tracks
+from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
 from pipeline.options import EvaluateOptions, StembeamOptions
 from transforms import storage
-from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset
+from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_files
 from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
 from transforms.report import WriteReport
 
 LOGGER = logging.getLogger("stembeam.evaluate")
-COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_ok", "tracks_skipped", "tracks_failed")
+COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_failed")
 
 
 class JoinEstimates(beam.DoFn):
@@ -48,12 +48,7 @@ class FindEstimates(beam.DoFn):
 
     def process(self, track: DatasetTrack):
         folder = storage.join(self._estimates, track.track().folder_name)
-        found = {}
-        for uri in storage.matching(storage.join(folder, "*")):
-            name = uri.rstrip("/").rsplit("/", 1)[-1]
-            stem = name.split(".", 1)[0]
-            if stem in STEM_NAMES and not name.startswith("."):
-                found.setdefault(stem, uri)
+        found = stem_files(folder)
         if found:
             yield track, found
         else:
@@ -98,11 +93,7 @@ def evaluation_output(output: str) -> str:
 
 def clear_evaluation(output: str) -> None:
     """evaluation/ describes the latest run: drop an earlier run's files."""
-    from apache_beam.io.filesystems import FileSystems
-
-    found = storage.matching(storage.join(evaluation_output(output), "*"))
-    if found:
-        FileSystems.delete(found)
+    storage.delete_matching(storage.join(evaluation_output(output), "*"))
 
 
 def run(argv=None) -> int:

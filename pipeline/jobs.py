@@ -45,6 +45,15 @@ def announce(logger: logging.Logger, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def summary(result, names) -> dict:
+    """``{name: value}`` of the job's ``stembeam`` counters ``names`` (0 when never incremented)."""
+    counts = {name: 0 for name in names}
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
+            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return counts
+
+
 def in_process(options: PipelineOptions) -> bool:
     """Whether the workers run in this process (the DirectRunner, unless multi_processing)."""
     runner = options.view_as(StandardOptions).runner

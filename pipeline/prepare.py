@@ -7,12 +7,10 @@ import sys
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 
 from model.config import ModelConfig, get_config
 from model.training import TRAIN, VALIDATION
-from pipeline.corpus import summary
-from pipeline.jobs import announce, help_requested, parse, require
+from pipeline.jobs import announce, help_requested, parse, require, summary
 from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
 from transforms import storage
 from transforms.dataset import ReadDataset
@@ -79,9 +77,7 @@ def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig,
 
 def clear_records(output: str) -> None:
     """The folder describes the latest run: drop an earlier run's records and stats."""
-    found = [p for pattern in ("train-*.tfrecord", "validation-*.tfrecord", STATS_FILE) for p in storage.matching(storage.join(output, pattern))]
-    if found:
-        FileSystems.delete(found)
+    storage.delete_matching(*(storage.join(output, pattern) for pattern in ("train-*.tfrecord", "validation-*.tfrecord", STATS_FILE)))
 
 
 def run(argv=None) -> int:

@@ -73,14 +73,21 @@ def _stem_mp4_track(uri: str, split: Optional[str]) -> DatasetTrack:
     return DatasetTrack(track_id, Signal(uri, 0), tuple((name, Signal(uri, k)) for name, k in STEM_MP4_STREAMS), split)
 
 
-def _folder_track(mixture_uri: str, split: Optional[str]) -> DatasetTrack:
-    folder = _parent(mixture_uri)
-    stems = []
+def stem_files(folder: str) -> dict:
+    """``{stem: uri}`` of the files in ``folder`` named after a stem (``vocals.wav``, ...);
+    hidden files (``.tmp-*``) never match."""
+    found = {}
     for uri in storage.matching(storage.join(folder, "*")):
         base = _name(uri).split(".", 1)[0]
-        if base in STEM_NAMES and base not in dict(stems):
-            stems.append((base, Signal(uri)))
-    return DatasetTrack(_name(folder), Signal(mixture_uri), tuple(sorted(stems)), split)
+        if base in STEM_NAMES:
+            found.setdefault(base, uri)
+    return found
+
+
+def _folder_track(mixture_uri: str, split: Optional[str]) -> DatasetTrack:
+    folder = _parent(mixture_uri)
+    stems = tuple(sorted((name, Signal(uri)) for name, uri in stem_files(folder).items()))
+    return DatasetTrack(_name(folder), Signal(mixture_uri), stems, split)
 
 
 def _folder_tracks(root: str) -> Iterator[DatasetTrack]:

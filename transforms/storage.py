@@ -73,9 +73,17 @@ def matching(pattern: str) -> list:
     return sorted(m.path for result in FileSystems.match([pattern]) for m in result.metadata_list)
 
 
-def cached_folder(uri: str) -> str:
-    """A local copy of the files directly in the remote folder ``uri`` (e.g. a gs:// model),
-    kept in the temporary folder and fetched again only when a file's size changed."""
+def delete_matching(*patterns: str) -> None:
+    """Delete every file matching any of the globs (local or remote)."""
+    found = [path for pattern in patterns for path in matching(pattern)]
+    if found:
+        FileSystems.delete(found)
+
+
+def cached_folder(uri: str) -> tuple:
+    """``(local folder, [(remote path, size), ...])``: a local copy of the files directly in the
+    remote folder ``uri`` (e.g. a gs:// model), kept in the temporary folder and fetched again
+    only when a file's size changed, and the remote listing it was made from."""
     import hashlib
     import json
 
@@ -83,10 +91,11 @@ def cached_folder(uri: str) -> str:
     found = [m for result in FileSystems.match([join(uri, "*")]) for m in result.metadata_list]
     if not found:
         raise FileNotFoundError(f"{uri}: no files found")
-    listing = json.dumps(sorted((m.path, m.size_in_bytes) for m in found))
+    files = sorted((m.path, m.size_in_bytes) for m in found)
+    listing = json.dumps(files)
     stamp = os.path.join(local, ".stembeam-listing.json")
     if os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == listing:
-        return local
+        return local, files
     os.makedirs(local, exist_ok=True)
     for meta in found:
         target = os.path.join(local, meta.path.rstrip("/").rsplit("/", 1)[-1])
@@ -94,4 +103,4 @@ def cached_folder(uri: str) -> str:
             shutil.copyfileobj(source, handle)
         os.replace(target + ".part", target)
     write_bytes_atomic(stamp, listing.encode("utf-8"))
-    return local
+    return local, files
