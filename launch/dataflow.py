@@ -77,7 +77,8 @@ def main(argv=None) -> int:
 
     if not args.dry_run:
         return run(pipeline_argv)
-    run_pipeline(pipeline_argv)
+    # Nothing of the output is touched: no model export, no sweep, no metadata change.
+    run_pipeline(pipeline_argv, dry_run=True)
     print(f"dry run: Dataflow job template written to {args.dry_run} (not submitted)", file=sys.stderr)
     return 0
 

@@ -25,6 +25,8 @@ CODECS = {
     "ogg": ("ogg", ["-c:a", "libvorbis"]),
     "m4a": ("m4a", ["-c:a", "aac"]),
 }
+# Codecs whose bytes do not depend on the bitrate.
+LOSSLESS_CODECS = ("wav", "flac")
 
 
 _TFIO_LOCK = threading.Lock()
@@ -32,12 +34,39 @@ _TFIO_LOCK = threading.Lock()
 TEMP_PREFIX = ".tmp-"
 
 
+def _umask_from_proc() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# os.umask() sets the mask process-wide in order to read it: called while other threads create
+# files, it would give them the wrong modes. Linux says it in /proc; elsewhere it is read once,
+# at import, before any worker thread runs.
+_UMASK = _umask_from_proc()
+_UMASK = _umask_at_import() if _UMASK is None else _UMASK
+
+
 def apply_default_mode(path: str) -> None:
     """Give a file made by mkstemp (0600) the mode a plain open() would (0666 minus the umask),
     so outputs on shared machines are readable by others as usual."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    mask = _umask_from_proc()
+    os.chmod(path, 0o666 & ~(_UMASK if mask is None else mask))
+
+
+class AudioEncodeError(Exception):
+    """The encoder refused the audio or its settings (not a disk or network failure)."""
 
 
 class AudioDecodeError(Exception):
@@ -263,7 +292,7 @@ class AudioWriter:
 
     def write(self, block: np.ndarray) -> None:
         if not np.all(np.isfinite(block)):
-            raise ValueError(f"{self.path}: NaN or Inf in the audio to write")
+            raise AudioEncodeError(f"{self.path}: NaN or Inf in the audio to write")
         clipped = np.clip(block, -1.0, 32767.0 / 32768.0)
         self.frames += block.shape[0]
         self._squares += float(np.sum(np.square(clipped, dtype=np.float64)))
@@ -291,7 +320,7 @@ class AudioWriter:
                 self._ffmpeg.stdin.close()
                 if self._ffmpeg.wait() != 0:
                     self._errors.seek(0)
-                    raise OSError(f"{self.path}: ffmpeg could not encode {self._codec}: {self._errors.read().decode('utf-8', 'replace').strip()}")
+                    raise AudioEncodeError(f"{self.path}: ffmpeg could not encode {self._codec}: {self._errors.read().decode('utf-8', 'replace').strip()}")
             apply_default_mode(self._tmp)
             os.replace(self._tmp, self.path)
         except BaseException:

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Tuple
+
+
+_STEM_NAME = re.compile(r"\w[\w.-]{0,63}")
+_MODEL_NAME = re.compile(r"\w[\w.:-]{0,127}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +33,16 @@ class ModelConfig:
     deconv_activation: str = "relu"
     conv_n_filters: Tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     softmax_masks: bool = False
+
+    def __post_init__(self):
+        # Stem names become file names and the model name a folder name: nothing may climb out.
+        for instrument in self.instruments:
+            if not isinstance(instrument, str) or not _STEM_NAME.fullmatch(instrument):
+                raise ValueError(f"instrument name {instrument!r}: use letters, digits, '_', '.', '-' (not starting with '.' or '-')")
+        if len(set(self.instruments)) != len(self.instruments):
+            raise ValueError(f"instrument names repeat: {list(self.instruments)}")
+        if not isinstance(self.name, str) or not _MODEL_NAME.fullmatch(self.name):
+            raise ValueError(f"model name {self.name!r}: use letters, digits, '_', '.', ':', '-' (not starting with '.' or '-')")
 
     @property
     def n_bins(self) -> int:

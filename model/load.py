@@ -1,6 +1,7 @@
 """Build a ready-to-run Keras separator from a model folder."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import keras
@@ -26,6 +27,25 @@ def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
     # An official checkpoint folder: each U-net owns 7 convolutions.
     n_convs = sum(1 for v in checkpoint.checkpoint_variables(checkpoint.checkpoint_prefix(model_dir)) if v.endswith("/kernel") and v.startswith("conv2d") and "transpose" not in v)
     return get_config(f"{n_convs // 7}stems")
+
+
+def _shapes_output(file_name: str) -> bool:
+    return file_name in (CONFIG_FILE, KERAS_FILE) or file_name.endswith(".index") or ".data-" in file_name
+
+
+def weights_fingerprint(model_dir: str) -> str:
+    """sha256 over the name and bytes of every file of ``model_dir`` that shapes the stems
+    (``stembeam.json``, ``model.keras``, checkpoint ``*.index`` / ``*.data-*``): it changes when
+    the weights are retrained in place, whatever their size."""
+    digest = hashlib.sha256()
+    for name in sorted(tf.io.gfile.listdir(model_dir)):
+        if not _shapes_output(name):
+            continue
+        digest.update(name.encode("utf-8") + b"\0")
+        with tf.io.gfile.GFile(os.path.join(model_dir, name), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def load_model(name: str, model_dir: str | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Dict, Iterator, Optional
 
 import numpy as np
@@ -16,6 +17,8 @@ import tensorflow as tf
 from model.config import ModelConfig
 
 MIX = "mix"
+# Checkpoints kept (each about three times the weights: model and Adam's two moments).
+KEEP_CHECKPOINTS = 3
 TRAIN, VALIDATION = "train", "validation"
 
 
@@ -76,11 +79,56 @@ def record_files(data: str, split: str) -> list:
 
 
 def make_dataset(files: list, config: ModelConfig, batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
-    """Batches of ``(mix, targets)``; for training shuffled (seeded) and repeated forever."""
-    dataset = tf.data.TFRecordDataset(files).map(lambda r: parse_example(r, config))
+    """Batches of ``(mix, targets)`` in file order (validation); ``training``: see training_batches."""
     if training:
-        dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=True).repeat()
-    return dataset.batch(batch_size).prefetch(1)
+        return training_batches(record_index(files), config, batch_size, seed)
+    return tf.data.TFRecordDataset(files).map(lambda r: parse_example(r, config)).batch(batch_size).prefetch(1)
+
+
+def record_index(files: list) -> list:
+    """``[(file, byte offset, length), ...]`` of every record of the TFRecord ``files``, read from
+    the records' 12-byte headers (length, CRC) without reading the records."""
+    index = []
+    for path in files:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            position = 0
+            while True:
+                handle.seek(position)
+                header = handle.read(12)
+                if len(header) < 12:
+                    break
+                (length,) = struct.unpack("<Q", header[:8])
+                index.append((path, position + 12, length))
+                position += 12 + length + 4
+    return index
+
+
+def _shuffled_records(index: list, seed: int, start: int):
+    """Serialized records in an endless series of seeded permutations of ``index``, from the
+    ``start``-th example of the series on: where a run stopped is its step times the batch
+    size, so nothing but the step needs to be checkpointed."""
+    epoch, offset = divmod(start, len(index))
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(len(index))
+        for k in order[offset:]:
+            path, position, length = index[k]
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                handle.seek(position)
+                yield handle.read(length)
+        epoch, offset = epoch + 1, 0
+
+
+def training_batches(index: list, config: ModelConfig, batch_size: int, seed: int, start_batch: int = 0) -> tf.data.Dataset:
+    """Endless training batches ``(mix [B, T, F, 2], targets [B, T, F, 2, S])`` over the records of
+    ``index``, shuffled over the whole set (each epoch a new seeded permutation of record
+    indices), starting at batch ``start_batch``. Only indices are shuffled, so no example is
+    held in a shuffle buffer, and the input's position is ``start_batch`` alone."""
+    if not index:
+        raise ValueError("no training records")
+    records = tf.data.Dataset.from_generator(
+        lambda: _shuffled_records(index, seed, start_batch * batch_size), output_signature=tf.TensorSpec([], tf.string)
+    )
+    return records.map(lambda r: parse_example(r, config)).batch(batch_size).prefetch(1)
 
 
 class Trainer:
@@ -92,7 +140,7 @@ class Trainer:
 
     def __init__(
         self, config: ModelConfig, data: str, model_dir: str, batch_size: int = 4, learning_rate: float = 1e-4, seed: int = 0,
-        freeze_batch_norm: bool = False,
+        freeze_batch_norm: bool = False, keep_checkpoints: int | None = KEEP_CHECKPOINTS,
     ):
         import keras
 
@@ -113,13 +161,16 @@ class Trainer:
                     layer.trainable = False
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self._batches = iter(make_dataset(train_files, config, batch_size, True, seed))
+        self._train_index = record_index(train_files)
+        self._seed = seed
+        self._batches = None  # made once the step is known (restored or 0)
         self._batch_size = batch_size
         # Dropout's random state is not among the model's variables: checkpoint it too, so a
         # resumed run draws the same masks as an uninterrupted one.
         rng = {layer.name: layer.seed_generator.state for layer in self.model.layers if getattr(layer, "seed_generator", None) is not None}
-        self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, batches=self._batches, rng=rng)
-        self._manager = tf.train.CheckpointManager(self._checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=None)
+        # The input's position is the step (training_batches), so no example is checkpointed.
+        self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=keep_checkpoints)
         self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs"))
         self._train_step = tf.function(self._train_step_graph)
 
@@ -176,6 +227,8 @@ class Trainer:
             if on_checkpoint is not None:
                 on_checkpoint(history[-1])
         running = []
+        if self._batches is None:
+            self._batches = iter(training_batches(self._train_index, self.config, self._batch_size, self._seed, int(self.step.numpy())))
         while int(self.step.numpy()) < steps:
             mix, targets = next(self._batches)
             running.append(float(self._train_step(mix, targets)))

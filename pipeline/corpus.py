@@ -1,11 +1,14 @@
 """The corpus job: manifest -> decode -> chunk -> RunInference -> regroup -> mask/Wiener -> stems + Parquet."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import functools
 import logging
 import os
 import sys
+import shutil
 import tempfile
 import threading
 
@@ -16,47 +19,59 @@ from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
 from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
 from pipeline.options import StembeamOptions
+from pipeline.output_lock import OutputLock
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks, share_with_workers_in_process
 from transforms.manifest import ReadManifest
 from transforms.regroup import RegroupTracks
-from transforms.write import ToErrorRows, WriteMetadata, WriteStems, rows_from_json
+from transforms.resume import job_key
+from transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, WriteStems, rows_from_json
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
 
-def prepare_model(model: str, model_dir: str | None, output: str, in_process: bool = False):
-    """``(config, model.keras uri, finish)``: the folder's own file, else an export under
-    ``{output}/_model/`` (reused while it comes from the same checkpoint files).
+@dataclasses.dataclass
+class PreparedModel:
+    """The model a job runs: its config, the ``model.keras`` workers load, a hash of its
+    weights (part of every stem's resume key) and ``finish()``, which waits for a background
+    export and re-raises its error."""
+
+    config: object
+    keras_uri: str
+    fingerprint: str
+    finish: object
+
+
+def prepare_model(model: str, model_dir: str | None, output: str, in_process: bool = False, dry_run: bool = False) -> PreparedModel:
+    """The folder's own ``model.keras``, else an export under ``{output}/_model/`` (reused while
+    it was made from weights with the same content hash).
 
     With ``in_process`` workers (the DirectRunner) the launcher's model is shared with them
-    and traced while the job starts; the export is then saved in the background, and
-    ``finish()`` waits for it.
+    and traced while the job starts; the export is then saved in the background. A
+    ``dry_run`` writes nothing.
     """
-    from model.load import KERAS_FILE, config_for_dir, load_model
+    from model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
     from model.resolve import resolve_model_dir
 
     remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
     if remote is not None:
         # A gs:// (or other remote) model folder is read through Beam FileSystems into a local
         # copy; workers read its model.keras from the remote folder itself.
-        local, remote_files = storage.cached_folder(remote)
+        local, _ = storage.cached_folder(remote)
         model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
     config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
+    fingerprint = weights_fingerprint(folder)
     keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")
-    if remote is None:
-        stamp = json.dumps({"folder": folder, "files": sorted((m.path, m.size_in_bytes) for m in _matching_metadata(storage.join(folder, "*")))})
-    else:
-        stamp = json.dumps({"folder": remote, "files": remote_files})
+    stamp = json.dumps({"weights_sha256": fingerprint})
     own_file = FileSystems.exists(keras_uri)
     exported = own_file or (FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
     uri = keras_uri if own_file else target
-    if exported and not in_process:
-        return config, uri, lambda: None
+    if dry_run or (exported and not in_process):
+        return PreparedModel(config, uri, fingerprint, lambda: None)
     _, keras_model = load_model(model, model_dir)
     tasks = []
     if in_process:
@@ -75,7 +90,7 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
             if task.error is not None:
                 raise task.error
 
-    return config, uri, finish
+    return PreparedModel(config, uri, fingerprint, finish)
 
 
 class _Task(threading.Thread):
@@ -108,6 +123,8 @@ def _warm_up(keras_model, config) -> _Task:
 def _save_export(keras_model, target: str, source: str, stamp: str) -> None:
     from model.load import KERAS_FILE
 
+    # The stamp vouches for the file: drop it before the file is replaced.
+    storage.delete_matching(source)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, KERAS_FILE)
         keras_model.save(local)
@@ -117,19 +134,32 @@ def _save_export(keras_model, target: str, source: str, stamp: str) -> None:
     storage.write_bytes_atomic(source, stamp.encode("utf-8"))
 
 
-def _matching_metadata(pattern: str) -> list:
-    return [m for result in FileSystems.match([pattern]) for m in result.metadata_list]
-
-
-def clear_metadata(output: str) -> None:
-    """metadata/ describes the latest run over the whole manifest: drop the previous run's files."""
-    storage.delete_matching(storage.join(output, "metadata", "tracks*.parquet"))
+def drop_stale_metadata(output: str) -> None:
+    """metadata/ describes the latest run over the whole manifest. The new table replaces the
+    old one when it is written; other files (an earlier layout's shards) are dropped after."""
+    written = storage.join(output, "metadata", METADATA_FILE)
+    storage.delete_matching(*(p for p in storage.matching(storage.join(output, "metadata", "tracks*.parquet")) if p != written))
 
 
 def clear_leftovers(output: str) -> None:
-    """Remove the spool and unfinished stem files (also those of an earlier, killed run)."""
+    """Remove the spool, local work files and unfinished stem files (also those of an earlier,
+    killed run). Called only while the job holds the output's lock."""
     spool.delete_quietly([spool.work_root(output)])
+    shutil.rmtree(spool.local_work_dir(output), ignore_errors=True)
     spool.delete_quietly(storage.matching(storage.join(output, "stems", "*", TEMP_PREFIX + "*")))
+
+
+@contextlib.contextmanager
+def output_session(output: str, job: str, dry_run: bool = False):
+    """Hold ``output`` for one job (refusing while another live job holds it) and sweep what
+    killed runs left, before and after; yields the run id. A dry run touches nothing."""
+    if dry_run:
+        yield None
+        return
+    with OutputLock(output, job) as lock:
+        clear_leftovers(output)
+        yield lock.run_id
+        clear_leftovers(output)
 
 
 def filter_name(options: StembeamOptions) -> str:
@@ -137,19 +167,26 @@ def filter_name(options: StembeamOptions) -> str:
     return f"mwf-{options.mwf_block_frames}" if options.mwf else "soft"
 
 
-def separate_tracks(tracks, input_errors, options: StembeamOptions, config, keras_uri: str):
+def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
+    """The job's part of every track's resume key (transforms.resume): every option that
+    changes the bytes of a stem."""
+    return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options))
+
+
+def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None):
     """Tracks (and ``(track_id, uri, reason)`` errors of the input) -> metadata rows: a row per
     written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``."""
-    model_name, codec, variant = options.model, options.codec, filter_name(options)
+    config, model_name, codec = model.config, options.model, options.codec
+    key = resume_key(options, model)
     decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
-        DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing, variant)
+        DecodeAndChunk(config, options.output, key, options.skip_existing)
     ).with_outputs("errors", DONE, main="chunks")
     parts = decoded.chunks | "Separate" >> SeparateChunks(
-        config, keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator
+        config, model.keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator
     )
     grouped = parts | "Regroup" >> RegroupTracks()
     written = grouped.tracks | "WriteStems" >> beam.ParDo(
-        WriteStems(config, options.output, model_name, codec, options.bitrate, __version__, variant)
+        WriteStems(config, options.output, key, options.bitrate, __version__, run_id)
     )
     previous = decoded[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
     failures = (
@@ -162,10 +199,10 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, config, kera
     return rows
 
 
-def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
+def build(pipeline: beam.Pipeline, options: StembeamOptions, model: PreparedModel, run_id: str | None = None) -> None:
     """Wire the named transforms of the corpus job into ``pipeline``."""
     manifest = pipeline | "ReadManifest" >> ReadManifest(options.manifest, options.limit)
-    separate_tracks(manifest["tracks"], manifest["errors"], options, config, keras_uri)
+    separate_tracks(manifest["tracks"], manifest["errors"], options, model, run_id)
 
 
 COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")
@@ -184,22 +221,24 @@ def check_block_frames(job: StembeamOptions, config) -> None:
         raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
 
 
-def run_pipeline(argv) -> tuple:
-    """Parse ``argv``, prepare the model, run the corpus job and wait for it: ``(result, options)``."""
+def run_pipeline(argv, dry_run: bool = False) -> tuple:
+    """Parse ``argv``, prepare the model, run the corpus job and wait for it: ``(result, options)``.
+    ``dry_run``: build and run the graph (a runner that only stages it, e.g. a Dataflow
+    template) without touching the output."""
     options = parse(argv)
     job = options.view_as(StembeamOptions)
     require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
     check_options(job)
-    config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
-    check_block_frames(job, config)
-    clear_metadata(job.output)
-    clear_leftovers(job.output)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, job, config, keras_uri)
-    result = pipeline.run()
-    result.wait_until_finish()
-    finish_model()
-    clear_leftovers(job.output)
+    with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
+        model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run)
+        check_block_frames(job, model.config)
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, job, model, run_id)
+        result = pipeline.run()
+        result.wait_until_finish()
+        model.finish()
+        if not dry_run:
+            drop_stale_metadata(job.output)
     return result, job
 
 

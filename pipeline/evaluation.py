@@ -7,11 +7,12 @@ import sys
 
 import apache_beam as beam
 
-from pipeline.corpus import check_block_frames, check_options, clear_leftovers, clear_metadata, filter_name, prepare_model, separate_tracks
+from pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
 from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
 from pipeline.options import EvaluateOptions, StembeamOptions
 from transforms import storage
-from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_files
+from model.audio import CODECS
+from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
 from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
 from transforms.report import WriteReport
 
@@ -40,19 +41,35 @@ class JoinEstimates(beam.DoFn):
 
 
 class FindEstimates(beam.DoFn):
-    """DatasetTrack -> ``(DatasetTrack, {stem: uri})`` from ``{estimates}/{track folder}/{stem}.*``;
-    tagged ``tracks``: an error row when the folder holds none."""
+    """DatasetTrack -> ``(DatasetTrack, {stem: uri})`` from ``{estimates}/{track id}/{stem}.*``
+    (or the pipeline's folder name of the id); tagged ``tracks``: an error row when the folder
+    holds none, or when a stem has files of several codecs and ``codec`` does not say which
+    one to score (a wav run after an mp3 run would otherwise score the older files)."""
 
-    def __init__(self, estimates: str, labels: dict):
-        self._estimates, self._labels = estimates, labels
+    def __init__(self, estimates: str, labels: dict, codec: str | None = None):
+        self._estimates, self._labels, self._codec = estimates, labels, codec
+
+    def _folder(self, track: DatasetTrack) -> str:
+        candidates = [storage.join(self._estimates, name) for name in dict.fromkeys((track.track_id, track.track().folder_name))]
+        return next((folder for folder in candidates if stem_candidates(folder)), candidates[-1])
 
     def process(self, track: DatasetTrack):
-        folder = storage.join(self._estimates, track.track().folder_name)
-        found = stem_files(folder)
-        if found:
-            yield track, found
+        folder = self._folder(track)
+        candidates = stem_candidates(folder)
+        if self._codec:
+            suffix = "." + CODECS[self._codec][0]
+            candidates = {stem: [u for u in uris if u.endswith(suffix)] for stem, uris in candidates.items()}
+            candidates = {stem: uris for stem, uris in candidates.items() if uris}
+        ambiguous = {stem: uris for stem, uris in candidates.items() if len(uris) > 1}
+        if ambiguous:
+            listed = "; ".join(f"{stem}: {', '.join(uris)}" for stem, uris in sorted(ambiguous.items()))
+            reason = f"estimates of several codecs under {folder} ({listed}); give --codec to say which to score"
+            yield beam.pvalue.TaggedOutput(TRACKS, failed_row(track.track_id, track.split, reason, self._labels))
+        elif candidates:
+            yield track, {stem: uris[0] for stem, uris in candidates.items()}
         else:
-            yield beam.pvalue.TaggedOutput(TRACKS, failed_row(track.track_id, track.split, f"no estimate files ({', '.join(STEM_NAMES)}) under {folder}", self._labels))
+            wanted = f"{self._codec} files" if self._codec else "files"
+            yield beam.pvalue.TaggedOutput(TRACKS, failed_row(track.track_id, track.split, f"no estimate {wanted} ({', '.join(STEM_NAMES)}) under {folder}", self._labels))
 
 
 def _dataset_error_row(error, labels):
@@ -60,15 +77,15 @@ def _dataset_error_row(error, labels):
     return failed_row(track_id, None, reason, labels)
 
 
-def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, config, keras_uri, labels: dict, description: str):
+def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, model, labels: dict, description: str, run_id=None, codec=None):
     """Wire the evaluation job's named transforms into ``pipeline``."""
     dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit)
     input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
     if evaluation.estimates:
-        paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels)).with_outputs(TRACKS, main="pairs")
+        paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels, codec)).with_outputs(TRACKS, main="pairs")
     else:
         mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
-        rows = separate_tracks(mixtures, dataset["errors"], job, config, keras_uri)
+        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id)
         paired = (
             {
                 "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
@@ -111,26 +128,26 @@ def run(argv=None) -> int:
         raise SystemExit("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
     require("stembeam evaluate", {"--dataset": evaluation.dataset, "--output": job.output})
     check_options(job)
-    config = keras_uri = None
-    finish_model = lambda: None  # noqa: E731
-    if evaluation.estimates:
-        labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
-        description = f"estimates from {evaluation.estimates}"
-    else:
-        config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
-        check_block_frames(job, config)
-        labels = {"model": job.model, "filter": filter_name(job)}
-        description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks")
-        clear_metadata(job.output)
-        clear_leftovers(job.output)
-    clear_evaluation(job.output)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, job, evaluation, config, keras_uri, labels, description)
-    result = pipeline.run()
-    result.wait_until_finish()
-    finish_model()
-    if not evaluation.estimates:
-        clear_leftovers(job.output)
+    with output_session(job.output, "stembeam evaluate") as run_id:
+        model = None
+        if evaluation.estimates:
+            labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
+            description = f"estimates from {evaluation.estimates}"
+        else:
+            model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
+            check_block_frames(job, model.config)
+            labels = {"model": job.model, "filter": filter_name(job)}
+            description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks")
+        clear_evaluation(job.output)
+        pipeline = beam.Pipeline(options=options)
+        # With --estimates a codec chooses among files only when it was given.
+        codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
+        build(pipeline, job, evaluation, model, labels, description, run_id, codec)
+        result = pipeline.run()
+        result.wait_until_finish()
+        if model is not None:
+            model.finish()
+            drop_stale_metadata(job.output)
     counts = summary(result, COUNTERS)
     table = storage.join(evaluation_output(job.output), "table.md")
     print(storage.read_bytes(table).decode("utf-8"), flush=True)

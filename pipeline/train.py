@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam's learning rate (Spleeter: 1e-4)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints and validation")
     parser.add_argument("--validation-batches", type=int, default=4)
+    parser.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (the latest ones; 0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--batch-norm", choices=("auto", "train", "freeze"), default="auto",
@@ -62,7 +63,9 @@ def run(argv=None) -> int:
     config = model_config(args.config)
     _check_records(args.data, config)
     freeze = args.batch_norm == "freeze" or (args.batch_norm == "auto" and args.init is not None)
-    trainer = Trainer(config, args.data, args.model_dir, args.batch_size, args.learning_rate, args.seed, freeze_batch_norm=freeze)
+    trainer = Trainer(
+        config, args.data, args.model_dir, args.batch_size, args.learning_rate, args.seed, freeze_batch_norm=freeze, keep_checkpoints=args.keep_checkpoints or None,
+    )
     print(f"stembeam train: {trainer.restore_or_initialize(args.init)}", file=sys.stderr, flush=True)
 
     def report(entry):

@@ -22,6 +22,13 @@ os.environ["STEMBEAM_NO_DOWNLOAD"] = "1"
 needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference data not found at {SHARED}")
 
 
+def stem_folder(output: str, track_id: str) -> str:
+    """Where the corpus job writes ``track_id``'s stems (ids with capitals get a hash suffix)."""
+    from transforms.records import Track
+
+    return os.path.join(output, "stems", Track(track_id, "").folder_name)
+
+
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     """10 log10(|ref|^2 / |ref - est|^2)."""
     reference = reference.astype(np.float64)

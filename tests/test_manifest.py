@@ -1,5 +1,6 @@
 """ReadManifest: CSV, JSON Lines and Parquet; aliases, defaults, duplicates, relative paths, --limit."""
 import json
+import os
 
 import apache_beam as beam
 import pyarrow as pa
@@ -39,7 +40,7 @@ def test_manifest_formats(tmp_path, kind):
         out = p | ReadManifest(manifest)
         assert_that(out["tracks"], equal_to([
             Track("a", "/data/a.flac", 1.5, 10.0, 1),
-            Track(default_track_id("b.mp3"), b_uri, 0.0, None, 2),  # id from the uri as written
+            Track(default_track_id(b_uri), b_uri, 0.0, None, 2),  # id from the resolved uri
         ]), label="tracks")
         assert_that(out["errors"], equal_to([("a", "/data/c.wav", "manifest row 3: duplicate track_id 'a' (first at row 1)")]), label="errors")
 
@@ -62,3 +63,31 @@ def test_distinct_ids_get_distinct_folders():
     folders = [Track(i, "/x.wav").folder_name for i in ids]
     assert len(set(folders)) == len(ids)
     assert Track("plain-id", "/x.wav").folder_name == "plain-id"  # safe ids are kept as they are
+
+
+def test_case_twins_and_long_ids_get_distinct_short_folders():
+    """macOS and Windows ignore case: "Song" and "song" must not share a folder; a 100-character
+    CJK id (300 bytes) must fit a file name (255 bytes)."""
+    twins = [Track(i, "/x.wav").folder_name for i in ("Song", "song", "SONG")]
+    assert len({name.casefold() for name in twins}) == 3
+    cjk = ["\u66f2" * 100, "\u66f2" * 99 + "\u6b4c"]
+    folders = [Track(i, "/x.wav").folder_name for i in cjk]
+    assert all(len(name.encode("utf-8")) <= 200 for name in folders)
+    assert folders[0] != folders[1]
+
+
+def test_same_file_name_in_two_album_manifests_gets_two_ids(tmp_path):
+    """Two per-album manifests that both list ``01.flac``: the default ids differ."""
+    manifests = []
+    for album in ("album1", "album2"):
+        (tmp_path / album).mkdir()
+        (tmp_path / album / "m.csv").write_text("uri\n01.flac\n")
+        manifests.append(str(tmp_path / album / "m.csv"))
+    ids = []
+    for manifest in manifests:
+        with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+            out = p | ReadManifest(manifest)
+            expected = str(tmp_path / os.path.basename(os.path.dirname(manifest)) / "01.flac")
+            assert_that(out["tracks"], equal_to([Track(default_track_id(expected), expected, 0.0, None, 1)]))
+        ids.append(default_track_id(expected))
+    assert ids[0] != ids[1]

@@ -129,13 +129,12 @@ def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_pa
 
 def _train_cli(records, model_dir, steps, *extra):
     return [sys.executable, "-m", "pipeline.train", "--config", str(records / "tiny.json"), "--data", str(records), "--model-dir", str(model_dir),
-            "--steps", str(steps), "--checkpoint-every", "2", "--batch-size", "2", "--validation-batches", "1", *extra]
+            "--steps", str(steps), "--checkpoint-every", "2", "--batch-size", "2", "--validation-batches", "1", "--keep-checkpoints", "0", *extra]
 
 
 def _checkpoint_values(model_dir, step):
     reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
-    # The input pipeline's position is a variant tensor (restored by the run, not readable here).
-    names = [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype != tf.variant and not n.startswith("save_counter")]
+    names = [n for n, dtype in reader.get_variable_to_dtype_map().items() if not n.startswith("save_counter")]
     return {n: reader.get_tensor(n) for n in names}
 
 
@@ -236,3 +235,60 @@ def test_fine_tuning_on_one_song_lowers_its_loss_and_raises_its_vocals_sdr(tmp_p
     assert curve[-1]["validation_loss"] < 0.9 * curve[0]["validation_loss"]
     assert curve[-1]["train_loss"] < 0.9 * curve[1]["train_loss"]
     assert after[0] > before[0] + 0.3
+
+
+def _random_records(folder, config, count, seed=0):
+    """``count`` examples of random magnitudes with the config's real shapes in one TFRecord file."""
+    from model.training import serialize_example
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    shape = (config.T, config.F, config.n_channels)
+    with tf.io.TFRecordWriter(os.path.join(folder, f"{TRAIN}-00000-of-00001.tfrecord")) as writer:
+        for k in range(count):
+            mix = rng.random(shape, dtype=np.float32)
+            targets = {name: mix * rng.random(shape, dtype=np.float32) for name in config.instruments}
+            writer.write(serialize_example(mix, targets, f"t{k}", k))
+
+
+def test_a_checkpoint_holds_the_model_and_optimizer_and_no_examples(tmp_path):
+    """With the real T=512, F=1024 shapes (4.2 MB per magnitude tensor), a checkpoint weighs what
+    the weights and Adam's moments weigh: no example of the input pipeline is stored in it (a
+    shuffle buffer of parsed examples made every checkpoint about 3.2 GB for 2 stems)."""
+    from model.training import KEEP_CHECKPOINTS, Trainer
+
+    _random_records(tmp_path / "records", SPLEETER_2STEMS, 3)
+    trainer = Trainer(SPLEETER_2STEMS, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=1)
+    trainer.restore_or_initialize()
+    trainer.train(1, checkpoint_every=1, validation_batches=1)
+    state = sum(v.numpy().nbytes for v in trainer.model.weights) + sum(v.numpy().nbytes for v in trainer.optimizer.variables)
+    folder = tmp_path / "model" / "checkpoints"
+    size = sum(os.path.getsize(folder / name) for name in os.listdir(folder) if name.startswith("ckpt-1."))
+    print(f"checkpoint: {size / 1e6:.1f} MB; model + optimizer variables {state / 1e6:.1f} MB; one example {3 * 4 * 512 * 1024 * 2 / 1e6:.1f} MB")
+    assert state <= size <= state + 1_000_000
+    reader = tf.train.load_checkpoint(str(folder / "ckpt-1"))
+    assert not [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype == tf.variant]
+    assert trainer._manager._max_to_keep == KEEP_CHECKPOINTS == 3
+
+
+def test_only_the_last_checkpoints_are_kept_and_the_input_resumes_by_step(tmp_path):
+    """Default: the last 3 checkpoints. The input's position is the step: the batches a resumed
+    trainer draws equal those of one that never stopped."""
+    from model.training import Trainer, record_index, training_batches
+
+    _random_records(tmp_path / "records", TINY, 5)
+    trainer = Trainer(TINY, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=2)
+    trainer.restore_or_initialize()
+    trainer.train(6, checkpoint_every=1, validation_batches=1)
+    kept = sorted(n for n in os.listdir(tmp_path / "model" / "checkpoints") if n.endswith(".index"))
+    assert kept == ["ckpt-4.index", "ckpt-5.index", "ckpt-6.index"]
+    index = record_index([str(tmp_path / "records" / f"{TRAIN}-00000-of-00001.tfrecord")])
+    assert len(index) == 5
+    straight = [m.numpy() for m, _ in training_batches(index, TINY, 2, seed=7).take(7)]
+    resumed = [m.numpy() for m, _ in training_batches(index, TINY, 2, seed=7, start_batch=4).take(3)]
+    for a, b in zip(straight[4:], resumed):
+        np.testing.assert_array_equal(a, b)
+    # Each epoch is a permutation of all the records (5 records, batches of 2: 10 examples = 2 epochs).
+    records = sorted(float(e["mix"][0, 0, 0]) for e in read_examples(str(tmp_path / "records" / "*.tfrecord"), TINY))
+    drawn = [float(m[0, 0, 0]) for batch in straight[:5] for m in batch]
+    assert sorted(drawn[:5]) == records == sorted(drawn[5:]) and drawn[:5] != drawn[5:]

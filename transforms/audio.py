@@ -1,12 +1,13 @@
 """DecodeAndChunk: a Track -> its T-frame segments, or an error, or (already done) its stored rows."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import tempfile
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from model.audio import AudioDecodeError, decode_to_file, read_raw
@@ -14,6 +15,9 @@ from model.config import ModelConfig
 from model.separation import pad_segment, segment_count, segment_start
 from transforms import spool, storage
 from transforms.records import Chunk, Track
+from transforms.resume import changed_fields, source_identity, track_key
+
+LOGGER = logging.getLogger("stembeam.pipeline")
 
 ERRORS = "errors"
 DONE = "done"
@@ -29,44 +33,52 @@ def marker_uri(output: str, track: Track) -> str:
     return storage.join(track_folder(output, track), MARKER)
 
 
+def read_marker(uri: str) -> dict | None:
+    """A finished track's marker, or None when it is missing or unreadable."""
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except Exception:  # noqa: BLE001 - a missing or broken marker vouches for nothing
+        return None
+
+
 class DecodeAndChunk(beam.DoFn):
     """Track -> Chunk per segment; tagged ``errors`` ``(track_id, uri, reason)``; tagged
-    ``done``: stored metadata rows of tracks a previous run finished (same source, model, codec
-    and filter)."""
+    ``done``: stored metadata rows of tracks a previous run finished with the same resume key
+    (transforms.resume: model and weights, output options, filter, span and source file)."""
 
-    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, skip_existing: bool = True, filter_name: str = "soft"):
+    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True):
         self._config = config
-        self._filter = filter_name
         self._output = output
-        self._model_name = model_name
-        self._codec = codec
+        self._key = key
         self._skip_existing = skip_existing
         self._skipped = Metrics.counter("stembeam", "tracks_skipped")
 
     def _decode_dir(self):
-        """Local outputs decode under ``{output}/_work/`` (cleared by every run, so a killed job
-        leaves nothing behind); remote ones in the worker's temporary folder."""
-        if not storage.is_local(self._output):
-            return None
-        folder = storage.local_path(spool.work_root(self._output))
+        """Local work space that the next run on the output sweeps (a killed job leaves
+        nothing behind), also for remote outputs."""
+        folder = spool.local_work_dir(self._output)
         os.makedirs(folder, exist_ok=True)
         return folder
 
     def _finished_rows(self, track: Track):
-        uri = marker_uri(self._output, track)
-        if not self._skip_existing or not FileSystems.exists(uri):
+        if not self._skip_existing:
             return None
-        stored = json.loads(storage.read_bytes(uri))
-        wanted = {"model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "filter": self._filter}
-        if any(stored.get(key) != value for key, value in wanted.items()):
+        stored = read_marker(marker_uri(self._output, track))
+        if stored is None:
+            return None
+        wanted = track_key(self._key, track, track.source_identity)
+        changed = changed_fields(stored.get("key"), wanted)
+        if changed:
+            LOGGER.info("%s: separated again, its marker differs in %s", track.track_id, ", ".join(changed))
             return None
         return stored["rows"]
 
     def process(self, track: Track):
         try:
-            rows = self._finished_rows(track)
-        except Exception:  # noqa: BLE001 - an unreadable marker means: do the track again
-            rows = None
+            track = dataclasses.replace(track, source_identity=source_identity(track.source_uri))
+        except Exception:  # noqa: BLE001 - a missing source: decoding below names the reason
+            pass
+        rows = self._finished_rows(track)
         if rows is not None:
             self._skipped.inc()
             yield beam.pvalue.TaggedOutput(DONE, rows)

@@ -73,15 +73,20 @@ def _stem_mp4_track(uri: str, split: Optional[str]) -> DatasetTrack:
     return DatasetTrack(track_id, Signal(uri, 0), tuple((name, Signal(uri, k)) for name, k in STEM_MP4_STREAMS), split)
 
 
-def stem_files(folder: str) -> dict:
-    """``{stem: uri}`` of the files in ``folder`` named after a stem (``vocals.wav``, ...);
-    hidden files (``.tmp-*``) never match."""
+def stem_candidates(folder: str) -> dict:
+    """``{stem: [uri, ...]}`` of the files in ``folder`` named after a stem (``vocals.wav``,
+    ``vocals.mp3``, ...), sorted; hidden files (``.tmp-*``) never match."""
     found = {}
     for uri in storage.matching(storage.join(folder, "*")):
         base = _name(uri).split(".", 1)[0]
         if base in STEM_NAMES:
-            found.setdefault(base, uri)
+            found.setdefault(base, []).append(uri)
     return found
+
+
+def stem_files(folder: str) -> dict:
+    """``{stem: uri}``: the first of each stem's files in ``folder`` (see stem_candidates)."""
+    return {stem: uris[0] for stem, uris in stem_candidates(folder).items()}
 
 
 def _folder_track(mixture_uri: str, split: Optional[str]) -> DatasetTrack:

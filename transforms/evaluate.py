@@ -22,7 +22,7 @@ WINDOW_SCHEMA = pa.schema(
 TRACK_SCHEMA = pa.schema(
     [("track_id", pa.string()), ("split", pa.string()), ("stem", pa.string()), ("windows", pa.int32())]
     + [(m, pa.float64()) for m in METRICS]
-    + [("status", pa.string()), ("error", pa.string())]
+    + [("estimate_uri", pa.string()), ("status", pa.string()), ("error", pa.string())]
     + _LABELS
 )
 
@@ -65,12 +65,17 @@ def track_medians(windows: list, labels: dict) -> list:
         for m in METRICS:
             values = np.array([r[m] for r in found if r[m] is not None], dtype=np.float64)
             medians[m] = float(np.median(values)) if values.size else None
-        rows.append({"track_id": track_id, "split": split, "stem": stem, "windows": len(found), **medians, "status": "ok", "error": None, **labels})
+        rows.append(
+            {"track_id": track_id, "split": split, "stem": stem, "windows": len(found), **medians, "estimate_uri": None, "status": "ok", "error": None, **labels}
+        )
     return rows
 
 
 def failed_row(track_id: str, split: Optional[str], reason: str, labels: dict) -> dict:
-    return {"track_id": track_id, "split": split, "stem": None, "windows": 0, **{m: None for m in METRICS}, "status": "error", "error": reason, **labels}
+    return {
+        "track_id": track_id, "split": split, "stem": None, "windows": 0, **{m: None for m in METRICS}, "estimate_uri": None,
+        "status": "error", "error": reason, **labels,
+    }
 
 
 def _finite_or_none(value) -> Optional[float]:
@@ -110,5 +115,6 @@ class EvaluateTrack(beam.DoFn):
         self._ok.inc()
         yield from windows
         for row in track_medians(windows, self._labels):
-            yield beam.pvalue.TaggedOutput(TRACKS, row)
+            # Which file was scored (a derived accompaniment has none).
+            yield beam.pvalue.TaggedOutput(TRACKS, {**row, "estimate_uri": estimate_uris.get(row["stem"])})
 

@@ -62,11 +62,12 @@ class _ParseManifest(beam.DoFn):
             if self._limit is not None and row_number > self._limit:
                 break
             source = row.get("uri") or row.get("path")
+            # The default id hashes the resolved uri: "01.flac" of two albums' manifests differ.
+            source = relative_to(str(source), uri) if source else None
             track_id = str(row.get("track_id") or "") or (default_track_id(source) if source else f"row-{row_number}")
             if not source:
                 yield beam.pvalue.TaggedOutput(ERRORS, (track_id, "", f"manifest row {row_number}: no 'uri' (or 'path') value"))
                 continue
-            source = relative_to(str(source), uri)
             if track_id in seen:
                 yield beam.pvalue.TaggedOutput(
                     ERRORS, (track_id, source, f"manifest row {row_number}: duplicate track_id {track_id!r} (first at row {seen[track_id]})")

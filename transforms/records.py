@@ -44,15 +44,19 @@ class Track:
     duration: Optional[float] = None
     row: int = 0
     stream: Optional[int] = None
+    # (size, modification time) of the source when it was decoded: part of the resume key.
+    source_identity: Optional[tuple] = None
 
     @property
     def folder_name(self) -> str:
-        """The track's folder under ``stems/``: the id itself when it is a safe path component,
-        else the id made safe plus 8 hex digits of its sha1 (so ``a/b`` and ``a_b`` differ)."""
+        """The track's folder under ``stems/``: the id itself when it is a safe, lower-case path
+        component of at most FOLDER_BYTES bytes; else the id made safe (cut to fit) plus 8 hex
+        digits of its sha1. So ``a/b`` and ``a_b`` differ, and so do ``Song`` and ``song`` on
+        filesystems that ignore case (macOS, Windows)."""
         safe = safe_component(self.track_id)
-        if safe == self.track_id:
+        if safe == self.track_id and safe.casefold() == safe and len(safe.encode("utf-8")) <= FOLDER_BYTES:
             return safe
-        return f"{safe[:190]}-{hashlib.sha1(self.track_id.encode('utf-8')).hexdigest()[:8]}"
+        return f"{_cut_to_bytes(safe, FOLDER_BYTES - 9)}-{hashlib.sha1(self.track_id.encode('utf-8')).hexdigest()[:8]}"
 
 
 @dataclasses.dataclass
@@ -76,9 +80,19 @@ class Chunk:
 
 
 def default_track_id(uri: str) -> str:
-    """Stable id from a uri: its file name without extension and 8 hex digits of its sha1."""
+    """Stable id from a (resolved) uri: its file name without extension and 8 hex digits of its
+    sha1, so the same name in two folders gives two ids."""
     base = os.path.splitext(os.path.basename(uri.rstrip("/")))[0] or "track"
     return f"{base}-{hashlib.sha1(uri.encode('utf-8')).hexdigest()[:8]}"
+
+
+# Filesystems cap a name at 255 bytes; the marker's temporary names add a few more.
+FOLDER_BYTES = 200
+
+
+def _cut_to_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 _UNSAFE = re.compile(r"[\x00-\x1f/\\:*?\"<>|]")

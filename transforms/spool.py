@@ -7,8 +7,10 @@ rewrites the same file; it is removed as each track is written and at the end of
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import tempfile
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
@@ -21,6 +23,16 @@ WORK = "_work"
 
 def work_root(output: str) -> str:
     return storage.join(output, WORK)
+
+
+def local_work_dir(output: str) -> str:
+    """A local folder for decoded samples and staged stems: under ``{output}/_work/`` for a local
+    output; for a remote one, a folder of this machine's temporary space named after the output.
+    Either way the next run on the output sweeps it (clear_leftovers), so a killed job leaves
+    nothing behind for long."""
+    if storage.is_local(output):
+        return os.path.join(storage.local_path(work_root(output)), "local")
+    return os.path.join(tempfile.gettempdir(), "stembeam-work", hashlib.sha1(output.encode("utf-8")).hexdigest()[:16])
 
 
 def spool_uri(output: str, track: Track, index: int) -> str:
@@ -48,7 +60,7 @@ def read_spool(uri: str) -> np.ndarray:
 
 def delete_quietly(uris) -> None:
     """Remove spool files or folders; ones already gone are fine."""
-    existing = [uri for uri in uris if FileSystems.exists(uri)]
+    existing = [uri for uri in uris if uri and FileSystems.exists(uri)]
     if existing:
         try:
             FileSystems.delete(existing)

@@ -80,23 +80,40 @@ def delete_matching(*patterns: str) -> None:
         FileSystems.delete(found)
 
 
+def _private_folder(path: str) -> str:
+    """``path`` as a folder only this user can enter (0700), refusing one owned by another user."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise PermissionError(f"{path}: owned by uid {info.st_uid}, not by this user; remove it or set $STEMBEAM_CACHE")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def cached_folder(uri: str) -> tuple:
-    """``(local folder, [(remote path, size), ...])``: a local copy of the files directly in the
-    remote folder ``uri`` (e.g. a gs:// model), kept in the temporary folder and fetched again
-    only when a file's size changed, and the remote listing it was made from."""
+    """``(local folder, [(remote path, size, update time), ...])``: a local copy of the files
+    directly in the remote folder ``uri`` (e.g. a gs:// model), kept in the user's private
+    cache (``$STEMBEAM_CACHE/remote/``, 0700) and fetched again when a file's size or update
+    time changed, and the remote listing it was made from."""
     import hashlib
     import json
 
-    local = os.path.join(tempfile.gettempdir(), "stembeam-models", hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16])
+    from model.resolve import cache_dir
+
+    root = _private_folder(os.path.join(cache_dir(), "remote"))
+    local = os.path.join(root, hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16])
     found = [m for result in FileSystems.match([join(uri, "*")]) for m in result.metadata_list]
     if not found:
         raise FileNotFoundError(f"{uri}: no files found")
-    files = sorted((m.path, m.size_in_bytes) for m in found)
+    files = sorted((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found)
     listing = json.dumps(files)
     stamp = os.path.join(local, ".stembeam-listing.json")
     if os.path.exists(stamp) and open(stamp, encoding="utf-8").read() == listing:
         return local, files
-    os.makedirs(local, exist_ok=True)
+    # Files the remote folder no longer has must not linger in the copy.
+    shutil.rmtree(local, ignore_errors=True)
+    os.makedirs(local, mode=0o700, exist_ok=True)
     for meta in found:
         target = os.path.join(local, meta.path.rstrip("/").rsplit("/", 1)[-1])
         with FileSystems.open(meta.path) as source, open(target + ".part", "wb") as handle:

@@ -11,12 +11,16 @@ import tempfile
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from model.audio import CODECS, AudioWriter
+from model.audio import CODECS, AudioEncodeError, AudioWriter
 from model.config import ModelConfig
 from model.separation import OverlapAdd
 from transforms import spool, storage
-from transforms.audio import marker_uri, track_folder
+from transforms.audio import marker_uri, read_marker, track_folder
 from transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
+from transforms.resume import track_key
+
+# WriteMetadata's one shard: a new table replaces the old one under the same name.
+METADATA_FILE = "tracks-00000-of-00001.parquet"
 
 
 def rows_to_json(rows) -> list:
@@ -31,19 +35,25 @@ class WriteStems(beam.DoFn):
     """``(Track, its spooled Chunks in order)`` -> metadata rows, one per stem.
 
     The segments are overlap-added as they stream from the spool into one AudioWriter per
-    stem (memory: one segment), cropped to the track's length. Each stem appears under its
-    name only when complete; the track's marker (its rows as JSON) is written last, so a
-    marker means every stem is complete. The track's spool is removed afterwards.
+    stem (memory: one segment), cropped to the track's length. An earlier marker is removed
+    before the first stem is replaced, each stem appears under its name only when complete,
+    and the track's marker (its resume key and rows) is written last: a marker always means
+    every stem of its key is in place. The spool is removed only after the marker, so a retried
+    bundle finds either its spool or this run's marker (and then yields the stored rows).
+
+    Only errors of the track's data (non-finite samples, the encoder refusing it) become
+    error rows; disk and network failures raise, so the runner retries the bundle.
     """
 
-    def __init__(self, config: ModelConfig, output: str, model_name: str, codec: str, bitrate: str, version: str, filter_name: str = "soft"):
+    def __init__(self, config: ModelConfig, output: str, key: dict, bitrate: str, version: str, run_id: str | None = None):
         self._config = config
-        self._filter = filter_name
         self._output = output
-        self._model_name = model_name
-        self._codec = codec
+        self._key = key
+        self._model_name = key["model"]
+        self._codec = key["codec"]
         self._bitrate = bitrate
         self._version = version
+        self._run_id = run_id
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
         self._seconds = Metrics.counter("stembeam", "audio_seconds_separated")
@@ -59,50 +69,66 @@ class WriteStems(beam.DoFn):
             for k, writer in enumerate(writers.values()):
                 writer.write(piece[..., k])
 
-    def process(self, element):
-        track, chunks = element
-        track: Track
+    def _write(self, track: Track, chunks, key: dict, marker: str) -> list:
         folder = track_folder(self._output, track)
         sample_rate = self._config.sample_rate
         uris = {stem: storage.join(folder, f"{stem}.{CODECS[self._codec][0]}") for stem in self._config.instruments}
         writers = {}
-        try:
-            with contextlib.ExitStack() as stack:
-                staging = folder if storage.is_local(folder) else stack.enter_context(tempfile.TemporaryDirectory())
-                for stem, uri in uris.items():
-                    local = uri if storage.is_local(uri) else os.path.join(staging, os.path.basename(uri))
-                    writers[stem] = AudioWriter(local, sample_rate, self._config.n_channels, self._codec, self._bitrate)
-                try:
-                    self._stream(chunks, writers)
-                except BaseException:
-                    for writer in writers.values():
-                        writer.abort()
-                    raise
+        with contextlib.ExitStack() as stack:
+            if storage.is_local(folder):
+                staging = folder
+            else:
+                os.makedirs(spool.local_work_dir(self._output), exist_ok=True)
+                staging = stack.enter_context(tempfile.TemporaryDirectory(prefix="stems-", dir=spool.local_work_dir(self._output)))
+            for stem, uri in uris.items():
+                local = uri if storage.is_local(uri) else os.path.join(staging, os.path.basename(uri))
+                writers[stem] = AudioWriter(local, sample_rate, self._config.n_channels, self._codec, self._bitrate)
+            try:
+                self._stream(chunks, writers)
+            except BaseException:
                 for writer in writers.values():
-                    writer.close()
-                for stem, uri in uris.items():
-                    if not storage.is_local(uri):
-                        storage.put_file(writers[stem].path, uri)
-            rows = [
-                metadata_row(
-                    track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
-                    self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
-                    "ok", None, self._version,
-                )
-                for stem, uri in uris.items()
-            ]
-            marker = {
-                "model": self._model_name, "codec": self._codec, "source_uri": track.source_uri, "filter": self._filter, "rows": rows_to_json(rows)
-            }
-            storage.write_bytes_atomic(marker_uri(self._output, track), json.dumps(marker, ensure_ascii=False).encode("utf-8"))
-        except Exception as error:  # noqa: BLE001 - recorded as the track's error row
+                    writer.abort()
+                raise
+            # From here on stems are replaced: the old marker must not vouch for a mix of old and new.
+            storage.delete_matching(marker)
+            for writer in writers.values():
+                writer.close()
+            for stem, uri in uris.items():
+                if not storage.is_local(uri):
+                    storage.put_file(writers[stem].path, uri)
+        rows = [
+            metadata_row(
+                track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
+                self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
+                "ok", None, self._version,
+            )
+            for stem, uri in uris.items()
+        ]
+        record = {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows)}
+        storage.write_bytes_atomic(marker, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        return rows
+
+    def process(self, element):
+        track, chunks = element
+        track: Track
+        key = track_key(self._key, track, track.source_identity)
+        marker = marker_uri(self._output, track)
+        stored = read_marker(marker) if self._run_id else None
+        if stored is not None and stored.get("run_id") == self._run_id and stored.get("key") == key:
+            # A retried bundle: this run already wrote the track.
+            spool.delete_quietly([chunk.spool for chunk in chunks])
+            yield from rows_from_json(stored["rows"])
+            return
+        try:
+            rows = self._write(track, chunks, key, marker)
+        except (AudioEncodeError, ValueError) as error:
             self._failed.inc()
+            spool.delete_quietly([chunk.spool for chunk in chunks])
             yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec, self._version)
             return
-        finally:
-            spool.delete_quietly([chunk.spool for chunk in chunks])
+        spool.delete_quietly([chunk.spool for chunk in chunks])
         self._ok.inc()
-        self._seconds.inc(int(round(chunks[0].n_samples / sample_rate)))
+        self._seconds.inc(int(round(chunks[0].n_samples / self._config.sample_rate)))
         yield from rows
 
 
@@ -132,4 +158,5 @@ class WriteMetadata(beam.PTransform):
             schema=METADATA_SCHEMA,
             file_name_suffix=".parquet",
             num_shards=1,
+            shard_name_template="-SSSSS-of-NNNNN",
         )
