@@ -6,8 +6,8 @@ import wave
 import numpy as np
 import pytest
 
-from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
-from tests.conftest import EXAMPLE
+from model.audio import CODECS, LOSSLESS_CODECS, AudioDecodeError, load_audio, write_audio
+from tests.conftest import EXAMPLE, snr_db
 
 
 def _tone(seconds=1.0, rate=44100, channels=2, freq=440.0):
@@ -63,12 +63,28 @@ def test_offset_and_duration(tmp_path):
 
 @pytest.mark.parametrize("codec", sorted(set(CODECS) - {"wav"}))
 def test_codecs_write_decodable_files(tmp_path, codec):
-    tone = _tone(2.0)
+    # A chirp (200 Hz to 2 kHz): unlike a steady tone, it lines up with its decoding at one lag only.
+    t = np.arange(2 * 44100) / 44100
+    chirp = np.sin(2 * np.pi * (200 * t + 450 * t**2))
+    tone = (0.5 * np.stack([chirp, np.roll(chirp, 441)], axis=1)).astype(np.float32)
     path = tmp_path / f"tone.{CODECS[codec][0]}"
     write_audio(str(path), tone, codec=codec)
     back = load_audio(str(path))
     assert abs(back.shape[0] - tone.shape[0]) < 4096  # codec priming / padding
     assert os.listdir(tmp_path) == [path.name]
+    if codec in LOSSLESS_CODECS:
+        # 16-bit like the wav writer: every sample within half a 16-bit step.
+        assert back.shape == tone.shape
+        assert np.max(np.abs(back - tone)) <= 0.5 / 32768 + 1e-7
+        return
+    # Lossy: the same tone, aligned for the codec's priming (best lag within 4096 samples).
+    n = min(back.shape[0], tone.shape[0]) - 8192
+    lags = range(-4096, 4097)
+    best = max(lags, key=lambda lag: float(np.dot(tone[4096 : 4096 + n, 0], back[4096 + lag : 4096 + lag + n, 0])))
+    aligned = back[4096 + best : 4096 + best + n]
+    snr = snr_db(tone[4096 : 4096 + n], aligned)
+    print(f"{codec}: lag {best} samples, SNR {snr:.1f} dB")
+    assert snr >= 15.0  # a wrong or silent signal gives about 0 dB
 
 
 def test_directory_is_refused(tmp_path):

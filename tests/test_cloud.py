@@ -63,8 +63,14 @@ def gcs(tmp_path_factory):
 def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     """Manifest, audio, model and outputs all in gs:// buckets of the emulator: the stems come
     back byte-identical to a local run's, the Parquet rows are right, the broken file is a row."""
+    from transforms.spool import local_work_dir
+
     client, env = gcs
     output = "gs://stembeam-out/run"
+    # What a killed run on this machine left in its local work space (decoded samples).
+    killed = os.path.join(local_work_dir(output), "stembeam-decode-killed")
+    os.makedirs(killed, exist_ok=True)
+    open(os.path.join(killed, "decoded.f32"), "wb").close()
     subprocess.run(
         [sys.executable, "-m", "pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
          "--model_dir", "gs://stembeam-models/spleeter/2stems"],
@@ -77,7 +83,8 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
 
     out = client.bucket("stembeam-out")
     names = sorted(blob.name for blob in out.list_blobs(prefix="run/"))
-    assert not [n for n in names if "/_work/" in n or "/.tmp-" in n]  # spool and temporaries removed
+    assert not [n for n in names if "/_work/" in n or "/.tmp-" in n or ".stembeam-job" in n]  # spool, temporaries, lock removed
+    assert not os.path.exists(local_work_dir(output))  # the local work space is swept too
     for track in ("example",):
         for stem in ("vocals", "accompaniment"):
             remote = out.blob(f"run/stems/{track}/{stem}.wav").download_as_bytes()
@@ -99,12 +106,19 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     client, env = gcs
     image = "us-central1-docker.pkg.dev/p/stembeam/worker:test"
     job_file = tmp_path / "job.json"
+    # A dry run touches nothing of the output: an earlier run's table, spool and temporaries stay.
+    out = client.bucket("stembeam-out")
+    before = {"df-run/metadata/tracks-00000-of-00001.parquet": b"table", "df-run/_work/spool/t/000000.npy": b"spool",
+              "df-run/stems/t/.tmp-abc.wav": b"partial"}
+    for name, data in before.items():
+        out.blob(name).upload_from_string(data)
     subprocess.run(
         [sys.executable, "-m", "launch.dataflow", "--project", "stembeam-test", "--region", "us-central1", "--bucket", "gs://stembeam-out/df",
          "--image", image, "--dry-run", str(job_file), "--",
          "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/df-run", "--model_dir", "gs://stembeam-models/spleeter/2stems"],
         check=True, cwd=REPO, env=env, capture_output=True,
     )
+    assert {b.name: b.download_as_bytes() for b in out.list_blobs(prefix="df-run/")} == before  # no export, no sweep, no lock
     template = json.loads(job_file.read_text())
     environment = template["environment"]
     options = environment["sdkPipelineOptions"]["options"]
