@@ -169,6 +169,8 @@ def test_evaluation_scores_the_pipelines_stems(tmp_path_factory, capsys, mwf):
         assert len(again) == len(windows)
         for row in windows:
             assert all(again[(row["track_id"], row["stem"], row["window"])][m] == row[m] for m in METRICS)
+        scored = {(r["track_id"], r["stem"]): r["estimate_uri"] for r in _parquet(rescored, "tracks") if r["status"] == "ok"}
+        assert scored and all(uri.startswith(os.path.join(by_pipeline, "stems")) and uri.endswith(f"/{stem}.wav") for (_, stem), uri in scored.items())
 
     import matplotlib.image
 
