@@ -154,7 +154,13 @@ def test_killed_training_resumes_exactly(tmp_path):
     whole = subprocess.Popen(_train_cli(records, tmp_path / "whole", steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = subprocess.Popen(_train_cli(records, tmp_path / "killed", steps), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not os.path.exists(tmp_path / "killed" / "checkpoints" / "ckpt-4.index") and killed.poll() is None and time.time() < deadline:
+    def saved_step():
+        # The `checkpoint` state file is written after the checkpoint's own files: read the step
+        # from it, as the resumed run will.
+        last = tf.train.latest_checkpoint(str(tmp_path / "killed" / "checkpoints"))
+        return int(last.rsplit("-", 1)[1]) if last else 0
+
+    while saved_step() < 4 and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
