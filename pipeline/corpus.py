@@ -8,18 +8,21 @@ import os
 import sys
 import tempfile
 import threading
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
-from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
+from pipeline.jobs import UsageError, announce, help_requested, in_process, parse, require, run_with_progress, summary, timing
 from pipeline.options import StembeamOptions
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks, share_with_workers_in_process
-from transforms.manifest import ReadManifest
+from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
+from transforms.progress import SKIPPED, MarkProgress, metadata_progress, progress_root
+from transforms.records import Track
 from transforms.regroup import RegroupTracks
 from transforms.write import ToErrorRows, WriteMetadata, WriteStems, rows_from_json
 
@@ -137,9 +140,10 @@ def filter_name(options: StembeamOptions) -> str:
     return f"mwf-{options.mwf_block_frames}" if options.mwf else "soft"
 
 
-def separate_tracks(tracks, input_errors, options: StembeamOptions, config, keras_uri: str):
+def separate_tracks(tracks, input_errors, options: StembeamOptions, config, keras_uri: str, progress: bool = True):
     """Tracks (and ``(track_id, uri, reason)`` errors of the input) -> metadata rows: a row per
-    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``."""
+    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``;
+    with ``progress``, a progress mark per track (transforms/progress.py)."""
     model_name, codec, variant = options.model, options.codec, filter_name(options)
     decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
         DecodeAndChunk(config, options.output, model_name, codec, options.skip_existing, variant)
@@ -159,6 +163,17 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, config, kera
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output)
+    if progress:
+        first = config.instruments[0]
+        (
+            (
+                written | "WrittenProgress" >> beam.FlatMap(metadata_progress, first),
+                previous | "SkippedProgress" >> beam.FlatMap(metadata_progress, first, SKIPPED),
+                failures | "FailedProgress" >> beam.FlatMap(metadata_progress, first),
+            )
+            | "AllProgress" >> beam.Flatten()
+            | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(options.output)))
+        )
     return rows
 
 
@@ -174,45 +189,65 @@ COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separ
 def check_options(job: StembeamOptions) -> None:
     """Exit with a message naming the flag for a value the job cannot use."""
     if job.codec not in CODECS:
-        raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+        raise UsageError(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
     if job.batch_size < 1:
-        raise SystemExit("--batch_size must be at least 1")
+        raise UsageError("--batch_size must be at least 1")
 
 
 def check_block_frames(job: StembeamOptions, config) -> None:
     if not 1 <= job.mwf_block_frames <= config.T:
-        raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
+        raise UsageError(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
 
 
-def run_pipeline(argv) -> tuple:
-    """Parse ``argv``, prepare the model, run the corpus job and wait for it: ``(result, options)``."""
-    options = parse(argv)
+def manifest_tracks(manifest: str, limit) -> tuple:
+    """``(rows, {track_id: manifest duration or None})`` of the manifest, read by the launcher
+    before the job starts: UsageError (one line) when it is missing, unreadable or has no uri
+    column; the counts and lengths are what the progress shows."""
+    try:
+        check_manifest(manifest)
+        items = list(parse_manifest(manifest, limit))
+    except ManifestError as error:
+        raise UsageError(str(error)) from None
+    return len(items), {item.track_id: item.duration for item in items if isinstance(item, Track)}
+
+
+def run_pipeline(argv, started: float | None = None) -> tuple:
+    """Parse ``argv``, prepare the model, run the corpus job with its progress and wait for it:
+    ``(result, options, last progress Status)``; ``(None, options, None)`` for an empty manifest."""
+    options = parse(argv, "pipeline")
     job = options.view_as(StembeamOptions)
     require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
     check_options(job)
+    total, lengths = manifest_tracks(job.manifest, job.limit)
+    if not total:
+        return None, job, None
     config, keras_uri, finish_model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
     check_block_frames(job, config)
     clear_metadata(job.output)
     clear_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, config, keras_uri)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, status = run_with_progress(pipeline, options, job.output, total, lengths)
     finish_model()
     clear_leftovers(job.output)
-    return result, job
+    return result, job, status
 
 
 def run(argv=None) -> int:
-    """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
+    """Parse options (StembeamOptions + any Beam option), run the job, print a summary line."""
     argv = list(argv or [])
-    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
+    if help_requested(argv, "pipeline"):
         return 0
-    result, job = run_pipeline(argv)
+    started = time.monotonic()
+    result, job, status = run_pipeline(argv)
+    if result is None:
+        announce(LOGGER, f"stembeam pipeline: manifest {job.manifest} has no rows; nothing to do")
+        return 0
     counts = summary(result, COUNTERS)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
-        f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
+        f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated'] / 60:.1f} min of audio separated in "
+        f"{timing(started, counts['audio_seconds_separated'])}; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))
     return 0
