@@ -21,7 +21,7 @@ from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks, share_with_workers_in_process
 from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
-from transforms.progress import SKIPPED, MarkProgress, metadata_progress, progress_root
+from transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
 from transforms.records import Track
 from transforms.regroup import RegroupTracks
 from transforms.write import ToErrorRows, WriteMetadata, WriteStems, rows_from_json
@@ -164,17 +164,25 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, config, kera
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output)
     if progress:
-        first = config.instruments[0]
-        (
-            (
-                written | "WrittenProgress" >> beam.FlatMap(metadata_progress, first),
-                previous | "SkippedProgress" >> beam.FlatMap(metadata_progress, first, SKIPPED),
-                failures | "FailedProgress" >> beam.FlatMap(metadata_progress, first),
-            )
-            | "AllProgress" >> beam.Flatten()
-            | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(options.output)))
-        )
+        # Marked on each branch, not after a Flatten: a Flatten of several stages' outputs runs
+        # once they have all finished, and the marks would come at the very end.
+        first, root = config.instruments[0], progress_root(options.output)
+        written | "WrittenProgress" >> beam.FlatMap(metadata_progress, first) | "MarkWritten" >> beam.ParDo(MarkProgress(root))
+        previous | "SkippedProgress" >> beam.FlatMap(metadata_progress, first, SKIPPED) | "MarkSkipped" >> beam.ParDo(MarkProgress(root))
+        for name, errors in (("Input", input_errors), ("Decode", decoded.errors), ("Regroup", grouped.errors)):
+            errors | f"{name}FailedProgress" >> beam.Map(_failed_progress) | f"Mark{name}Failed" >> beam.ParDo(MarkProgress(root))
+        decoded.chunks | "DecodedProgress" >> beam.FlatMap(_decoded_progress, config.sample_rate) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
     return rows
+
+
+def _failed_progress(error) -> tuple:
+    track_id, _, reason = error
+    return track_id, FAILED, None, reason
+
+
+def _decoded_progress(chunk, sample_rate: int):
+    if chunk.index == 0:
+        yield chunk.track.track_id, DECODED, chunk.n_samples / sample_rate, ""
 
 
 def build(pipeline: beam.Pipeline, options: StembeamOptions, config, keras_uri: str) -> None:
@@ -211,7 +219,7 @@ def manifest_tracks(manifest: str, limit) -> tuple:
     return len(items), {item.track_id: item.duration for item in items if isinstance(item, Track)}
 
 
-def run_pipeline(argv, started: float | None = None) -> tuple:
+def run_pipeline(argv) -> tuple:
     """Parse ``argv``, prepare the model, run the corpus job with its progress and wait for it:
     ``(result, options, last progress Status)``; ``(None, options, None)`` for an empty manifest."""
     options = parse(argv, "pipeline")
@@ -227,7 +235,7 @@ def run_pipeline(argv, started: float | None = None) -> tuple:
     clear_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, config, keras_uri)
-    result, status = run_with_progress(pipeline, options, job.output, total, lengths)
+    result, status = run_with_progress(pipeline, options, job.output, total, lengths, config.segment_samples / config.sample_rate)
     finish_model()
     clear_leftovers(job.output)
     return result, job, status

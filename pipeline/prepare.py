@@ -68,14 +68,10 @@ def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig,
             | f"Write{split.title()}" >> beam.io.WriteToTFRecord(storage.join(output, split), file_name_suffix=".tfrecord", num_shards=options.shards)
         )
     errors = (dataset[ERRORS], made[ERRORS]) | "AllErrors" >> beam.Flatten()
-    (
-        (
-            made[SUMMARY] | "DoneProgress" >> beam.Map(lambda s: (s["track_id"], DONE, s["seconds"], "")),
-            errors | "FailedProgress" >> beam.Map(lambda e: (e[0], FAILED, None, e[2])),
-        )
-        | "AllProgress" >> beam.Flatten()
-        | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(output)))
-    )
+    # marked on each branch: a Flatten of two stages would only run once both have finished
+    made[SUMMARY] | "DoneProgress" >> beam.Map(lambda s: (s["track_id"], DONE, s["seconds"], "")) | "MarkDone" >> beam.ParDo(MarkProgress(progress_root(output)))
+    made[ERRORS] | "FailedProgress" >> beam.Map(lambda e: (e[0], FAILED, None, e[2])) | "MarkFailed" >> beam.ParDo(MarkProgress(progress_root(output)))
+    dataset[ERRORS] | "InputProgress" >> beam.Map(lambda e: (e[0], FAILED, None, e[2])) | "MarkInput" >> beam.ParDo(MarkProgress(progress_root(output)))
     (
         pipeline
         | "StatsTrigger" >> beam.Create([None])

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from transforms.progress import DONE, FAILED, SKIPPED, Tally, track_key
+from transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, track_key
 
 TTY_POLL_SECONDS = 2.0
 
@@ -36,18 +36,25 @@ class Status:
         self.total, self.elapsed = total, elapsed
         self.done, self.skipped, self.failed = tally.count(DONE), tally.count(SKIPPED), tally.count(FAILED)
         self.finished = min(total, self.done + self.skipped + self.failed)
-        self.audio_done = tally.seconds(DONE, SKIPPED)
-        self.separated = tally.seconds(DONE)
-        known = [sec for _, status, sec in tally.marks.values() if status in (DONE, SKIPPED) and sec]
-        mean = sum(known) / len(known) if known else None
         finished_keys = tally.finished_keys()
-        waiting = [sec for key, sec in lengths.items() if key not in finished_keys]
+        decoded = tally.decoded()
+        waiting = {key: decoded.get(key, sec) for key, sec in lengths.items() if key not in finished_keys}
+        waiting.update({key: sec for key, sec in decoded.items() if key not in finished_keys})
+        # segments inferred but not yet written count as done (see transforms/progress.py)
+        inflight = min(tally.inflight, sum(decoded.get(key, 0.0) for key in waiting))
+        self.audio_done = tally.seconds(DONE, SKIPPED) + inflight
+        self.separated = tally.seconds(DONE) + inflight
+        known = [sec for _, status, sec in tally.marks.values() if status in (DONE, SKIPPED, DECODED) and sec]
+        mean = sum(known) / len(known) if known else None
         left = max(0, total - self.finished)
-        # rows without a track (malformed) have no length: they count as unknown until marked
-        waiting = waiting[:left] + [None] * max(0, left - len(waiting))
-        self.estimated = any(sec is None for sec in waiting)
-        self.remaining_audio = None if self.estimated and mean is None else sum(mean if sec is None else sec for sec in waiting)
-        self.total_audio = None if self.remaining_audio is None else self.audio_done + self.remaining_audio
+        # rows without a usable track (malformed) have no length: unknown until marked
+        lengths_left = list(waiting.values())[:left] + [None] * max(0, left - len(waiting))
+        self.estimated = any(sec is None for sec in lengths_left)
+        if self.estimated and mean is None:
+            self.total_audio = None
+        else:
+            self.total_audio = tally.seconds(DONE, SKIPPED) + sum(mean if sec is None else sec for sec in lengths_left)
+        self.remaining_audio = None if self.total_audio is None else max(0.0, self.total_audio - self.audio_done)
         self.speed = self.separated / elapsed if elapsed > 0 and self.separated > 0 else None
         if self.finished >= total:
             self.eta = 0.0

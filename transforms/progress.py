@@ -4,8 +4,13 @@ counted by the launcher while the job runs (pipeline/progress.py).
 
 A mark's name says everything (listing the folder is the only read):
 ``{sha1(track_id)[:16]}.{status}.{audio milliseconds or x}.{sha1(reason)[:8] or 0}``, status
-``done`` (separated by this run), ``skipped`` (finished by an earlier run) or ``failed``.
-A retried bundle rewrites the same name, so nothing is counted twice.
+``done`` (separated by this run), ``skipped`` (finished by an earlier run), ``failed``, or
+``decoded`` (the track's length is known; not finished). A retried bundle rewrites the same
+name, so nothing is counted twice.
+
+Batch runners finish a stage before the next starts (the DirectRunner's and Dataflow's
+shuffles): every track is inferred before the first is written. So the audio done also counts
+the segments inferred so far, which the job parks in its spool until the track is written.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import apache_beam as beam
 
 from transforms import storage
 
-DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+DONE, SKIPPED, FAILED, DECODED = "done", "skipped", "failed", "decoded"
+FINISHED = (DONE, SKIPPED, FAILED)
 
 
 def progress_root(output: str) -> str:
@@ -37,9 +43,11 @@ def mark_name(track_id: str, status: str, seconds: Optional[float], reason: str 
 
 @dataclasses.dataclass
 class Tally:
-    """What the marks say: ``{mark: (track key, status, seconds or None)}``."""
+    """What the marks say: ``{mark: (track key, status, seconds or None)}``, and the seconds of
+    audio inferred but not yet written (``inflight``)."""
 
     marks: dict = dataclasses.field(default_factory=dict)
+    inflight: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for _, s, _ in self.marks.values() if s == status)
@@ -48,12 +56,19 @@ class Tally:
         return sum(sec or 0.0 for _, s, sec in self.marks.values() if s in statuses)
 
     def finished_keys(self) -> set:
-        return {key for key, _, _ in self.marks.values()}
+        return {key for key, status, _ in self.marks.values() if status in FINISHED}
+
+    def decoded(self) -> dict:
+        """``{track key: seconds}`` of the tracks whose length is known."""
+        return {key: sec for key, status, sec in self.marks.values() if status == DECODED and sec is not None}
 
 
-def read_tally(root: str) -> Tally:
-    """The marks under ``root`` (one listing)."""
+def read_tally(root: str, spool_pattern: Optional[str] = None, segment_seconds: float = 0.0) -> Tally:
+    """The marks under ``root`` (one listing), and ``segment_seconds`` per file matching
+    ``spool_pattern`` (a second listing)."""
     tally = Tally()
+    if spool_pattern:
+        tally.inflight = len(storage.matching(spool_pattern)) * segment_seconds
     for path in storage.matching(storage.join(root, "*")):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         parts = name.split(".")
