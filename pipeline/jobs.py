@@ -14,6 +14,9 @@ from pipeline.flags import JOB_HELP, help_requested  # noqa: F401 - re-exported 
 # Runners that hand options Python does not know to a job server of another language (Flink's,
 # Spark's, Prism's): there an unknown option may be the runner's own and is passed on.
 FORWARDING_RUNNERS = ("PortableRunner", "FlinkRunner", "SparkRunner", "PrismRunner")
+# How close (difflib ratio) an unknown option must be to a known one to be taken for its typo on
+# those runners (Beam's own suggestions use 0.6, which any long option name reaches).
+TYPO_CUTOFF = 0.85
 
 
 class UsageError(SystemExit):
@@ -64,8 +67,8 @@ def unknown_options(argv, name: str) -> list:
             continue
         flag = arg.split("=", 1)[0]
         match = difflib.get_close_matches(flag, known)
-        if runner in FORWARDING_RUNNERS and not match:
-            continue  # the job server's own option (Beam passes it on)
+        if runner in FORWARDING_RUNNERS and not difflib.get_close_matches(flag, known, cutoff=TYPO_CUTOFF):
+            continue  # not a typo of a known option: the job server's own (Beam passes it on)
         problems.append(f"unknown option {flag}" + (f" (did you mean {match[0]}?)" if match else ""))
     return problems
 

@@ -108,7 +108,11 @@ def columns(uri: str) -> Optional[list]:
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(io.BytesIO(_read(uri))).names)
+        data = _read(uri)
+        try:
+            return list(pq.read_schema(io.BytesIO(data)).names)
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a broken file
+            raise ManifestError(f"manifest {uri}: not a readable Parquet file: {error}") from None
     if lower.endswith((".jsonl", ".json", ".ndjson")):
         return None
     first = _read(uri).decode("utf-8-sig", errors="replace").splitlines()
