@@ -254,7 +254,7 @@ def run(argv=None) -> int:
     counts = summary(result, COUNTERS)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
-        f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated'] / 60:.1f} min of audio separated in "
+        f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
         f"{timing(started, counts['audio_seconds_separated'])}; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))

@@ -56,7 +56,7 @@ def test_pipeline_progress_malformed_rows_and_summary(tmp_path):
     assert parsed == sorted(parsed, key=lambda p: (p[0], p[2]))  # counts and minutes only rise
     assert len({p for p in parsed}) >= 2  # something moved before the end
     assert progress[-1].startswith("progress: 6/6 tracks (3 failed), 1.5 of 1.5 min of audio,") and progress[-1].endswith("ETA 0:00:00")
-    assert re.match(r"stembeam pipeline: 3 tracks separated, 0 already done, 3 failed; 1.5 min of audio separated in 0:\d\d:\d\d wall, [\d.]+x real time; stems under ", lines[-1])
+    assert re.match(r"stembeam pipeline: 3 tracks separated, 0 already done, 3 failed; 90 s of audio, 9 chunks inferred; 0:\d\d:\d\d wall, [\d.]+x real time; stems under ", lines[-1])
     metadata = pq.read_table(str(output / "metadata")).to_pylist()
     assert sorted(r["track_id"] for r in metadata if r["status"] == "ok") == sorted(s for s in CC0_SONGS for _ in range(2))
     errors = {r["track_id"]: r["error"] for r in metadata if r["status"] == "error"}
