@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, track_key
 
 TTY_POLL_SECONDS = 2.0
+BAR_STEPS = 1000
 
 
 def clock(seconds: Optional[float]) -> str:
@@ -62,6 +63,15 @@ class Status:
             self.eta = self.remaining_audio / self.speed
         else:
             self.eta = None
+
+    def fraction(self) -> float:
+        """How full the bar is: audio done of the total when known (a batch runner writes
+        every track at the end, so tracks alone would sit at 0 %), else tracks finished."""
+        if self.finished >= self.total:
+            return 1.0
+        if self.total_audio:
+            return min(1.0, self.audio_done / self.total_audio)
+        return self.finished / self.total if self.total else 1.0
 
     def detail(self) -> str:
         """``(3 already done, 1 failed)``"""
@@ -109,8 +119,8 @@ class Monitor:
 
     def _show(self, status: Status) -> None:
         if self._bar is not None:
-            self._bar.n = status.finished
-            self._bar.set_postfix_str(f"{status.detail()}, {status.audio()}", refresh=False)
+            self._bar.n = round(BAR_STEPS * status.fraction())
+            self._bar.set_description_str(f"{status.counts()}, {status.audio()}", refresh=False)
             self._bar.refresh()
         else:
             print(status.line(), file=self._stream, flush=True)
@@ -127,8 +137,8 @@ class Monitor:
                 from tqdm import tqdm
 
                 self._bar = tqdm(
-                    total=self.total, file=self._stream, unit="track", dynamic_ncols=True,
-                    bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tracks {postfix}",
+                    total=BAR_STEPS, file=self._stream, dynamic_ncols=True,
+                    bar_format="{percentage:3.0f}%|{bar}| {desc}",  # desc: the status line
                 )
             self._thread = threading.Thread(target=self._run, name="stembeam-progress", daemon=True)
             self._thread.start()
