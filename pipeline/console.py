@@ -85,14 +85,6 @@ def verbose() -> bool:
     return _state["verbose"]
 
 
-def after_imports() -> None:
-    """absl (imported with TensorFlow) sets its own logger's level at import: bring it back
-    under the root's in quiet mode."""
-    if not _state["verbose"] and logging.root.level == logging.CRITICAL:
-        logging.getLogger("absl").setLevel(logging.NOTSET)
-        logging.getLogger("tensorflow").setLevel(logging.NOTSET)
-
-
 def error_line(error: BaseException) -> str:
     """One line for a failed command: the error's first line, prefixed by its type unless it is
     one of stembeam's usage errors; Beam's ``[while running 'Step']`` is kept."""
