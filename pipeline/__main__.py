@@ -1,6 +1,6 @@
 """``python -m pipeline ...``: the corpus job (same as ``stembeam pipeline``)."""
 import sys
 
-from pipeline.corpus import run
+from pipeline.cli import main
 
-sys.exit(run(sys.argv[1:]))
+sys.exit(main(["pipeline", *sys.argv[1:]]))

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipeline import console
+from pipeline.flags import JOB_HELP, add_console_args, help_requested
+
 
 
 def _separate(args) -> int:
-    from pipeline.separate import separate_files
+    from pipeline.separate import DEFAULT_FILENAME_FORMAT, separate_files
 
     errors = separate_files(
         args.files,
@@ -18,7 +20,7 @@ def _separate(args) -> int:
         model_dir=args.model_dir,
         codec=args.codec,
         bitrate=args.bitrate,
-        filename_format=args.filename_format,
+        filename_format=args.filename_format or DEFAULT_FILENAME_FORMAT,
         offset=args.offset,
         duration=args.duration,
         mwf=args.mwf,
@@ -68,8 +70,7 @@ JOBS = {"pipeline": _pipeline, "evaluate": _evaluate, "prepare-dataset": _prepar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.audio import CODECS
-    from pipeline.separate import DEFAULT_FILENAME_FORMAT
+    from model.audio import CODECS  # numpy only: --help stays quick
 
     parser = argparse.ArgumentParser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-o", "--output_path", default="separated_audio", help="output folder")
     sep.add_argument("-c", "--codec", default="wav", choices=sorted(CODECS))
     sep.add_argument("-b", "--bitrate", default="128k")
-    sep.add_argument("-f", "--filename_format", default=DEFAULT_FILENAME_FORMAT, help="keys: {filename} {instrument} {codec} {foldername}")
+    sep.add_argument(
+        "-f", "--filename_format", default=None, help="keys: {filename} {instrument} {codec} {foldername} (default: {filename}/{instrument}.{codec})"
+    )
     sep.add_argument("-s", "--offset", type=float, default=0.0, help="start offset in seconds")
     sep.add_argument("-d", "--duration", type=float, default=None, help="seconds to separate (default: the whole file)")
     sep.add_argument("--mwf", action="store_true", help="multichannel Wiener filtering (norbert)")
@@ -90,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per Wiener-filter block (default: one segment, 512; 0: the whole track at once, as Spleeter)",
     )
     sep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_console_args(sep)
     sep.set_defaults(handler=_separate)
 
     exp = commands.add_parser("export", help="export a model as model.keras + SavedModel")
     exp.add_argument("-p", "--params_filename", "--model", default="spleeter:2stems")
     exp.add_argument("--model-dir", default=None)
     exp.add_argument("-o", "--output_path", required=True)
+    add_console_args(exp)
     exp.set_defaults(handler=_export)
 
     commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
@@ -106,17 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from model.resolve import ModelNotFoundError
-
+    """Run a subcommand: 0 on success; 1 with one ``error:`` line for a bad command line, a bad
+    manifest or a failed job (the traceback too with --verbose); 2 for a model not found."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command in JOB_HELP and help_requested(rest, command):
+        return 0  # before any import of TensorFlow or Beam: help is instant
+    if command not in JOBS:
+        args = build_parser().parse_args(argv)  # --help and usage errors exit here, as quickly
+    console.setup(*console.wanted(argv))
     try:
-        if argv and argv[0] in JOBS:
-            return JOBS[argv[0]](argv[1:])
-        args = build_parser().parse_args(argv)
+        if command in JOBS:
+            return JOBS[command](rest)
         return args.handler(args)
-    except ModelNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            raise  # argparse's own exits (usage printed already)
+        _report(stop)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for the user, the traceback with --verbose
+        resolve = sys.modules.get("model.resolve")  # imported by whatever loads a model (not by --help)
+        if resolve is not None and isinstance(error, resolve.ModelNotFoundError):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        _report(error)
+        return 1
+
+
+def _report(error: BaseException) -> None:
+    if console.verbose():
+        traceback.print_exception(error)
+    print(console.error_line(error), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

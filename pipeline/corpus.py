@@ -11,19 +11,22 @@ import sys
 import shutil
 import tempfile
 import threading
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
-from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
+from pipeline.jobs import UsageError, announce, help_requested, in_process, parse, require, run_with_progress, summary, timing
 from pipeline.options import StembeamOptions
 from pipeline.output_lock import OutputLock
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks, share_with_workers_in_process
-from transforms.manifest import ReadManifest
+from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
+from transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
+from transforms.records import Track
 from transforms.regroup import RegroupTracks
 from transforms.resume import job_key
 from transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, WriteStems, rows_from_json
@@ -173,9 +176,10 @@ def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
     return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options))
 
 
-def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None):
+def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, progress: bool = True):
     """Tracks (and ``(track_id, uri, reason)`` errors of the input) -> metadata rows: a row per
-    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``."""
+    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``;
+    with ``progress``, a progress mark per track (transforms/progress.py)."""
     config, model_name, codec = model.config, options.model, options.codec
     key = resume_key(options, model)
     decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
@@ -196,7 +200,26 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output)
+    if progress:
+        # Marked on each branch, not after a Flatten: a Flatten of several stages' outputs runs
+        # once they have all finished, and the marks would come at the very end.
+        first, root = config.instruments[0], progress_root(options.output)
+        written | "WrittenProgress" >> beam.FlatMap(metadata_progress, first) | "MarkWritten" >> beam.ParDo(MarkProgress(root))
+        previous | "SkippedProgress" >> beam.FlatMap(metadata_progress, first, SKIPPED) | "MarkSkipped" >> beam.ParDo(MarkProgress(root))
+        for name, errors in (("Input", input_errors), ("Decode", decoded.errors), ("Regroup", grouped.errors)):
+            errors | f"{name}FailedProgress" >> beam.Map(_failed_progress) | f"Mark{name}Failed" >> beam.ParDo(MarkProgress(root))
+        decoded.chunks | "DecodedProgress" >> beam.FlatMap(_decoded_progress, config.sample_rate) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
     return rows
+
+
+def _failed_progress(error) -> tuple:
+    track_id, _, reason = error
+    return track_id, FAILED, None, reason
+
+
+def _decoded_progress(chunk, sample_rate: int):
+    if chunk.index == 0:
+        yield chunk.track.track_id, DECODED, chunk.n_samples / sample_rate, ""
 
 
 def build(pipeline: beam.Pipeline, options: StembeamOptions, model: PreparedModel, run_id: str | None = None) -> None:
@@ -211,47 +234,71 @@ COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separ
 def check_options(job: StembeamOptions) -> None:
     """Exit with a message naming the flag for a value the job cannot use."""
     if job.codec not in CODECS:
-        raise SystemExit(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+        raise UsageError(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
     if job.batch_size < 1:
-        raise SystemExit("--batch_size must be at least 1")
+        raise UsageError("--batch_size must be at least 1")
 
 
 def check_block_frames(job: StembeamOptions, config) -> None:
     if not 1 <= job.mwf_block_frames <= config.T:
-        raise SystemExit(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
+        raise UsageError(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
+
+
+def manifest_tracks(manifest: str, limit) -> tuple:
+    """``(rows, {track_id: manifest duration or None})`` of the manifest, read by the launcher
+    before the job starts: UsageError (one line) when it is missing, unreadable or has no uri
+    column; the counts and lengths are what the progress shows."""
+    try:
+        check_manifest(manifest)
+        items = list(parse_manifest(manifest, limit))
+    except ManifestError as error:
+        raise UsageError(str(error)) from None
+    return len(items), {item.track_id: item.duration for item in items if isinstance(item, Track)}
 
 
 def run_pipeline(argv, dry_run: bool = False) -> tuple:
-    """Parse ``argv``, prepare the model, run the corpus job and wait for it: ``(result, options)``.
+    """Parse ``argv``, prepare the model, run the corpus job with its progress and wait for it:
+    ``(result, options, last progress Status)``; ``(None, options, None)`` for an empty manifest.
     ``dry_run``: build and run the graph (a runner that only stages it, e.g. a Dataflow
     template) without touching the output."""
-    options = parse(argv)
+    options = parse(argv, "pipeline")
     job = options.view_as(StembeamOptions)
     require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
     check_options(job)
+    total, lengths = manifest_tracks(job.manifest, job.limit)
+    if not total:
+        return None, job, None
     with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
         model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run)
         check_block_frames(job, model.config)
         pipeline = beam.Pipeline(options=options)
         build(pipeline, job, model, run_id)
-        result = pipeline.run()
-        result.wait_until_finish()
+        if dry_run:
+            result, status = pipeline.run(), None
+            result.wait_until_finish()
+        else:
+            result, status = run_with_progress(pipeline, options, job.output, total, lengths, model.config.segment_samples / model.config.sample_rate)
         model.finish()
         if not dry_run:
             drop_stale_metadata(job.output)
-    return result, job
+    return result, job, status
 
 
 def run(argv=None) -> int:
-    """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
+    """Parse options (StembeamOptions + any Beam option), run the job, print a summary line."""
     argv = list(argv or [])
-    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
+    if help_requested(argv, "pipeline"):
         return 0
-    result, job = run_pipeline(argv)
+    started = time.monotonic()
+    result, job, status = run_pipeline(argv)
+    if result is None:
+        announce(LOGGER, f"stembeam pipeline: manifest {job.manifest} has no rows; nothing to do")
+        return 0
     counts = summary(result, COUNTERS)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
         f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
+        f"{timing(started, counts['audio_seconds_separated'])}; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))
     return 0

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import apache_beam as beam
 
 from pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
-from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
+from pipeline.jobs import UsageError, announce, dataset_tracks, help_requested, in_process, parse, require, run_with_progress, summary, timing
 from pipeline.options import EvaluateOptions, StembeamOptions
 from transforms import storage
 from model.audio import CODECS
 from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
 from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
+from transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from transforms.report import WriteReport
 
 LOGGER = logging.getLogger("stembeam.evaluate")
@@ -85,7 +87,7 @@ def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOpt
         paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels, codec)).with_outputs(TRACKS, main="pairs")
     else:
         mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
-        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id)
+        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id, progress=False)
         paired = (
             {
                 "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
@@ -102,6 +104,15 @@ def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOpt
     )
     track_rows | "WriteTracks" >> beam.io.WriteToParquet(storage.join(folder, "tracks"), schema=TRACK_SCHEMA, file_name_suffix=".parquet", num_shards=1)
     track_rows | "Report" >> WriteReport(job.output, description)
+    track_rows | "ProgressOfRows" >> beam.Map(_progress_of_row) | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(job.output)))
+
+
+def _progress_of_row(row: dict) -> tuple:
+    """A per-track (and stem) score row as a progress mark: every stem's row of a track names
+    the same mark; its audio length is its count of 1-s windows."""
+    if row["status"] == "ok":
+        return row["track_id"], DONE, float(row["windows"] or 0), ""
+    return row["track_id"], FAILED, None, row["error"] or ""
 
 
 def evaluation_output(output: str) -> str:
@@ -116,18 +127,16 @@ def clear_evaluation(output: str) -> None:
 def run(argv=None) -> int:
     """Parse options, run the evaluation job, print the Table-1-style medians and a summary line."""
     argv = list(argv or [])
-    description = (
-        "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
-        "--manifest is the corpus job's; give the dataset as --dataset."
-    )
-    if help_requested(argv, "stembeam evaluate", description, EvaluateOptions._add_argparse_args, StembeamOptions._add_argparse_args):
+    if help_requested(argv, "evaluate"):
         return 0
-    options = parse(argv)
+    started = time.monotonic()
+    options = parse(argv, "evaluate")
     job, evaluation = options.view_as(StembeamOptions), options.view_as(EvaluateOptions)
     if job.manifest:
-        raise SystemExit("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
+        raise UsageError("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
     require("stembeam evaluate", {"--dataset": evaluation.dataset, "--output": job.output})
     check_options(job)
+    total = dataset_tracks(evaluation.dataset, evaluation.split, job.limit)
     with output_session(job.output, "stembeam evaluate") as run_id:
         model = None
         if evaluation.estimates:
@@ -143,8 +152,7 @@ def run(argv=None) -> int:
         # With --estimates a codec chooses among files only when it was given.
         codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
         build(pipeline, job, evaluation, model, labels, description, run_id, codec)
-        result = pipeline.run()
-        result.wait_until_finish()
+        result, status = run_with_progress(pipeline, options, job.output, total, {})
         if model is not None:
             model.finish()
             drop_stale_metadata(job.output)
@@ -152,7 +160,8 @@ def run(argv=None) -> int:
     table = storage.join(evaluation_output(job.output), "table.md")
     print(storage.read_bytes(table).decode("utf-8"), flush=True)
     announce(LOGGER, (
-        f"stembeam evaluate: {counts['tracks_evaluated']} tracks evaluated, {counts['tracks_not_evaluated'] + counts['tracks_failed']} not evaluated; "
+        f"stembeam evaluate: {counts['tracks_evaluated']} tracks evaluated, {counts['tracks_not_evaluated'] + counts['tracks_failed']} not evaluated "
+        f"in {timing(started, status.separated if status else 0)}; "
         f"tables under {evaluation_output(job.output)}, summary in {storage.join(job.output, 'summary.csv')}"
     ))
     return 0

@@ -1,31 +1,84 @@
-"""What the Beam job commands share: --help, logging, options, required flags, the last line."""
+"""What the Beam job commands share: options (unknown ones refused), local parallelism, required
+flags, progress while the job runs, the closing summary."""
 from __future__ import annotations
 
-import argparse
-import logging
+import difflib
 import os
 import sys
+import time
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions, _BeamArgumentParser
 
-EPILOG = "Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...)."
+from pipeline.flags import JOB_HELP, help_requested  # noqa: F401 - re-exported for the jobs
+
+# Runners that hand options Python does not know to a job server of another language (Flink's,
+# Spark's, Prism's): there an unknown option may be the runner's own and is passed on.
+FORWARDING_RUNNERS = ("PortableRunner", "FlinkRunner", "SparkRunner", "PrismRunner")
+# How close (difflib ratio) an unknown option must be to a known one to be taken for its typo on
+# those runners (Beam's own suggestions use 0.6, which any long option name reaches).
+TYPO_CUTOFF = 0.85
 
 
-def help_requested(argv, prog: str, description: str, *adders) -> bool:
-    """Print the job's help (each ``adder(parser)`` adds its flags) when asked; True if it did."""
-    if not any(a in ("-h", "--help") for a in argv):
-        return False
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG)
-    for add in adders:
+class UsageError(SystemExit):
+    """A command line (or manifest) the job cannot run with: one line, exit code 1 (a
+    SystemExit, so ``python -m pipeline`` prints it and exits 1 as well)."""
+
+
+def _runner_name(argv) -> str:
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    StandardOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own flag definitions
+    runner = parser.parse_known_args(argv)[0].runner
+    return (runner or "DirectRunner").rsplit(".", 1)[-1]
+
+
+def _load_runner_options(runner: str) -> None:
+    """A runner outside Beam's core registers its options when imported (e.g. DaskRunner)."""
+    if runner in ("DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+        return
+    try:
+        from apache_beam.runners.runner import create_runner
+
+        create_runner(runner)
+    except Exception:  # noqa: BLE001 - an unknown runner is reported by Beam when the job starts
+        pass
+
+
+def unknown_options(argv, name: str) -> list:
+    """Messages for each argument neither the job ``name`` (pipeline/flags.py) nor Beam (its
+    options classes, the chosen runner's included) knows, with Beam's own suggestion: the same
+    parser and the same difflib match Beam logs as "Discarding unparseable args" / "Did you mean"."""
+    runner = _runner_name(argv)
+    _load_runner_options(runner)
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {str(c): c for c in PipelineOptions.__subclasses__() if c.__module__.startswith("apache_beam")}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001
+    for add in JOB_HELP[name][1]:
         add(parser)
-    parser.print_help()
-    return True
+    _, unknown = parser.parse_known_args(argv)
+    known = [option for action in parser._actions for option in action.option_strings]  # noqa: SLF001
+    problems = []
+    for arg in unknown:
+        if arg == "--":
+            break
+        if not arg.startswith("-"):
+            if not problems:
+                problems.append(f"unexpected argument {arg!r}")
+            continue
+        flag = arg.split("=", 1)[0]
+        match = difflib.get_close_matches(flag, known)
+        if runner in FORWARDING_RUNNERS and not difflib.get_close_matches(flag, known, cutoff=TYPO_CUTOFF):
+            continue  # not a typo of a known option: the job server's own (Beam passes it on)
+        problems.append(f"unknown option {flag}" + (f" (did you mean {match[0]}?)" if match else ""))
+    return problems
 
 
-def parse(argv) -> PipelineOptions:
-    """Beam options from ``argv``, with logging set up and local parallelism defaulted."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+def parse(argv, name: str) -> PipelineOptions:
+    """Beam options of ``stembeam NAME`` from ``argv`` (UsageError for an unknown option), local
+    parallelism defaulted."""
+    problems = unknown_options(argv, name)
+    if problems:
+        raise UsageError(f"stembeam {name}: {'; '.join(problems)}")
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = False
     default_local_parallelism(options, argv)
@@ -33,16 +86,64 @@ def parse(argv) -> PipelineOptions:
 
 
 def require(prog: str, flags: dict) -> None:
-    """Exit naming every required flag (``{"--flag": value}``) that has no value."""
+    """UsageError naming every required flag (``{"--flag": value}``) that has no value."""
     missing = [flag for flag, value in flags.items() if not value]
     if missing:
-        raise SystemExit(f"{prog}: {' and '.join(missing)} required (see --help)")
+        raise UsageError(f"{prog}: {' and '.join(missing)} required (see --help)")
 
 
-def announce(logger: logging.Logger, line: str) -> None:
-    """The job's closing line: to the log and to stderr."""
-    logger.info(line)
+def announce(logger, line: str) -> None:
+    """The job's closing line, on stderr."""
     print(line, file=sys.stderr, flush=True)
+
+
+def timing(started: float, audio_seconds: float) -> str:
+    """``12:03 wall, 28.1x real time``: wall time since ``started`` (time.monotonic())."""
+    from pipeline.progress import clock
+
+    wall = time.monotonic() - started
+    speed = f", {audio_seconds / wall:.1f}x real time" if audio_seconds and wall > 0 else ""
+    return f"{clock(wall)} wall{speed}"
+
+
+def run_with_progress(pipeline, options: PipelineOptions, output: str, total: int, lengths: dict, segment_seconds: float = 0.0):
+    """Run ``pipeline`` and wait for it, showing the progress of its marks under ``output``
+    (transforms/progress.py; cleared first) and, with ``segment_seconds``, of the segments in
+    its spool: ``(result, last progress Status)``."""
+    from pipeline.options import JobOptions
+    from pipeline.progress import Monitor
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from transforms import spool, storage
+    from transforms.progress import progress_root, read_tally
+
+    root = progress_root(output)
+    storage.delete_matching(storage.join(root, "*"))
+    spooled = storage.join(spool.work_root(output), "spool", "*", "*.npy") if segment_seconds else None
+    interval = options.view_as(JobOptions).progress_interval
+    if options.view_as(GoogleCloudOptions).template_location:
+        interval = 0  # the job is only described, not run
+    with Monitor(lambda: read_tally(root, spooled, segment_seconds), total, lengths, interval) as monitor:
+        result = pipeline.run()
+        result.wait_until_finish()
+    storage.delete_matching(storage.join(root, "*"))
+    return result, monitor.status
+
+
+def dataset_tracks(dataset: str, split, limit) -> int:
+    """How many rows (tracks and unusable entries) the job over ``dataset`` will report, listed
+    by the launcher before it starts; UsageError (one line) when there is nothing to read."""
+    from transforms.dataset import DatasetTrack, list_dataset
+    from transforms.manifest import ManifestError
+
+    try:
+        found = list(list_dataset(dataset, split))
+    except (ManifestError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    tracks = [item for item in found if isinstance(item, DatasetTrack)]
+    if not tracks and len(found) == 1:
+        raise UsageError(found[0][2])
+    return min(len(tracks), limit if limit is not None else len(tracks)) + len(found) - len(tracks)
 
 
 def summary(result, names) -> dict:

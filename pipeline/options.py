@@ -1,5 +1,8 @@
-"""StembeamOptions: the corpus job's options, next to every Beam option."""
+"""The jobs' PipelineOptions, next to every Beam option; the flags themselves are defined in
+pipeline/flags.py (no Beam import, so --help is instant)."""
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import flags
 
 
 class StembeamOptions(PipelineOptions):
@@ -8,24 +11,15 @@ class StembeamOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
-        parser.add_argument("--output", default=None, help="output root: stems/, metadata/ (local or gs://)")
-        parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
-        parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
-        parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")
-        parser.add_argument(
-            "--mwf_block_frames", "--mwf-block-frames", type=int, default=512,
-            help="frames per Wiener-filter block, 1..512 (default 512: one segment, 11.9 s)",
-        )
-        parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
-        parser.add_argument("--bitrate", default="128k")
-        parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
-        parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
-        parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
-        parser.add_argument(
-            "--inference_accelerator", default=None,
-            help="resource hint for the inference stage only, e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' (launch/dataflow.py sets it)",
-        )
+        flags.add_pipeline_args(parser)
+
+
+class JobOptions(PipelineOptions):
+    """What every stembeam job takes: -v/--verbose, --log_level, --progress_interval."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        flags.add_job_args(parser)
 
 
 class EvaluateOptions(PipelineOptions):
@@ -33,34 +27,13 @@ class EvaluateOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--dataset", default=None,
-            help="folder of <track>/{mixture,vocals,...}.wav|flac (optionally under train/ test/), of *.stem.mp4 files, or a manifest "
-            "(uri + one column per stem)",
-        )
-        parser.add_argument(
-            "--split", default=None,
-            help="split to evaluate: default 'test' when the dataset has one (MUSDB's scores are on its test set), else every track; 'all' for every track",
-        )
-        parser.add_argument(
-            "--estimates", default=None,
-            help="score existing stems {estimates}/{track_id}/{stem}.* (e.g. a pipeline's stems/ folder) instead of separating",
-        )
+        flags.add_evaluate_args(parser)
 
 
 class PrepareOptions(PipelineOptions):
     """The training-data job's own options (``stembeam prepare-dataset``); ``--dataset`` is
-    EvaluateOptions', ``--output`` and ``--limit`` StembeamOptions' (Beam parses every
-    subclass into one parser: a flag defined twice would take one definition's default)."""
+    EvaluateOptions', ``--output`` and ``--limit`` StembeamOptions'."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems or a CONFIG.json")
-        parser.add_argument("--seed", type=int, default=0, help="seed of the random crops and augmentation")
-        parser.add_argument("--repeat", type=int, default=1, help="random crops per segment length of audio")
-        parser.add_argument("--augment", action="store_true", default=False, help="random gain per stem and left/right swap (mixture = sum of stems)")
-        parser.add_argument(
-            "--mixture_from_stems", "--mixture-from-stems", action="store_true", default=False,
-            help="use the sum of the stems as the mixture (for files whose mixture is not that sum)",
-        )
-        parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
+        flags.add_prepare_args(parser)

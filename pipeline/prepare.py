@@ -4,16 +4,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 import apache_beam as beam
 import tensorflow as tf
 
 from model.config import ModelConfig, get_config
 from model.training import TRAIN, VALIDATION
-from pipeline.jobs import announce, help_requested, parse, require, summary
+from pipeline.jobs import UsageError, announce, dataset_tracks, help_requested, parse, require, run_with_progress, summary, timing
 from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
 from transforms import storage
 from transforms.dataset import ReadDataset
+from transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from transforms.training_examples import ERRORS, SUMMARY, MakeExamples
 
 LOGGER = logging.getLogger("stembeam.prepare")
@@ -66,6 +68,10 @@ def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig,
             | f"Write{split.title()}" >> beam.io.WriteToTFRecord(storage.join(output, split), file_name_suffix=".tfrecord", num_shards=options.shards)
         )
     errors = (dataset[ERRORS], made[ERRORS]) | "AllErrors" >> beam.Flatten()
+    # marked on each branch: a Flatten of two stages would only run once both have finished
+    made[SUMMARY] | "DoneProgress" >> beam.Map(lambda s: (s["track_id"], DONE, s["seconds"], "")) | "MarkDone" >> beam.ParDo(MarkProgress(progress_root(output)))
+    made[ERRORS] | "FailedProgress" >> beam.Map(lambda e: (e[0], FAILED, None, e[2])) | "MarkFailed" >> beam.ParDo(MarkProgress(progress_root(output)))
+    dataset[ERRORS] | "InputProgress" >> beam.Map(lambda e: (e[0], FAILED, None, e[2])) | "MarkInput" >> beam.ParDo(MarkProgress(progress_root(output)))
     (
         pipeline
         | "StatsTrigger" >> beam.Create([None])
@@ -83,34 +89,31 @@ def clear_records(output: str) -> None:
 def run(argv=None) -> int:
     """Parse options, run the job, print the statistics."""
     argv = list(argv or [])
-
-    def shared_flags(parser):
-        parser.add_argument("--dataset", help="folder (MUSDB layout, optionally with train/ test/; or *.stem.mp4) or a manifest with one column per stem")
-        parser.add_argument("--output", help="folder for train-*.tfrecord, validation-*.tfrecord, stats.json, config.json (local or gs://)")
-        parser.add_argument("--limit", type=int, help="only the first N tracks")
-
-    description = "Training examples (TFRecords) from a dataset of isolated sources, as a Beam job."
-    if help_requested(argv, "stembeam prepare-dataset", description, shared_flags, PrepareOptions._add_argparse_args):
+    if help_requested(argv, "prepare-dataset"):
         return 0
-    options = parse(argv)
+    started = time.monotonic()
+    options = parse(argv, "prepare-dataset")
     job = options.view_as(PrepareOptions)
     dataset, output, limit = options.view_as(EvaluateOptions).dataset, options.view_as(StembeamOptions).output, options.view_as(StembeamOptions).limit
     require("stembeam prepare-dataset", {"--dataset": dataset, "--output": output})
     if job.repeat < 1 or job.shards < 1:
-        raise SystemExit("--repeat and --shards must be at least 1")
+        raise UsageError("--repeat and --shards must be at least 1")
     try:
         config = model_config(job.model_config)
     except (ValueError, OSError) as error:
-        raise SystemExit(f"--model_config {job.model_config}: {error}") from None
+        raise UsageError(f"--model_config {job.model_config}: {error}") from None
+    total = dataset_tracks(dataset, "all", limit)
     clear_records(output)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, config, dataset, output, limit)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, status = run_with_progress(pipeline, options, output, total, {})
     counts = summary(result, ("examples_written", "tracks_failed"))
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     print(json.dumps(stats, indent=2), flush=True)
-    announce(LOGGER, f"stembeam prepare-dataset: {counts['examples_written']} examples, {counts['tracks_failed']} tracks failed; records under {output}")
+    announce(LOGGER, (
+        f"stembeam prepare-dataset: {counts['examples_written']} examples, {counts['tracks_failed']} tracks failed "
+        f"in {timing(started, status.separated if status else 0)}; records under {output}"
+    ))
     return 0
 
 

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from pipeline.flags import add_console_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-batches", type=int, default=4)
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (the latest ones; 0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    add_console_args(parser)
     parser.add_argument(
         "--batch-norm", choices=("auto", "train", "freeze"), default="auto",
         help="auto: frozen (inference mode, pretrained statistics kept) when fine-tuning with --init, trained from scratch",

@@ -30,7 +30,7 @@ def _manifest(path, rows, columns=("uri", "track_id")):
 
 def _run(manifest, output, *flags):
     """Run the corpus job in this process: ``(separated, already done, failed)``."""
-    result, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
+    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
     counts = summary(result, COUNTERS)
     return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
 

@@ -3,7 +3,8 @@
 Prints seconds of audio per wall-clock second for
   - the whole `stembeam pipeline` job (DirectRunner; startup, model export, decode, inference, writing),
   - the official graph (model.meta + checkpoint) doing decode -> separate -> write WAV in one warm process,
-and their ratio. Usage:
+and their ratio; first, how long `stembeam --help` and each `stembeam SUBCOMMAND --help` take
+(a fresh process each, as a user types them). Usage:
   .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [-- extra Beam options]
 """
 from __future__ import annotations
@@ -50,10 +51,28 @@ def pipeline_job(manifest: str, output: str, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["prepare-dataset"], ["train"])
+
+
+def help_timings() -> list:
+    """``[(command, seconds)]``: wall time of ``python -m pipeline.cli [SUBCOMMAND] --help``."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    timings = []
+    for command in HELP_COMMANDS:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--help"], cwd=repo, check=True, capture_output=True)
+        timings.append((" ".join(["stembeam", *command, "--help"]), time.perf_counter() - start))
+    return timings
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=28, help="copies of the three 30 s cc0 mixtures (28 -> 42 min; 7 -> 10.5 min)")
     args, extra = parser.parse_known_args(argv)
+    for command, seconds in help_timings():
+        print(f"{command:<34} {seconds:5.2f} s", flush=True)
     extra = [a for a in extra if a != "--"]
     os.environ.setdefault("STEMBEAM_MODEL_PATH", MODELS)
     with tempfile.TemporaryDirectory() as tmp:

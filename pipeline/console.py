@@ -1,0 +1,99 @@
+"""What a stembeam command prints: only its own lines unless asked (-v/--verbose, --log_level).
+
+Set up before TensorFlow or Beam is imported: TensorFlow's C++ log level is read from the
+environment once, when its library loads, and Beam and Google's packages warn while they import.
+
+What each noise line is and where it is stopped (quiet mode):
+- ``E external/local_xla/... Unable to register cuFFT/cuDNN/cuBLAS factory``: TF's C++ log at
+  import, ERROR level, printed on machines without a GPU -> ``TF_CPP_MIN_LOG_LEVEL=3``.
+- google.api_core ``FutureWarning`` (Python version support), setuptools' ``pkg_resources is
+  deprecated`` ``UserWarning`` (via tensorflow_hub), other dependencies' Deprecation/Future/User
+  warnings -> ``warnings`` filters for every module but stembeam's own (also ``PYTHONWARNINGS``
+  for worker processes).
+- ``WARNING:root:crcmod package not found`` (apache_beam.io.tfrecordio at import; google-crc32c,
+  installed with Beam's gcp extra, is used instead, and a missing checksum library is still an
+  error when records are written) and ``WARNING:root:Resource module is not available``
+  (apache_beam.ml.inference.base: its optional memory metric needs torch) are logged on the root
+  logger -> the root logger's level; Beam's, absl's, TensorFlow's and Google's loggers inherit it.
+Errors are not lost: a failing job raises, and the command prints one ``error:`` line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+LOGGER_NAME = "stembeam"
+# stembeam's own modules: their warnings are about the user's inputs and are always shown.
+OWN_MODULES = r"(pipeline|transforms|model|launch|tests)(\..*)?$"
+NOISY_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning, ImportWarning)
+# TF's C++ minimum log level for a Python level: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
+_TF_LEVELS = {"DEBUG": "0", "INFO": "0", "WARNING": "1", "ERROR": "2", "CRITICAL": "3"}
+
+_state = {"verbose": False}
+
+
+def wanted(argv) -> tuple:
+    """``(verbose, log_level)`` from a command line, before any parser exists (Beam's parser
+    needs Beam imported, and that import is the first thing to keep quiet)."""
+    verbose, level = False, None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("-v", "--verbose"):
+            verbose = True
+        elif arg in ("--log_level", "--log-level") and i + 1 < len(argv):
+            level = argv[i + 1].upper()
+        elif arg.startswith(("--log_level=", "--log-level=")):
+            level = arg.split("=", 1)[1].upper()
+    return verbose, level
+
+
+def setup(verbose: bool = False, log_level: str | None = None) -> None:
+    """Quiet by default; ``verbose`` shows every library's logs at INFO and every warning;
+    ``log_level`` sets every logger's level (TF's C++ log follows it)."""
+    _state["verbose"] = verbose or log_level in ("DEBUG", "INFO")
+    level = logging.INFO if verbose else getattr(logging, log_level or "", None)
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else _TF_LEVELS.get(log_level, "3")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    own = logging.getLogger(LOGGER_NAME)
+    own.handlers[:] = [handler]
+    own.propagate = False
+    if level is None:
+        own.setLevel(logging.INFO)
+        # Third-party loggers without a level of their own (Beam's, absl's, TF's, Google's, and
+        # direct logging.warning() calls) inherit the root's.
+        logging.root.setLevel(logging.CRITICAL)
+        for name in ("absl", "tensorflow", "apache_beam"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        for category in NOISY_CATEGORIES:
+            warnings.filterwarnings("ignore", category=category)
+            warnings.filterwarnings("default", category=category, module=OWN_MODULES)
+        noisy = ",".join(f"ignore::{c.__name__}" for c in NOISY_CATEGORIES)
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), noisy]))
+    else:
+        own.setLevel(level)
+        logging.basicConfig(level=level, format="%(levelname)s:%(name)s:%(message)s", force=True)
+        logging.root.setLevel(level)
+        warnings.simplefilter("default")
+
+
+def verbose() -> bool:
+    """Whether tracebacks and library logs are wanted."""
+    return _state["verbose"]
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a failed command: the error's first line, prefixed by its type unless it is
+    one of stembeam's usage errors; Beam's ``[while running 'Step']`` is kept."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if isinstance(error, SystemExit):
+        return f"error: {first}"
+    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    step = next((line for line in lines[1:] if "[while running" in line), None)
+    if step is not None:
+        text += " " + step[step.index("[while running") :]
+    return f"error: {text}"

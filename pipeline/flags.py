@@ -1,0 +1,113 @@
+"""The Beam jobs' own flags as plain argparse functions (no Beam import), so that ``--help``
+answers at once; pipeline/options.py registers the same functions with Beam's PipelineOptions."""
+from __future__ import annotations
+
+import argparse
+
+BEAM_EPILOG = "Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...); an unknown one is an error."
+
+
+def add_console_args(parser) -> None:
+    """What every subcommand takes: how much to say."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=False, help="show every library's logs and warnings, and tracebacks")
+    parser.add_argument(
+        "--log_level", "--log-level", default=None, type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="log level of every library (default: only stembeam's own lines)",
+    )
+
+
+def add_job_args(parser) -> None:
+    """What every Beam job takes besides its own flags: console and progress."""
+    add_console_args(parser)
+    parser.add_argument(
+        "--progress_interval", "--progress-interval", type=float, default=30.0,
+        help="seconds between progress lines when stderr is not a terminal (default 30; a terminal gets a bar updated in place); 0: none",
+    )
+
+
+def add_pipeline_args(parser) -> None:
+    """The corpus job's flags (``stembeam pipeline``; evaluate takes them too)."""
+    parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
+    parser.add_argument("--output", default=None, help="output root: stems/, metadata/ (local or gs://)")
+    parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
+    parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
+    parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")
+    parser.add_argument(
+        "--mwf_block_frames", "--mwf-block-frames", type=int, default=512,
+        help="frames per Wiener-filter block, 1..512 (default 512: one segment, 11.9 s)",
+    )
+    parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
+    parser.add_argument("--bitrate", default="128k")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
+    parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
+    parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
+    parser.add_argument(
+        "--inference_accelerator", default=None,
+        help="resource hint for the inference stage only, e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' (launch/dataflow.py sets it)",
+    )
+
+
+def add_evaluate_args(parser) -> None:
+    """The evaluation job's own flags (it also takes add_pipeline_args': --output, --model, --mwf, ...)."""
+    parser.add_argument(
+        "--dataset", default=None,
+        help="folder of <track>/{mixture,vocals,...}.wav|flac (optionally under train/ test/), of *.stem.mp4 files, or a manifest "
+        "(uri + one column per stem)",
+    )
+    parser.add_argument(
+        "--split", default=None,
+        help="split to evaluate: default 'test' when the dataset has one (MUSDB's scores are on its test set), else every track; 'all' for every track",
+    )
+    parser.add_argument(
+        "--estimates", default=None,
+        help="score existing stems {estimates}/{track_id}/{stem}.* (e.g. a pipeline's stems/ folder) instead of separating",
+    )
+
+
+def add_prepare_args(parser) -> None:
+    """The training-data job's own flags (``--dataset`` is add_evaluate_args', ``--output`` and
+    ``--limit`` add_pipeline_args': Beam parses every options class into one parser, so a flag
+    defined twice would take one definition's default)."""
+    parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems or a CONFIG.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random crops and augmentation")
+    parser.add_argument("--repeat", type=int, default=1, help="random crops per segment length of audio")
+    parser.add_argument("--augment", action="store_true", default=False, help="random gain per stem and left/right swap (mixture = sum of stems)")
+    parser.add_argument(
+        "--mixture_from_stems", "--mixture-from-stems", action="store_true", default=False,
+        help="use the sum of the stems as the mixture (for files whose mixture is not that sum)",
+    )
+    parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
+
+
+def _prepare_shared(parser) -> None:
+    # prepare-dataset's help shows only the shared flags it uses.
+    parser.add_argument("--dataset", help="folder (MUSDB layout, optionally with train/ test/; or *.stem.mp4) or a manifest with one column per stem")
+    parser.add_argument("--output", help="folder for train-*.tfrecord, validation-*.tfrecord, stats.json, config.json (local or gs://)")
+    parser.add_argument("--limit", type=int, help="only the first N tracks")
+
+
+# name -> (description, flag adders): what `stembeam NAME --help` shows, without importing the job.
+JOB_HELP = {
+    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_job_args)),
+    "evaluate": (
+        "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
+        "--manifest is the corpus job's; give the dataset as --dataset.",
+        (add_evaluate_args, add_pipeline_args, add_job_args),
+    ),
+    "prepare-dataset": (
+        "Training examples (TFRecords) from a dataset of isolated sources, as a Beam job.",
+        (_prepare_shared, add_prepare_args, add_job_args),
+    ),
+}
+
+
+def help_requested(argv, name: str) -> bool:
+    """Print ``stembeam NAME``'s help when ``argv`` asks for it; True if it did."""
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    description, adders = JOB_HELP[name]
+    parser = argparse.ArgumentParser(prog=f"stembeam {name}", description=description, epilog=BEAM_EPILOG)
+    for add in adders:
+        add(parser)
+    parser.print_help()
+    return True
