@@ -24,7 +24,10 @@ CODECS = {
     "mp3": ("mp3", ["-c:a", "libmp3lame"]),
     "ogg": ("ogg", ["-c:a", "libvorbis"]),
     "m4a": ("m4a", ["-c:a", "aac"]),
+    "wma": ("wma", ["-c:a", "wmav2"]),
 }
+# ffmpeg's muxer per codec, where it is not the extension's name.
+MUXERS = {"m4a": "mp4", "wma": "asf"}
 
 
 _TFIO_LOCK = threading.Lock()
@@ -256,7 +259,7 @@ class AudioWriter:
         cmd += args
         if bitrate and codec != "flac":
             cmd += ["-b:a", bitrate]
-        cmd += ["-f", {"m4a": "mp4"}.get(codec, ext), "file:" + os.path.abspath(self._tmp)]
+        cmd += ["-f", MUXERS.get(codec, ext), "file:" + os.path.abspath(self._tmp)]
         self._codec = codec
         self._errors = tempfile.TemporaryFile()
         self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors)

@@ -44,7 +44,7 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
         local, remote_files = storage.cached_folder(remote)
         model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
-    config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
+    config = config_for_dir(folder, model if model.startswith("spleeter:") or model.lower().endswith(".json") else None)
     keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")

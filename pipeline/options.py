@@ -17,7 +17,7 @@ class StembeamOptions(PipelineOptions):
             "--mwf_block_frames", "--mwf-block-frames", type=int, default=512,
             help="frames per Wiener-filter block, 1..512 (default 512: one segment, 11.9 s)",
         )
-        parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
+        parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg, m4a or wma")
         parser.add_argument("--bitrate", default="128k")
         parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
         parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
