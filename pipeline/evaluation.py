@@ -62,7 +62,7 @@ def _dataset_error_row(error, labels):
 
 def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, config, keras_uri, labels: dict, description: str):
     """Wire the evaluation job's named transforms into ``pipeline``."""
-    dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit)
+    dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit, evaluation.dataset_root)
     input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
     if evaluation.estimates:
         paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels)).with_outputs(TRACKS, main="pairs")

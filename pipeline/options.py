@@ -43,6 +43,10 @@ class EvaluateOptions(PipelineOptions):
             help="split to evaluate: default 'test' when the dataset has one (MUSDB's scores are on its test set), else every track; 'all' for every track",
         )
         parser.add_argument(
+            "--dataset_root", "--dataset-root", default=None,
+            help="folder a manifest's relative paths start from (default: the manifest's folder; for Spleeter's dataset CSV, its -d folder)",
+        )
+        parser.add_argument(
             "--estimates", default=None,
             help="score existing stems {estimates}/{track_id}/{stem}.* (e.g. a pipeline's stems/ folder) instead of separating",
         )
