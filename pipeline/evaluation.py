@@ -96,12 +96,34 @@ def clear_evaluation(output: str) -> None:
     storage.delete_matching(storage.join(evaluation_output(output), "*"))
 
 
+# Spleeter's `evaluate` flags -> ours (its -a/--adapter and --verbose have no meaning here).
+SPLEETER_FLAGS = {"-p": "--model", "--params_filename": "--model", "--mus_dir": "--dataset", "-o": "--output", "--output_path": "--output"}
+SPLEETER_IGNORED_FLAGS = {"-a": 1, "--adapter": 1, "--verbose": 0}
+
+
+def spleeter_aliases(argv: list) -> list:
+    """``-p MODEL --mus_dir DIR -o OUT`` (Spleeter's evaluate) as ``--model --dataset --output``."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, _, value = argv[i].partition("=")
+        if flag in SPLEETER_IGNORED_FLAGS:
+            i += 1 + (SPLEETER_IGNORED_FLAGS[flag] if not value else 0)
+            continue
+        if flag in SPLEETER_FLAGS:
+            out.append(SPLEETER_FLAGS[flag] + ("=" + value if value else ""))
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
+
+
 def run(argv=None) -> int:
     """Parse options, run the evaluation job, print the Table-1-style medians and a summary line."""
-    argv = list(argv or [])
+    argv = spleeter_aliases(list(argv or []))
     description = (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
-        "--manifest is the corpus job's; give the dataset as --dataset."
+        "--manifest is the corpus job's; give the dataset as --dataset. "
+        "Spleeter's flags work too: -p MODEL (--model), --mus_dir DIR (--dataset), -o OUT (--output)."
     )
     if help_requested(argv, "stembeam evaluate", description, EvaluateOptions._add_argparse_args, StembeamOptions._add_argparse_args):
         return 0
