@@ -24,9 +24,12 @@ CODECS = {
     "mp3": ("mp3", ["-c:a", "libmp3lame"]),
     "ogg": ("ogg", ["-c:a", "libvorbis"]),
     "m4a": ("m4a", ["-c:a", "aac"]),
+    "wma": ("wma", ["-c:a", "wmav2"]),
 }
 # Codecs whose bytes do not depend on the bitrate.
 LOSSLESS_CODECS = ("wav", "flac")
+# ffmpeg's muxer per codec, where it is not the extension's name.
+MUXERS = {"m4a": "mp4", "wma": "asf"}
 
 
 _TFIO_LOCK = threading.Lock()
@@ -285,7 +288,7 @@ class AudioWriter:
         cmd += args
         if bitrate and codec != "flac":
             cmd += ["-b:a", bitrate]
-        cmd += ["-f", {"m4a": "mp4"}.get(codec, ext), "file:" + os.path.abspath(self._tmp)]
+        cmd += ["-f", MUXERS.get(codec, ext), "file:" + os.path.abspath(self._tmp)]
         self._codec = codec
         self._errors = tempfile.TemporaryFile()
         self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors)

@@ -1,10 +1,11 @@
-"""Model configurations: Spleeter's 2, 4 and 5 stems parameters."""
+"""Model configurations: Spleeter's 2, 4 and 5 stems parameters, and Spleeter's own config JSON."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 
 
 _STEM_NAME = re.compile(r"\w[\w.-]{0,63}")
@@ -54,15 +55,28 @@ class ModelConfig:
         """Samples spanned by the T frames of one segment."""
         return (self.T - 1) * self.frame_step + self.frame_length
 
+    def __post_init__(self):
+        if self.mask_extension not in MASK_EXTENSIONS:
+            raise ValueError(f"mask_extension {self.mask_extension!r}: choose one of {', '.join(MASK_EXTENSIONS)}")
+        if self.n_channels not in (1, 2):
+            raise ValueError(f"n_channels {self.n_channels}: 1 (mono model) or 2")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
+        """stembeam's own JSON (``stembeam.json``), or Spleeter's configuration JSON."""
         data = json.loads(text)
+        if is_spleeter_config(data):
+            return from_spleeter(data)[0]
         for key in ("instruments", "conv_n_filters"):
             data[key] = tuple(data[key])
         return cls(**data)
+
+
+# Spleeter's _extend_mask: bins above F get zeros, or each frame's mean mask over the F bins.
+MASK_EXTENSIONS = ("zeros", "average")
 
 
 SPLEETER_2STEMS = ModelConfig(
@@ -95,3 +109,126 @@ def get_config(name: str) -> ModelConfig:
         return CONFIGS[key]
     except KeyError:
         raise ValueError(f"unknown model configuration {name!r}; known: {sorted(CONFIGS)}") from None
+
+
+# --- Spleeter's configuration JSON (configs/*.json, its training configs) -------------------
+
+# Spleeter model functions ("model.type") that are stembeam's U-nets: sigmoid masks per U-net,
+# or the U-nets' logits through a softmax across instruments.
+SPLEETER_MODEL_TYPES = {"unet.unet": False, "unet.softmax_unet": True}
+# Keys Spleeter reads that have no meaning here (its Estimator's and tf.data's knobs).
+SPLEETER_IGNORED_KEYS = ("throttle_secs", "save_summary_steps", "chunk_duration", "n_chunks_per_song", "duration")
+# Spleeter's training keys that stembeam maps (SpleeterTraining).
+SPLEETER_TRAINING_KEYS = (
+    "train_csv", "validation_csv", "model_dir", "training_cache", "validation_cache", "batch_size",
+    "learning_rate", "train_max_steps", "random_seed", "save_checkpoints_steps", "mix_name", "optimizer", "loss_type",
+)
+SPLEETER_MODEL_KEYS = (
+    "instrument_list", "sample_rate", "frame_length", "frame_step", "T", "F", "n_channels",
+    "separation_exponent", "mask_extension", "model",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpleeterTraining:
+    """The training half of a Spleeter configuration (paths as written in the JSON)."""
+
+    model_dir: Optional[str] = None
+    train_csv: Optional[str] = None
+    validation_csv: Optional[str] = None
+    training_cache: Optional[str] = None
+    validation_cache: Optional[str] = None
+    mix_name: str = "mix"
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    train_max_steps: int = 1000
+    random_seed: int = 0
+    save_checkpoints_steps: int = 100
+    ignored: Tuple[str, ...] = ()
+
+
+def is_spleeter_config(data: dict) -> bool:
+    """Spleeter's configurations name their stems ``instrument_list`` (stembeam's: ``instruments``)."""
+    return isinstance(data, dict) and "instrument_list" in data and "instruments" not in data
+
+
+def _conv_activation(name) -> str:
+    # Spleeter's _get_conv_activation_layer: ReLU, ELU, anything else LeakyReLU(0.2).
+    return {"ReLU": "relu", "ELU": "elu"}.get(str(name), "leaky_relu")
+
+
+def _deconv_activation(name) -> str:
+    # Spleeter's _get_deconv_activation_layer: LeakyReLU(0.2), ELU, anything else ReLU.
+    return {"LeakyReLU": "leaky_relu", "ELU": "elu"}.get(str(name), "relu")
+
+
+def _config_name(data: dict, source: Optional[str]) -> str:
+    """A name for the model: its model_dir's (or the file's) base name, as a Keras-safe word."""
+    base = os.path.basename(str(data.get("model_dir") or "").rstrip("/")) or os.path.splitext(os.path.basename(source or ""))[0] or "model"
+    return "spleeter-config:" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "model")
+
+
+def from_spleeter(data: dict, source: Optional[str] = None) -> Tuple[ModelConfig, SpleeterTraining]:
+    """Map Spleeter's configuration dict to ``(ModelConfig, SpleeterTraining)``.
+
+    Every key Spleeter reads is mapped or listed in SPLEETER_IGNORED_KEYS; ``model.type`` must be
+    ``unet.unet`` or ``unet.softmax_unet``; ``optimizer`` (Adam only) and ``loss_type``
+    (``L1_mask`` only) are checked. Raises ValueError naming the key and the value.
+    """
+    where = f"{source}: " if source else ""
+    model = data.get("model") or {}
+    kind = model.get("type", "unet.unet")
+    if kind not in SPLEETER_MODEL_TYPES:
+        raise ValueError(f"{where}model.type {kind!r} is not supported (stembeam has {', '.join(SPLEETER_MODEL_TYPES)})")
+    params = model.get("params") or {}
+    if data.get("optimizer") not in (None, "Adam"):
+        raise ValueError(f"{where}optimizer {data['optimizer']!r} is not supported (stembeam trains with Adam, Spleeter's default)")
+    if data.get("loss_type", "L1_mask") != "L1_mask":
+        raise ValueError(f"{where}loss_type {data['loss_type']!r} is not supported (stembeam's loss is Spleeter's L1_mask)")
+    defaults = ModelConfig(name="defaults", instruments=("x",))
+    try:
+        config = ModelConfig(
+            name=_config_name(data, source),
+            instruments=tuple(str(i) for i in data["instrument_list"]),
+            sample_rate=int(data.get("sample_rate", defaults.sample_rate)),
+            frame_length=int(data.get("frame_length", defaults.frame_length)),
+            frame_step=int(data.get("frame_step", defaults.frame_step)),
+            T=int(data.get("T", defaults.T)),
+            F=int(data.get("F", defaults.F)),
+            n_channels=int(data.get("n_channels", defaults.n_channels)),
+            separation_exponent=float(data.get("separation_exponent", defaults.separation_exponent)),
+            mask_extension=str(data.get("mask_extension", defaults.mask_extension)),
+            conv_activation=_conv_activation(params.get("conv_activation")),
+            deconv_activation=_deconv_activation(params.get("deconv_activation")),
+            conv_n_filters=tuple(int(n) for n in params.get("conv_n_filters", defaults.conv_n_filters)),
+            softmax_masks=SPLEETER_MODEL_TYPES[kind],
+        )
+    except ValueError as error:
+        raise ValueError(f"{where}{error}") from None
+    if len(config.conv_n_filters) != 6:
+        raise ValueError(f"{where}model.params.conv_n_filters must list 6 filter counts")
+    known = set(SPLEETER_MODEL_KEYS) | set(SPLEETER_TRAINING_KEYS) | set(SPLEETER_IGNORED_KEYS)
+    fields = {f.name for f in dataclasses.fields(SpleeterTraining)} - {"ignored"}
+    training = SpleeterTraining(
+        **{key: data[key] for key in fields if data.get(key) is not None},
+        ignored=tuple(sorted(k for k in data if k in SPLEETER_IGNORED_KEYS or k not in known)),
+    )
+    return config, training
+
+
+def load_config_file(path: str) -> Tuple[ModelConfig, Optional[SpleeterTraining]]:
+    """``(ModelConfig, SpleeterTraining or None)`` of a JSON file (local or gs://): stembeam's
+    ``stembeam.json``/``config.json`` or Spleeter's configuration."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as handle:
+        try:
+            data = json.loads(handle.read())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not JSON ({error})") from None
+    if is_spleeter_config(data):
+        return from_spleeter(data, path)
+    try:
+        return ModelConfig.from_json(json.dumps(data)), None
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: neither a stembeam nor a Spleeter configuration ({error!r})") from None

@@ -22,16 +22,16 @@ SAVED_MODEL_DIR = "saved_model"
 def waveform_separator(model: keras.Model, config: ModelConfig):
     """A tf.function ``waveform [n, 2] -> {instrument: [n, 2]}`` doing the graph's soft-mask separation."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None, config.n_channels], tf.float32, name="waveform")])
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="waveform")])
     def separate(waveform):
         n = tf.shape(waveform)[0]
         spec = segment_graph.stft(waveform, config, pad_end=True)  # [frames, bins, channels]
         frames = tf.shape(spec)[0]
         pad = tf.math.floormod(config.T - tf.math.floormod(frames, config.T), config.T)
         magnitude = tf.pad(segment_graph.magnitudes(spec, config), [[0, pad], [0, 0], [0, 0]])
-        segments = tf.reshape(magnitude, [-1, config.T, config.F, config.n_channels])
-        sources = model(segments, training=False)
-        sources = tf.reshape(sources, [-1, config.F, config.n_channels, len(config.instruments)])[:frames]
+        segments = tf.reshape(magnitude, [-1, config.T, config.F, 2])
+        sources = segment_graph.source_magnitudes(model, segments, config)
+        sources = tf.reshape(sources, [-1, config.F, 2, len(config.instruments)])[:frames]
         masked = segment_graph.apply_masks(spec, segment_graph.ratio_masks(sources, config))
         return {name: segment_graph.inverse_stft(masked[..., k], config)[:n] for k, name in enumerate(config.instruments)}
 

@@ -8,8 +8,8 @@ import keras
 import tensorflow as tf
 
 from model import checkpoint
-from model.config import CONFIGS, ModelConfig, get_config
-from model.resolve import resolve_model_dir
+from model.config import CONFIGS, ModelConfig, get_config, load_config_file
+from model.resolve import is_config_file, resolve_model_dir
 from model.unet import build_model
 
 CONFIG_FILE = "stembeam.json"
@@ -17,7 +17,10 @@ KERAS_FILE = "model.keras"
 
 
 def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
-    """The folder's ``stembeam.json``, else the official config named or implied by its variables."""
+    """The configuration file ``name`` (stembeam's or Spleeter's JSON) when given, else the
+    folder's ``stembeam.json``, else the official config named or implied by its variables."""
+    if name and is_config_file(name):
+        return load_config_file(name)[0]
     path = os.path.join(model_dir, CONFIG_FILE)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as handle:
@@ -51,7 +54,7 @@ def weights_fingerprint(model_dir: str) -> str:
 def load_model(name: str, model_dir: str | None = None):
     """``(config, keras.Model)`` for a model name or folder (see model.resolve)."""
     folder = resolve_model_dir(name, model_dir)
-    config = config_for_dir(folder, name if ":" in name else None)
+    config = config_for_dir(folder, name if ":" in name or is_config_file(name) else None)
     keras_path = os.path.join(folder, KERAS_FILE)
     if tf.io.gfile.exists(keras_path):
         return config, keras.models.load_model(keras_path, compile=False)

@@ -48,7 +48,10 @@ def _short_name(name: str) -> str:
 
 
 def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | None = None) -> str:
-    """Folder of the model ``name`` (``spleeter:2stems``, ``2stems`` or a path), see module doc."""
+    """Folder of the model ``name`` (``spleeter:2stems``, ``2stems``, a path, or a configuration
+    JSON: Spleeter's names its folder ``model_dir``), see module doc."""
+    if is_config_file(name) and not model_dir:
+        return _config_model_dir(name, download)
     looked: List[str] = []
     for candidate in (model_dir, name if ("/" in name or name.startswith(".")) else None):
         if candidate:
@@ -80,6 +83,33 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
         else:
             looked.append(f"{url} (download disabled by STEMBEAM_NO_DOWNLOAD)")
     raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked))
+
+
+def is_config_file(name: str) -> bool:
+    """A model given as a configuration file (``-p CONFIG.json``, as Spleeter takes it)."""
+    return name.lower().endswith(".json")
+
+
+def _config_model_dir(path: str, download: bool | None) -> str:
+    """The folder a Spleeter configuration's ``model_dir`` names: a folder (relative to the
+    current directory, as Spleeter reads it), else a model name looked up as usual."""
+    from model.config import load_config_file
+
+    if not tf.io.gfile.exists(path):
+        raise ModelNotFoundError(f"configuration {path} not found")
+    try:
+        _, training = load_config_file(path)
+    except ValueError as error:
+        raise ModelNotFoundError(str(error)) from None
+    folder = training.model_dir if training is not None else None
+    if not folder:
+        raise ModelNotFoundError(f"{path}: no model_dir in the configuration (give the model folder with --model-dir)")
+    if is_model_dir(folder):
+        return folder
+    try:
+        return resolve_model_dir(folder, download=download)
+    except ModelNotFoundError as error:
+        raise ModelNotFoundError(f"{path}: model_dir {folder!r}: {error}") from None
 
 
 def sha256_of(path: str) -> str:

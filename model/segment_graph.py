@@ -36,7 +36,7 @@ def inverse_stft(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
 
 
 def ratio_masks(sources: tf.Tensor, config: ModelConfig) -> tf.Tensor:
-    """Spleeter's masks ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, zero-extended from F to N//2+1 bins.
+    """Spleeter's masks ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, extended from F to N//2+1 bins.
 
     sources: ``[..., frames, F, C, S]``; returns ``[..., frames, N//2+1, C, S]``.
     """
@@ -44,10 +44,7 @@ def ratio_masks(sources: tf.Tensor, config: ModelConfig) -> tf.Tensor:
     powered = sources**config.separation_exponent
     total = tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON
     masks = (powered + spectral.EPSILON / count) / total
-    rank = len(masks.shape)
-    padding = [[0, 0]] * rank
-    padding[rank - 3] = [0, config.n_bins - config.F]
-    return tf.pad(masks, padding)
+    return extend_masks(masks, config, len(masks.shape) - 3)
 
 
 def overlap_add(frames: tf.Tensor, frame_step: int) -> tf.Tensor:
@@ -68,6 +65,34 @@ def magnitudes(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
     return tf.abs(spec)[..., : config.F, :]
 
 
+def extend_masks(masks: tf.Tensor, config: ModelConfig, axis: int) -> tf.Tensor:
+    """Masks of F bins (on ``axis``) to N//2+1 bins, as Spleeter's ``mask_extension`` says:
+    ``zeros`` above F, or ``average``: each frame's mean over the F bins."""
+    extra = config.n_bins - config.F
+    if config.mask_extension == "average":
+        row = tf.reduce_mean(masks, axis=axis, keepdims=True)
+        multiples = [1] * len(masks.shape)
+        multiples[axis] = extra
+        return tf.concat([masks, tf.tile(row, multiples)], axis=axis)
+    padding = [[0, 0]] * len(masks.shape)
+    padding[axis] = [0, extra]
+    return tf.pad(masks, padding)
+
+
+def source_magnitudes(model, mix: tf.Tensor, config: ModelConfig, training: bool = False) -> tf.Tensor:
+    """Stereo mixture magnitudes ``[B, T, F, 2]`` -> source magnitudes ``[B, T, F, 2, S]``.
+
+    A mono model (``n_channels`` 1) separates each channel on its own (the channels go through
+    the batch); its two mask channels, trained against one target channel, are averaged.
+    """
+    if config.n_channels == 2:
+        return model(mix, training=training)
+    batch, count = tf.shape(mix)[0], len(config.instruments)
+    channels = tf.reshape(tf.transpose(mix, [0, 3, 1, 2]), [-1, config.T, config.F, 1])
+    sources = tf.reduce_mean(model(channels, training=training), axis=3)  # [2B, T, F, S]
+    return tf.transpose(tf.reshape(sources, [batch, 2, config.T, config.F, count]), [0, 2, 3, 1, 4])
+
+
 def apply_masks(spec: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     """``spec [..., bins, C]`` times each mask ``[..., bins, C, S]`` -> ``[..., bins, C, S]``."""
     return spec[..., tf.newaxis] * tf.cast(masks, tf.complex64)
@@ -78,7 +103,7 @@ class SegmentSeparator:
 
     def __init__(self, model, config: ModelConfig):
         self.config = config
-        spans = tf.TensorSpec([None, config.segment_samples, config.n_channels], tf.float32)
+        spans = tf.TensorSpec([None, config.segment_samples, 2], tf.float32)
         self._soft = tf.function(self._soft_graph, input_signature=[spans])
         self._spectra = tf.function(self._spectra_graph, input_signature=[spans])
         self._model = model
@@ -90,19 +115,24 @@ class SegmentSeparator:
         config, count = self.config, len(self.config.instruments)
         window = _hann(config.frame_length, tf.float32)
         frames = tf.signal.frame(tf.transpose(spans, [0, 2, 1]), config.frame_length, config.frame_step)  # [B, C, T, N]
-        # Masks are zero above F (Spleeter's mask extension), so only F bins are kept: the
-        # inverse FFT zero-pads them back, exactly as multiplying by the zero-extended mask.
-        spec = tf.signal.rfft(frames * window, [config.frame_length])[..., : config.F]  # [B, C, T, F]
-        sources = self._model(tf.transpose(tf.abs(spec), [0, 2, 3, 1]), training=False)  # [B, T, F, C, S]
+        full = tf.signal.rfft(frames * window, [config.frame_length])  # [B, C, T, N//2+1]
+        spec = full[..., : config.F]
+        sources = source_magnitudes(self._model, tf.transpose(tf.abs(spec), [0, 2, 3, 1]), config)  # [B, T, F, C, S]
         powered = tf.square(sources) if config.separation_exponent == 2 else sources**config.separation_exponent
         masks = (powered + spectral.EPSILON / count) / (tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON)
-        masked = spec[:, tf.newaxis] * tf.cast(tf.transpose(masks, [0, 4, 3, 1, 2]), tf.complex64)  # [B, S, C, T, F]
+        if config.mask_extension == "zeros":
+            # Masks are zero above F, so only F bins are kept: the inverse FFT zero-pads them
+            # back, exactly as multiplying by the zero-extended mask.
+            full = spec
+        else:
+            masks = extend_masks(masks, config, 2)
+        masked = full[:, tf.newaxis] * tf.cast(tf.transpose(masks, [0, 4, 3, 1, 2]), tf.complex64)  # [B, S, C, T, bins]
         pieces = tf.signal.irfft(masked, [config.frame_length]) * (window * spectral.WINDOW_COMPENSATION_FACTOR)
         return tf.transpose(overlap_add(pieces, config.frame_step), [0, 3, 2, 1])  # [B, L, C, S]
 
     def _spectra_graph(self, spans):
         spec = stft(spans, self.config)
-        return spec, self._model(magnitudes(spec, self.config), training=False)
+        return spec, source_magnitudes(self._model, magnitudes(spec, self.config), self.config)
 
     def soft(self, spans: np.ndarray) -> np.ndarray:
         """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``."""

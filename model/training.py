@@ -140,7 +140,7 @@ class Trainer:
 
     def __init__(
         self, config: ModelConfig, data: str, model_dir: str, batch_size: int = 4, learning_rate: float = 1e-4, seed: int = 0,
-        freeze_batch_norm: bool = False, keep_checkpoints: int | None = KEEP_CHECKPOINTS,
+        freeze_batch_norm: bool = False, keep_checkpoints: int | None = KEEP_CHECKPOINTS, validation_data: Optional[str] = None,
     ):
         import keras
 
@@ -151,7 +151,7 @@ class Trainer:
         train_files = record_files(data, TRAIN)
         if not train_files:
             raise FileNotFoundError(f"no training records {os.path.join(data, TRAIN + '-*.tfrecord')} (run `stembeam prepare-dataset`)")
-        self.validation_files = record_files(data, VALIDATION) or train_files
+        self.validation_files = record_files(validation_data or data, VALIDATION) or train_files
         self.model = build_model(config)
         if freeze_batch_norm:
             # Keras' fine-tuning practice: frozen BatchNormalization layers run in inference mode,

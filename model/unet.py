@@ -13,6 +13,9 @@ from keras import layers
 from model.config import ModelConfig
 
 
+MASK_CHANNELS = 2
+
+
 def tf1_name(base: str, index: int) -> str:
     """TF1 Keras auto-name: ``conv2d``, ``conv2d_1``, ..."""
     return base if index == 0 else f"{base}_{index}"
@@ -78,8 +81,10 @@ def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
             x = layers.Dropout(0.5, name=f"{prefix}_dropout{level}")(x)
         if level < 5:
             x = layers.Concatenate(axis=-1, name=f"{prefix}_skip{level}")([skips[level], x])
+    # Spleeter's mask convolution always has 2 filters, also in mono models (n_channels 1),
+    # whose masks then broadcast over the one input channel: the official variable shapes.
     mask_conv = layers.Conv2D(
-        config.n_channels,
+        MASK_CHANNELS,
         (4, 4),
         dilation_rate=(2, 2),
         padding="same",
@@ -94,18 +99,19 @@ def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
 
 
 def build_model(config: ModelConfig) -> keras.Model:
-    """Keras model: mixture magnitudes ``[B, T, F, 2]`` -> source magnitudes ``[B, T, F, 2, S]``.
+    """Keras model: mixture magnitudes ``[B, T, F, C]`` -> source magnitudes ``[B, T, F, 2, S]``
+    (``C = config.n_channels``; a mono model's two mask channels both apply to its one input).
 
     Sources are stacked on the last axis in ``config.instruments`` order.
     """
     shape = (config.T, config.F, config.n_channels)
     inputs = keras.Input(shape=shape, name="mix_spectrogram")
-    expand = lambda name: layers.Reshape(shape + (1,), name=name)  # noqa: E731
+    expand = lambda name, channels=MASK_CHANNELS: layers.Reshape((config.T, config.F, channels, 1), name=name)  # noqa: E731
     n = len(config.instruments)
     if config.softmax_masks:
         logits = [expand(f"logits{i}")(apply_unet(inputs, config, i, logits=True)) for i in range(n)]
         masks = layers.Softmax(axis=-1, name="stem_softmax")(layers.Concatenate(axis=-1, name="stack_logits")(logits))
-        mix = expand("mix_expand")(inputs)
+        mix = expand("mix_expand", config.n_channels)(inputs)
         tiled = layers.Concatenate(axis=-1, name="mix_tile")([mix] * n)
         outputs = layers.Multiply(name="source_spectrograms")([masks, tiled])
     else:

@@ -11,22 +11,26 @@ from pipeline.flags import JOB_HELP, add_console_args, help_requested
 
 
 def _separate(args) -> int:
-    from pipeline.separate import DEFAULT_FILENAME_FORMAT, separate_files
+    from pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
 
-    errors = separate_files(
-        args.files,
-        args.output_path,
-        model=args.params_filename,
-        model_dir=args.model_dir,
-        codec=args.codec,
-        bitrate=args.bitrate,
-        filename_format=args.filename_format or DEFAULT_FILENAME_FORMAT,
-        offset=args.offset,
-        duration=args.duration,
-        mwf=args.mwf,
-        mwf_block_frames=args.mwf_block_frames,
-        progress=not args.no_progress,
-    )
+    try:
+        errors = separate_files(
+            args.files,
+            args.output_path,
+            model=args.params_filename,
+            model_dir=args.model_dir,
+            codec=args.codec,
+            bitrate=args.bitrate,
+            filename_format=args.filename_format or DEFAULT_FILENAME_FORMAT,
+            offset=args.offset,
+            duration=args.duration,
+            mwf=args.mwf,
+            mwf_block_frames=args.mwf_block_frames,
+            progress=not args.no_progress,
+        )
+    except FilenameFormatError as error:
+        print(f"error: {error}; nothing written", file=sys.stderr)
+        return 1
     done = len(args.files) - len(errors)
     print(f"separated {done} of {len(args.files)} files into {args.output_path}", file=sys.stderr)
     return 1 if errors else 0

@@ -64,7 +64,10 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
         local, _ = storage.cached_folder(remote)
         model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
-    config = config_for_dir(folder, model if model.startswith("spleeter:") else None)
+    config = config_for_dir(folder, model if model.startswith("spleeter:") or model.lower().endswith(".json") else None)
+    if config.n_channels != 2:
+        # transforms/write.py opens writers with the model's channel count; mono models give stereo stems.
+        raise SystemExit(f"--model {model}: a mono model (n_channels 1) is not supported by the Beam jobs yet; use `stembeam separate -p {model}`")
     fingerprint = weights_fingerprint(folder)
     keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)

@@ -81,7 +81,7 @@ def _dataset_error_row(error, labels):
 
 def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, model, labels: dict, description: str, run_id=None, codec=None):
     """Wire the evaluation job's named transforms into ``pipeline``."""
-    dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit)
+    dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit, evaluation.dataset_root)
     input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
     if evaluation.estimates:
         paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels, codec)).with_outputs(TRACKS, main="pairs")
@@ -124,9 +124,30 @@ def clear_evaluation(output: str) -> None:
     storage.delete_matching(storage.join(evaluation_output(output), "*"))
 
 
+# Spleeter's `evaluate` flags -> ours (its -a/--adapter and --verbose have no meaning here).
+SPLEETER_FLAGS = {"-p": "--model", "--params_filename": "--model", "--mus_dir": "--dataset", "-o": "--output", "--output_path": "--output"}
+SPLEETER_IGNORED_FLAGS = {"-a": 1, "--adapter": 1, "--verbose": 0}
+
+
+def spleeter_aliases(argv: list) -> list:
+    """``-p MODEL --mus_dir DIR -o OUT`` (Spleeter's evaluate) as ``--model --dataset --output``."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, _, value = argv[i].partition("=")
+        if flag in SPLEETER_IGNORED_FLAGS:
+            i += 1 + (SPLEETER_IGNORED_FLAGS[flag] if not value else 0)
+            continue
+        if flag in SPLEETER_FLAGS:
+            out.append(SPLEETER_FLAGS[flag] + ("=" + value if value else ""))
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
+
+
 def run(argv=None) -> int:
     """Parse options, run the evaluation job, print the Table-1-style medians and a summary line."""
-    argv = list(argv or [])
+    argv = spleeter_aliases(list(argv or []))
     if help_requested(argv, "evaluate"):
         return 0
     started = time.monotonic()

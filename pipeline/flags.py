@@ -36,7 +36,7 @@ def add_pipeline_args(parser) -> None:
         "--mwf_block_frames", "--mwf-block-frames", type=int, default=512,
         help="frames per Wiener-filter block, 1..512 (default 512: one segment, 11.9 s)",
     )
-    parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg or m4a")
+    parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg, m4a or wma")
     parser.add_argument("--bitrate", default="128k")
     parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
     parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
@@ -57,6 +57,10 @@ def add_evaluate_args(parser) -> None:
     parser.add_argument(
         "--split", default=None,
         help="split to evaluate: default 'test' when the dataset has one (MUSDB's scores are on its test set), else every track; 'all' for every track",
+    )
+    parser.add_argument(
+        "--dataset_root", "--dataset-root", default=None,
+        help="folder a manifest's relative paths start from (default: the manifest's folder; for Spleeter's dataset CSV, its -d folder)",
     )
     parser.add_argument(
         "--estimates", default=None,
@@ -91,7 +95,8 @@ JOB_HELP = {
     "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_job_args)),
     "evaluate": (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
-        "--manifest is the corpus job's; give the dataset as --dataset.",
+        "--manifest is the corpus job's; give the dataset as --dataset. "
+        "Spleeter's flags work too: -p MODEL (--model), --mus_dir DIR (--dataset), -o OUT (--output).",
         (add_evaluate_args, add_pipeline_args, add_job_args),
     ),
     "prepare-dataset": (

@@ -1,15 +1,18 @@
 """The training-data job: dataset -> random T-frame crops -> sharded TFRecords + stats.json."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
+from typing import Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 
-from model.config import ModelConfig, get_config
+from model.config import ModelConfig, get_config, load_config_file
 from model.training import TRAIN, VALIDATION
 from pipeline.jobs import UsageError, announce, dataset_tracks, help_requested, parse, require, run_with_progress, summary, timing
 from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
@@ -21,13 +24,13 @@ from transforms.training_examples import ERRORS, SUMMARY, MakeExamples
 LOGGER = logging.getLogger("stembeam.prepare")
 STATS_FILE = "stats.json"
 CONFIG_FILE = "config.json"
+SOURCE_FILE = "source.json"  # what the records were made from, for reuse as a cache
 
 
 def model_config(value: str) -> ModelConfig:
-    """``spleeter:2stems`` (or 4/5 stems) or the path of a ModelConfig JSON file."""
-    if value.endswith(".json"):
-        with tf.io.gfile.GFile(value) as handle:
-            return ModelConfig.from_json(handle.read())
+    """``spleeter:2stems`` (or 4/5 stems) or the path of a configuration JSON (stembeam's or Spleeter's)."""
+    if value.lower().endswith(".json"):
+        return load_config_file(value)[0]
     return get_config(value)
 
 
@@ -53,11 +56,19 @@ class _WriteStats(beam.DoFn):
         yield stats
 
 
-def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, dataset_uri: str, output: str, limit=None) -> None:
+def build(
+    pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, dataset_uri: str, output: str, limit=None,
+    root: Optional[str] = None, split: Optional[str] = None, mix_name: str = "mix",
+) -> None:
     """Wire the training-data job's named transforms into ``pipeline``: every split of the
-    dataset (``test``/``valid`` tracks become validation records)."""
-    dataset = pipeline | "ReadDataset" >> ReadDataset(dataset_uri, "all", limit)
-    made = dataset["tracks"] | "MakeExamples" >> beam.ParDo(
+    dataset (``test``/``valid`` tracks become validation records; ``split`` puts every track in
+    that split instead, as Spleeter's separate train and validation CSVs do). ``root``: the
+    folder a manifest's relative paths start from."""
+    dataset = pipeline | "ReadDataset" >> ReadDataset(dataset_uri, "all", limit, root, mix_name)
+    tracks = dataset["tracks"]
+    if split is not None:
+        tracks = tracks | "SetSplit" >> beam.Map(dataclasses.replace, split=split)
+    made = tracks | "MakeExamples" >> beam.ParDo(
         MakeExamples(config, options.seed, options.repeat, options.augment, options.mixture_from_stems)
     ).with_outputs(ERRORS, SUMMARY, main="examples")
     for split in (TRAIN, VALIDATION):
@@ -86,6 +97,25 @@ def clear_records(output: str) -> None:
     storage.delete_matching(*(storage.join(output, pattern) for pattern in ("train-*.tfrecord", "validation-*.tfrecord", STATS_FILE)))
 
 
+def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, split: str, seed: int, mix_name: str = "mix", beam_args=()) -> dict:
+    """Records of one Spleeter dataset CSV (paths relative to ``root``), all in ``split``, under
+    ``output``; reused as they are when ``output`` already holds this very CSV's records (Spleeter's
+    ``training_cache``/``validation_cache``). Returns the statistics."""
+    stamp = json.dumps({"csv": csv_uri, "root": root, "split": split, "seed": seed, "mix_name": mix_name, "config": json.loads(config.to_json())}, sort_keys=True)
+    source = storage.join(output, SOURCE_FILE)
+    if FileSystems.exists(source) and FileSystems.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(source).decode("utf-8") == stamp:
+        return json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
+    options = parse([f"--seed={seed}", *beam_args])
+    storage.delete_matching(source)
+    clear_records(output)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options.view_as(PrepareOptions), config, csv_uri, output, root=root, split=split, mix_name=mix_name)
+    pipeline.run().wait_until_finish()
+    stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
+    storage.write_bytes_atomic(source, stamp.encode("utf-8"))
+    return stats
+
+
 def run(argv=None) -> int:
     """Parse options, run the job, print the statistics."""
     argv = list(argv or [])
@@ -105,7 +135,7 @@ def run(argv=None) -> int:
     total = dataset_tracks(dataset, "all", limit)
     clear_records(output)
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, job, config, dataset, output, limit)
+    build(pipeline, job, config, dataset, output, limit, options.view_as(EvaluateOptions).dataset_root)
     result, status = run_with_progress(pipeline, options, output, total, {})
     counts = summary(result, ("examples_written", "tracks_failed"))
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))

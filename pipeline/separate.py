@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
 from model.load import load_separator
@@ -28,6 +28,37 @@ def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, fil
     return path
 
 
+class FilenameFormatError(ValueError):
+    """A filename format that cannot be used for this run (refused before any work)."""
+
+
+class FilenameCollisionError(FilenameFormatError):
+    """A filename format that puts two stems on one path; the message names the format and the paths."""
+
+
+def planned_paths(files: Sequence[str], output_dir: str, instruments: Sequence[str], codec: str, filename_format: str) -> Dict[str, str]:
+    """``{path: "file (instrument)"}`` of every stem to write; raises FilenameCollisionError when
+    two stems (of one input, or of two inputs) would land on one path, before anything is written."""
+    owners: Dict[str, List[str]] = {}
+    for audio_path in dict.fromkeys(files):
+        for instrument in instruments:
+            try:
+                target = stem_path(output_dir, audio_path, instrument, codec, filename_format)
+            except (KeyError, IndexError) as error:
+                raise FilenameFormatError(
+                    f"filename format {filename_format!r}: unknown key {error} (keys: {{filename}} {{instrument}} {{codec}} {{foldername}})"
+                ) from None
+            except ValueError:
+                continue  # leaves output_dir: that file's own error, reported when its turn comes
+            owners.setdefault(os.path.normcase(target), []).append(f"{audio_path} ({instrument})")
+    clashes = {path: stems for path, stems in owners.items() if len(stems) > 1}
+    if clashes:
+        listed = "; ".join(f"{path} <- {', '.join(stems)}" for path, stems in sorted(clashes.items()))
+        hint = "" if "{instrument}" in filename_format else " (it has no {instrument})"
+        raise FilenameCollisionError(f"filename format {filename_format!r}{hint} writes several stems to one path: {listed}")
+    return {path: stems[0] for path, stems in owners.items()}
+
+
 def separate_files(
     files: Sequence[str],
     output_dir: str,
@@ -42,7 +73,15 @@ def separate_files(
     mwf_block_frames: int | None = None,
     progress: bool = True,
 ) -> List[str]:
-    """Separate each file into ``output_dir``; returns one error line per file that failed."""
+    """Separate each file into ``output_dir``; returns one error line per file that failed.
+
+    Raises FilenameCollisionError (nothing written, no model loaded) when ``filename_format``
+    maps two stems to one path."""
+    from model.load import config_for_dir
+    from model.resolve import is_config_file, resolve_model_dir
+
+    instruments = config_for_dir(resolve_model_dir(model, model_dir), model if ":" in model or is_config_file(model) else None).instruments
+    planned_paths(files, output_dir, instruments, codec, filename_format)
     config, separator = load_separator(model, model_dir)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from model.config import SpleeterTraining
 from pipeline.flags import add_console_args
 
 
@@ -13,25 +14,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stembeam train",
         description="Train or fine-tune a Spleeter U-net model on `stembeam prepare-dataset` records. "
-        "Run again with the same --model-dir to resume after an interruption.",
+        "Run again with the same --model-dir to resume after an interruption. "
+        "Spleeter's command line works too: `stembeam train -p CONFIG.json -d DATASET_DIR` builds the records of the "
+        "config's train_csv / validation_csv (paths relative to DATASET_DIR) and trains with the config's settings.",
     )
-    parser.add_argument("--config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems or a CONFIG.json (must match the records)")
-    parser.add_argument("--data", required=True, help="folder of train-*.tfrecord (and validation-*.tfrecord), local or gs://")
-    parser.add_argument("--model-dir", required=True, help="checkpoints/, logs/ (TensorBoard), history.jsonl and the exported model")
+    parser.add_argument(
+        "--config", "-p", "--params_filename", default="spleeter:2stems",
+        help="spleeter:2stems|4stems|5stems or a CONFIG.json: stembeam's (must match the records) or Spleeter's",
+    )
+    parser.add_argument(
+        "--data", "-d", required=True,
+        help="folder of train-*.tfrecord (and validation-*.tfrecord), local or gs://; with a Spleeter config naming "
+        "train_csv: the audio folder its CSV paths start from",
+    )
+    parser.add_argument("--model-dir", default=None, help="checkpoints/, logs/ (TensorBoard), history.jsonl and the exported model (default: a Spleeter config's model_dir)")
     parser.add_argument("--init", default=None, help="start from these weights: spleeter:2stems or a model folder (fine-tuning)")
-    parser.add_argument("--steps", type=int, default=1000, help="total training steps (resumed steps count)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam's learning rate (Spleeter: 1e-4)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints and validation")
+    parser.add_argument("--steps", type=int, default=None, help="total training steps (resumed steps count; default 1000 or a Spleeter config's train_max_steps)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 4 or a Spleeter config's batch_size")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default Spleeter's 1e-4 or the config's learning_rate)")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints and validation (default 100 or save_checkpoints_steps)")
     parser.add_argument("--validation-batches", type=int, default=4)
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (the latest ones; 0: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="default 0 or a Spleeter config's random_seed")
     add_console_args(parser)
     parser.add_argument(
         "--batch-norm", choices=("auto", "train", "freeze"), default="auto",
         help="auto: frozen (inference mode, pretrained statistics kept) when fine-tuning with --init, trained from scratch",
     )
+    # Spleeter's own train flags, accepted so its command lines run unchanged.
+    parser.add_argument("-a", "--adapter", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def _settings(args, training):
+    """Command-line values win; then the Spleeter config's; then stembeam's defaults."""
+    spleeter = training or SpleeterTraining()
+    pick = lambda given, configured, default: given if given is not None else (configured if training else default)  # noqa: E731
+    return {
+        "steps": pick(args.steps, spleeter.train_max_steps, 1000),
+        "batch_size": pick(args.batch_size, spleeter.batch_size, 4),
+        "learning_rate": pick(args.learning_rate, spleeter.learning_rate, 1e-4),
+        "checkpoint_every": pick(args.checkpoint_every, spleeter.save_checkpoints_steps, 100),
+        "seed": pick(args.seed, spleeter.random_seed, 0),
+        "model_dir": args.model_dir or spleeter.model_dir,
+    }
+
+
+def _spleeter_records(config, training, root: str, model_dir: str, seed: int):
+    """``(train records folder, validation records folder)`` built from the Spleeter config's
+    CSVs (at ``training_cache`` / ``validation_cache``, default ``{model_dir}/records/``)."""
+    from pipeline.prepare import prepare_split
+    from model.training import TRAIN, VALIDATION
+
+    train_cache = training.training_cache or os.path.join(model_dir, "records", TRAIN)
+    validation_cache = training.validation_cache or os.path.join(model_dir, "records", VALIDATION)
+    if os.path.normpath(train_cache) == os.path.normpath(validation_cache):
+        train_cache, validation_cache = os.path.join(train_cache, TRAIN), os.path.join(validation_cache, VALIDATION)
+    folders = {}
+    for split, csv_uri, cache in ((TRAIN, training.train_csv, train_cache), (VALIDATION, training.validation_csv, validation_cache)):
+        if not csv_uri:
+            continue
+        stats = prepare_split(csv_uri, root, cache, config, split, seed, training.mix_name)
+        print(f"stembeam train: {split} records from {csv_uri}: {stats[split]['tracks']} tracks, {stats[split]['examples']} examples in {cache}", file=sys.stderr, flush=True)
+        for failed in stats["failed"]:
+            print(f"error: {failed['reason']}", file=sys.stderr, flush=True)
+        if stats[split]["examples"] == 0:
+            raise SystemExit(f"stembeam train: no usable track in {csv_uri} (paths relative to {root})")
+        folders[split] = cache
+    return folders[TRAIN], folders.get(VALIDATION)
 
 
 def _check_records(data: str, config) -> None:
@@ -53,8 +104,22 @@ def _check_records(data: str, config) -> None:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.steps < 0 or args.batch_size < 1 or args.checkpoint_every < 1:
+    from model.config import load_config_file
+
+    training = None
+    if args.config.lower().endswith(".json"):
+        try:
+            config, training = load_config_file(args.config)
+        except (ValueError, OSError) as error:
+            raise SystemExit(f"stembeam train: --config {error}") from None
+    settings = _settings(args, training)
+    if settings["steps"] < 0 or settings["batch_size"] < 1 or settings["checkpoint_every"] < 1:
         raise SystemExit("--steps must be >= 0, --batch-size and --checkpoint-every >= 1")
+    if not settings["model_dir"]:
+        raise SystemExit("stembeam train: --model-dir required (or a Spleeter config naming model_dir)")
+    model_dir = settings["model_dir"]
+    if training is not None and training.ignored:
+        print(f"stembeam train: {args.config}: ignored keys {', '.join(training.ignored)}", file=sys.stderr, flush=True)
     import tensorflow as tf
 
     from model.training import Trainer
@@ -63,20 +128,33 @@ def run(argv=None) -> int:
     # Same seed, same data -> the same weights, and a resumed run continues bit for bit.
     tf.config.experimental.enable_op_determinism()
 
-    config = model_config(args.config)
-    _check_records(args.data, config)
+    if training is None:
+        config = model_config(args.config)
+    spleeter_layout = training is not None and bool(training.train_csv)
+    if spleeter_layout:
+        data, validation_data = _spleeter_records(config, training, args.data, model_dir, settings["seed"])
+    else:
+        data, validation_data = args.data, None
+        _check_records(data, config)
     freeze = args.batch_norm == "freeze" or (args.batch_norm == "auto" and args.init is not None)
     trainer = Trainer(
-        config, args.data, args.model_dir, args.batch_size, args.learning_rate, args.seed, freeze_batch_norm=freeze, keep_checkpoints=args.keep_checkpoints or None,
+        config, data, model_dir, settings["batch_size"], settings["learning_rate"], settings["seed"],
+        freeze_batch_norm=freeze, validation_data=validation_data, keep_checkpoints=args.keep_checkpoints or None,
     )
     print(f"stembeam train: {trainer.restore_or_initialize(args.init)}", file=sys.stderr, flush=True)
 
     def report(entry):
         print(json.dumps(entry), flush=True)
 
-    trainer.train(args.steps, args.checkpoint_every, args.validation_batches, on_checkpoint=report)
+    trainer.train(settings["steps"], settings["checkpoint_every"], args.validation_batches, on_checkpoint=report)
     trainer.export()
-    print(f"stembeam train: step {int(trainer.step.numpy())}; model exported to {args.model_dir} (stembeam separate -p {args.model_dir})", file=sys.stderr, flush=True)
+    step = int(trainer.step.numpy())
+    if spleeter_layout:
+        from model.checkpoint import save_official_checkpoint
+
+        # Spleeter's Estimator layout: model.ckpt-<step>.index/.data-* and `checkpoint` naming it.
+        save_official_checkpoint(trainer.model, os.path.join(model_dir, f"model.ckpt-{step}"), step)
+    print(f"stembeam train: step {step}; model exported to {model_dir} (stembeam separate -p {args.config if spleeter_layout else model_dir})", file=sys.stderr, flush=True)
     return 0
 
 

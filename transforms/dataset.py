@@ -7,7 +7,12 @@ Layouts, local or gs://:
   mixture, then drums, bass, other, vocals;
 - a manifest (CSV / JSON Lines / Parquet): ``uri`` (alias ``path`` or ``mixture``), optional
   ``track_id`` and ``split``, and one column per stem holding its file's uri (a ``.stem.mp4``
-  mixture with no stem columns takes its stems from its streams).
+  mixture with no stem columns takes its stems from its streams);
+- Spleeter's dataset CSV: ``mix_path`` (``<mix_name>_path``), ``<instrument>_path`` for any
+  instrument name, ``duration`` (not used).
+
+Relative paths are relative to ``root`` when given (Spleeter's ``-d`` folder), else to the
+manifest's folder.
 """
 from __future__ import annotations
 
@@ -106,14 +111,36 @@ def _folder_tracks(root: str) -> Iterator[DatasetTrack]:
             yield _stem_mp4_track(stem_file, _name(_parent(stem_file)) if depth else None)
 
 
-def _manifest_tracks(uri: str) -> Iterator:
+SPLEETER_PATH_SUFFIX = "_path"
+
+
+def _spleeter_row(row: dict, mix_name: str):
+    """``(mixture, {stem: path})`` of a row of Spleeter's dataset CSV, else None."""
+    mix_keys = (mix_name + SPLEETER_PATH_SUFFIX, MIXTURE + SPLEETER_PATH_SUFFIX)
+    if not any(key in row for key in mix_keys):
+        return None
+    mixture = next((row[key] for key in mix_keys if row.get(key)), None)
+    stems = {
+        key[: -len(SPLEETER_PATH_SUFFIX)]: value
+        for key, value in row.items()
+        if key.endswith(SPLEETER_PATH_SUFFIX) and key not in mix_keys and value
+    }
+    return mixture, stems
+
+
+def _manifest_tracks(uri: str, root: Optional[str] = None, mix_name: str = "mix") -> Iterator:
+    anchor = root.rstrip("/") + "/_" if root else uri  # relative_to resolves against the anchor's folder
     for row_number, row in enumerate(read_rows(uri), start=1):
-        source = row.get("uri") or row.get("path") or row.get(MIXTURE)
+        spleeter = _spleeter_row(row, mix_name)
+        source = spleeter[0] if spleeter else row.get("uri") or row.get("path") or row.get(MIXTURE)
         if not source:
-            yield ("row-%d" % row_number, "", f"manifest row {row_number}: no 'uri' (or 'path', 'mixture') value")
+            yield ("row-%d" % row_number, "", f"manifest row {row_number}: no 'uri' (or 'path', 'mixture', '{mix_name}_path') value")
             continue
-        source = relative_to(str(source), uri)
-        stems = tuple(sorted((name, Signal(relative_to(str(row[name]), uri))) for name in STEM_NAMES if row.get(name)))
+        source = relative_to(str(source), anchor)
+        if spleeter:
+            stems = tuple(sorted((name, Signal(relative_to(str(path), anchor))) for name, path in spleeter[1].items()))
+        else:
+            stems = tuple(sorted((name, Signal(relative_to(str(row[name]), anchor))) for name in STEM_NAMES if row.get(name)))
         split = str(row["split"]) if row.get("split") else None
         if not stems and source.endswith(STEM_MP4):
             found = _stem_mp4_track(source, split)
@@ -121,18 +148,20 @@ def _manifest_tracks(uri: str) -> Iterator:
             continue
         track_id = str(row.get("track_id") or "")
         if not track_id:
-            # MUSDB-style rows point at <track>/mixture.wav: the folder names the track.
-            track_id = _name(_parent(source)) if _name(source).startswith(MIXTURE + ".") else os.path.splitext(_name(source))[0]
+            # MUSDB-style rows point at <track>/mixture.wav (Spleeter's at <track>/mix.wav): the folder names the track.
+            named_by_folder = _name(source).startswith((MIXTURE + ".", mix_name + "."))
+            track_id = _name(_parent(source)) if named_by_folder else os.path.splitext(_name(source))[0]
         yield DatasetTrack(track_id, Signal(source), stems, split)
 
 
-def list_dataset(dataset: str, split: Optional[str] = None) -> Iterator:
+def list_dataset(dataset: str, split: Optional[str] = None, root: Optional[str] = None, mix_name: str = "mix") -> Iterator:
     """DatasetTracks of ``dataset`` (a folder or a manifest), and ``(track_id, uri, reason)``
     for what cannot be used. ``split``: ``None`` keeps the ``test`` split when the dataset has
     one (MUSDB's scores are on its test set) and everything otherwise; ``"all"`` keeps every
-    track; any other name keeps that split."""
+    track; any other name keeps that split. ``root``: the folder a manifest's relative paths
+    start from (default: the manifest's folder)."""
     if dataset.lower().endswith(MANIFEST_SUFFIXES):
-        found = list(_manifest_tracks(dataset))
+        found = list(_manifest_tracks(dataset, root, mix_name))
     else:
         found = list(_folder_tracks(dataset))
         if not found:
@@ -156,12 +185,12 @@ def list_dataset(dataset: str, split: Optional[str] = None) -> Iterator:
 
 
 class _ListDataset(beam.DoFn):
-    def __init__(self, split, limit):
-        self._split, self._limit = split, limit
+    def __init__(self, split, limit, root=None, mix_name="mix"):
+        self._split, self._limit, self._root, self._mix_name = split, limit, root, mix_name
 
     def process(self, dataset):
         kept = 0
-        for item in list_dataset(dataset, self._split):
+        for item in list_dataset(dataset, self._split, self._root, self._mix_name):
             if isinstance(item, DatasetTrack):
                 kept += 1
                 if self._limit is not None and kept > self._limit:
@@ -174,15 +203,16 @@ class _ListDataset(beam.DoFn):
 class ReadDataset(beam.PTransform):
     """Dataset uri -> PCollection of DatasetTrack; tagged ``errors``: ``(track_id, uri, reason)``."""
 
-    def __init__(self, dataset: str, split: Optional[str] = None, limit: Optional[int] = None):
+    def __init__(self, dataset: str, split: Optional[str] = None, limit: Optional[int] = None, root: Optional[str] = None, mix_name: str = "mix"):
         super().__init__()
         self._dataset, self._split, self._limit = dataset, split, limit
+        self._root, self._mix_name = root, mix_name
 
     def expand(self, pbegin):
         listed = (
             pbegin
             | "DatasetUri" >> beam.Create([self._dataset])
-            | "ListTracks" >> beam.ParDo(_ListDataset(self._split, self._limit)).with_outputs(ERRORS, main="tracks")
+            | "ListTracks" >> beam.ParDo(_ListDataset(self._split, self._limit, self._root, self._mix_name)).with_outputs(ERRORS, main="tracks")
         )
         return {"tracks": listed.tracks | "Spread" >> beam.Reshuffle(), ERRORS: listed[ERRORS]}
 

@@ -67,6 +67,9 @@ class MakeExamples(beam.DoFn):
         if ACCOMPANIMENT in self._config.instruments and ACCOMPANIMENT not in cut:
             cut[ACCOMPANIMENT] = sum(signal for name, signal in cut.items() if name != "vocals")
         spans = np.stack([mix] + [cut[name] for name in self._config.instruments]).astype(np.float32)
+        if self._config.n_channels == 1:
+            # Mono models learn from the channels' mean (a mono file's own samples: decoding duplicates them).
+            spans = spans.mean(axis=-1, keepdims=True)
         magnitudes = segment_magnitudes(spans, self._config)
         return magnitudes[0], dict(zip(self._config.instruments, magnitudes[1:]))
 
