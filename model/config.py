@@ -44,6 +44,7 @@ class ModelConfig:
             raise ValueError(f"instrument names repeat: {list(self.instruments)}")
         if not isinstance(self.name, str) or not _MODEL_NAME.fullmatch(self.name):
             raise ValueError(f"model name {self.name!r}: use letters, digits, '_', '.', ':', '-' (not starting with '.' or '-')")
+        self._check_values()
 
     @property
     def n_bins(self) -> int:
@@ -55,7 +56,7 @@ class ModelConfig:
         """Samples spanned by the T frames of one segment."""
         return (self.T - 1) * self.frame_step + self.frame_length
 
-    def __post_init__(self):
+    def _check_values(self):
         if self.mask_extension not in MASK_EXTENSIONS:
             raise ValueError(f"mask_extension {self.mask_extension!r}: choose one of {', '.join(MASK_EXTENSIONS)}")
         if self.n_channels not in (1, 2):

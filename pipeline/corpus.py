@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -176,7 +177,10 @@ def filter_name(options: StembeamOptions) -> str:
 def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
     """The job's part of every track's resume key (transforms.resume): every option that
     changes the bytes of a stem."""
-    return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options))
+    # The configuration shapes the stems too (mask extension, exponent, STFT), and a Spleeter
+    # config JSON given as --model can change in place.
+    config_sha256 = hashlib.sha256(model.config.to_json().encode("utf-8")).hexdigest()
+    return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options), config_sha256=config_sha256)
 
 
 def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, progress: bool = True):

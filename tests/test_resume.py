@@ -247,3 +247,21 @@ def test_metadata_is_replaced_only_when_the_new_table_is_written(tmp_path, short
     assert table.read_bytes() == before
     assert _run(manifest, output) == (0, 1, 0)
     assert sorted(os.listdir(output / "metadata")) == [METADATA_FILE]
+
+
+def test_a_spleeter_config_changed_in_place_redoes_the_tracks(tmp_path, short_songs):
+    """`--model CONFIG.json` (Spleeter's format): its content shapes the stems (here the mask
+    extension), so editing the file in place redoes the tracks."""
+    config = {
+        "model_dir": OFFICIAL, "instrument_list": ["vocals", "accompaniment"], "mix_name": "mix", "sample_rate": 44100,
+        "frame_length": 4096, "frame_step": 1024, "T": 512, "F": 1024, "n_channels": 2, "separation_exponent": 2,
+        "mask_extension": "zeros", "model": {"type": "unet.unet", "params": {}},
+    }
+    path = tmp_path / "2stems.json"
+    path.write_text(json.dumps(config))
+    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
+    output = tmp_path / "out"
+    assert _run(manifest, output, "--model", str(path)) == (1, 0, 0)
+    assert _run(manifest, output, "--model", str(path)) == (0, 1, 0)
+    path.write_text(json.dumps({**config, "mask_extension": "average"}))
+    assert _run(manifest, output, "--model", str(path)) == (1, 0, 0)
