@@ -38,7 +38,7 @@ def dataflow_args(args) -> list:
         f"--sdk_container_image={args.image}",
         f"--setup_file={os.path.join(REPO, 'setup.py')}",
         f"--max_num_workers={args.max_workers}",
-        # The inference stage asks for the GPU with a resource hint (Dataflow fits workers to
+        # The separation step asks for the GPU with a resource hint (Dataflow fits workers to
         # it under Runner v2); the service option below gives every worker the driver and GPU
         # unless --right-fitting leaves the other stages on CPU-only workers.
         f"--inference_accelerator={gpu}",
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-type", default=DEFAULT_GPU)
     parser.add_argument("--gpu-count", type=int, default=1)
     parser.add_argument("--max-workers", type=int, default=4)
-    parser.add_argument("--right-fitting", action="store_true", help="GPU only for the inference stage (resource hint), no worker-wide accelerator")
+    parser.add_argument("--right-fitting", action="store_true", help="GPU only for the separation step (resource hint), no worker-wide accelerator")
     parser.add_argument("--dry-run", metavar="FILE", default=None, help="build the job, do not submit it; write its description to FILE")
     return parser
 

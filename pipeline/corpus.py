@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import io
 import json
 import functools
 import hashlib
@@ -24,7 +26,7 @@ from pipeline.options import StembeamOptions
 from pipeline.output_lock import OutputLock
 from transforms import spool, storage
 from transforms.audio import DONE, DecodeAndChunk
-from transforms.inference import SeparateChunks, share_with_workers_in_process
+from transforms.inference import separate_chunks, share_with_workers_in_process
 from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
 from transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
 from transforms.records import Track
@@ -192,7 +194,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
         DecodeAndChunk(config, options.output, key, options.skip_existing)
     ).with_outputs("errors", DONE, main="chunks")
-    parts = decoded.chunks | "Separate" >> SeparateChunks(
+    parts = decoded.chunks | "Separate" >> separate_chunks(
         config, model.keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator
     )
     grouped = parts | "Regroup" >> RegroupTracks()
@@ -291,17 +293,36 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
     return result, job, status
 
 
+def counts_from_metadata(output: str, started: datetime.datetime) -> dict:
+    """The summary's counts read from the metadata table the job wrote, for runners that report
+    no metrics: rows created since ``started`` are this run's, older ok rows came from markers."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(output, "metadata", METADATA_FILE)))).to_pylist()
+    ok = {row["track_id"]: row for row in rows if row["status"] == "ok"}
+    new = [row for row in ok.values() if row["created_at"] >= started]
+    samples_per_chunk = 512 * 1024
+    return {
+        "tracks_ok": len(new),
+        "tracks_skipped": len(ok) - len(new),
+        "tracks_failed": sum(row["status"] == "error" for row in rows),
+        "audio_seconds_separated": int(round(sum(row["duration_s"] for row in new))),
+        "chunks_inferred": sum(-(-round(row["duration_s"] * row["sample_rate"]) // samples_per_chunk) for row in new),
+    }
+
+
 def run(argv=None) -> int:
     """Parse options (StembeamOptions + any Beam option), run the job, print a summary line."""
     argv = list(argv or [])
     if help_requested(argv, "pipeline"):
         return 0
     started = time.monotonic()
+    run_started = datetime.datetime.now(datetime.timezone.utc)
     result, job, status = run_pipeline(argv)
     if result is None:
         announce(LOGGER, f"stembeam pipeline: manifest {job.manifest} has no rows; nothing to do")
         return 0
-    counts = summary(result, COUNTERS)
+    counts = summary(result, COUNTERS) or counts_from_metadata(job.output, run_started)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
         f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "

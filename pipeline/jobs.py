@@ -146,10 +146,15 @@ def dataset_tracks(dataset: str, split, limit) -> int:
     return min(len(tracks), limit if limit is not None else len(tracks)) + len(found) - len(tracks)
 
 
-def summary(result, names) -> dict:
-    """``{name: value}`` of the job's ``stembeam`` counters ``names`` (0 when never incremented)."""
+def summary(result, names) -> dict | None:
+    """``{name: value}`` of the job's ``stembeam`` counters ``names`` (0 when never incremented);
+    None when the runner reports no metrics (some portable runners)."""
     counts = {name: 0 for name in names}
-    for counter in result.metrics().query()["counters"]:
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001 - NotImplementedError or a runner's own error: no metrics
+        return None
+    for counter in counters:
         if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
             counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
     return counts

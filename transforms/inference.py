@@ -12,7 +12,7 @@ from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHand
 
 from model.config import ModelConfig
 from model.separation import segment_frames, wiener_segment
-from transforms import spool
+from transforms import spool, storage
 from transforms.records import Chunk
 
 
@@ -42,11 +42,22 @@ def share_with_workers_in_process(keras_uri: str, model) -> None:
 
 
 class KerasFileModelHandler(TFModelHandlerNumpy):
-    """TFModelHandlerNumpy over a ``model.keras`` file, reusing the launcher's model in-process."""
+    """TFModelHandlerNumpy over a ``model.keras`` file, reusing the launcher's model in-process.
+
+    Other workers read the file through Beam FileSystems into a local temporary copy (once per
+    process: RunInference shares the loaded model), so a gs:// model is read like every other
+    gs:// input, with the same credentials, emulator and retries, and not through TensorFlow's
+    own GCS filesystem.
+    """
 
     def load_model(self):
         model = _LAUNCHER_MODELS.get(self._model_uri)
-        return model if model is not None else super().load_model()
+        if model is not None:
+            return model
+        import keras
+
+        with storage.local_copy(self._model_uri) as path:
+            return keras.models.load_model(path, **self._load_model_args)
 
 
 def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False) -> KeyedModelHandler:
@@ -97,12 +108,8 @@ class _SpoolSegments(beam.DoFn):
 class SeparateChunks(beam.PTransform):
     """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
 
-    def __init__(
-        self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
-        accelerator: str | None = None,
-    ):
+    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512):
         super().__init__()
-        self._accelerator = accelerator
         self._config = config
         self._keras_uri = keras_uri
         self._output = output
@@ -114,13 +121,17 @@ class SeparateChunks(beam.PTransform):
         return (
             chunks
             | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
-            | "RunInference" >> self._inference()
+            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
             | "Spool" >> beam.ParDo(_SpoolSegments(self._config, self._output, self._mwf, self._block))
         )
 
-    def _inference(self):
-        inference = RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
-        if self._accelerator:
-            # Runners that fit workers to stages (Dataflow) give only this stage the GPU.
-            inference = inference.with_resource_hints(accelerator=self._accelerator)
-        return inference
+
+def separate_chunks(config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
+                    accelerator: str | None = None) -> beam.PTransform:
+    """SeparateChunks, with the ``accelerator`` resource hint (if any) on the whole step: keying,
+    inference, the Wiener filter and spooling then run in one environment, fused, on the
+    accelerator worker, and only spool references leave it (runners do not fuse across
+    environments, so a hint on RunInference alone would ship every segment's samples in and its
+    signals out)."""
+    step = SeparateChunks(config, keras_uri, output, batch_size, mwf, mwf_block_frames)
+    return step.with_resource_hints(accelerator=accelerator) if accelerator else step
