@@ -265,3 +265,21 @@ def test_a_spleeter_config_changed_in_place_redoes_the_tracks(tmp_path, short_so
     assert _run(manifest, output, "--model", str(path)) == (0, 1, 0)
     path.write_text(json.dumps({**config, "mask_extension": "average"}))
     assert _run(manifest, output, "--model", str(path)) == (1, 0, 0)
+
+
+def test_the_summary_comes_from_the_metadata_when_the_runner_has_no_metrics(tmp_path, short_songs, monkeypatch, capsys):
+    """Some runners report no metrics: the job still ends with its summary line, counted from the
+    metadata table it wrote (this run's rows vs rows kept from markers)."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from pipeline.corpus import run
+
+    def no_metrics(self):
+        raise NotImplementedError("this runner reports no metrics")
+
+    monkeypatch.setattr(fn_runner.RunnerResult, "metrics", no_metrics)
+    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a"), (short_songs[1], "b"), (str(tmp_path / "gone.wav"), "gone")])
+    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 0
+    assert "2 tracks separated, 0 already done, 1 failed; 8 s of audio, 2 chunks inferred" in capsys.readouterr().err
+    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 0
+    assert "0 tracks separated, 2 already done, 1 failed; 0 s of audio, 0 chunks inferred" in capsys.readouterr().err
