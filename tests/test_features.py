@@ -1,0 +1,229 @@
+"""MIR features (model/features, transforms/features, `stembeam features`, `pipeline --features`):
+each measure against an independent reference on signals generated here or on ../shared's songs."""
+import json
+import math
+import os
+
+import librosa
+import mir_eval
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile
+
+from model.features.analysis import SourceAnalyser, SourceInput, analyse_track, warm_up
+from model.features.framing import ANALYSIS_RATE, FRAME_S
+from model.features.loudness import LoudnessMeter
+from model.features.rhythm import tempo_and_beats
+from model.features.vocals import vocal_activity
+from tests.conftest import CC0, CC0_SONGS, needs_shared
+
+RATE = 44100
+
+
+def _sine(dbfs, seconds, rate=48000, freq=1000.0):
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 10 ** (dbfs / 20) * np.sin(2 * np.pi * freq * t)
+    return np.stack([tone, tone], axis=1)
+
+
+def _meter(signal, rate=48000, block_s=7.3):
+    """A LoudnessMeter fed ``signal`` in blocks that do not line up with its 10 ms ticks."""
+    meter = LoudnessMeter(rate, signal.shape[1])
+    step = int(block_s * rate)
+    for start in range(0, signal.shape[0], step):
+        meter.write(signal[start : start + step])
+    return meter
+
+
+@pytest.mark.parametrize(
+    "levels, expected",
+    [
+        ([(-23, 20)], -23.0),  # Tech 3341 case 1
+        ([(-33, 20)], -33.0),  # case 2
+        ([(-36, 10), (-23, 60), (-36, 10)], -23.0),  # case 3: relative gate
+        ([(-72, 10), (-36, 10), (-23, 60), (-36, 10), (-72, 10)], -23.0),  # case 4: absolute and relative gates
+        ([(-26, 20), (-20, 20.1), (-26, 20)], -23.0),  # case 5
+    ],
+    ids=["sine-23", "sine-33", "case3", "case4", "case5"],
+)
+def test_ebu_tech_3341_integrated_loudness(levels, expected):
+    signal = np.concatenate([_sine(level, seconds) for level, seconds in levels])
+    assert _meter(signal).integrated_lufs() == pytest.approx(expected, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "levels, expected",
+    [([(-20, 20), (-30, 20)], 10), ([(-20, 20), (-15, 20)], 5), ([(-40, 20), (-20, 20)], 20), ([(-50, 20), (-35, 20), (-20, 20), (-35, 20), (-50, 20)], 15)],
+    ids=["case1", "case2", "case3", "case4"],
+)
+def test_ebu_tech_3342_loudness_range(levels, expected):
+    """Tech 3342's LRA cases (its tolerance: +-1 LU)."""
+    signal = np.concatenate([_sine(level, seconds) for level, seconds in levels])
+    assert _meter(signal).loudness_range_lu() == pytest.approx(expected, abs=1.0)
+
+
+def _write(path, signal, rate=RATE):
+    soundfile.write(str(path), np.asarray(signal, dtype=np.float32), rate, subtype="FLOAT")
+    return str(path)
+
+
+def _finite_everywhere(value):
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_everywhere(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite_everywhere(v) for v in value)
+    return True
+
+
+def test_silence_and_very_short_sources_give_nulls_not_nan(tmp_path):
+    silence = _write(tmp_path / "silence.wav", np.zeros((RATE * 5, 2)))
+    short = _write(tmp_path / "short.wav", 0.1 * _sine(0, 0.2, RATE))
+    sources = {"mixture": SourceInput(silence), "vocals": SourceInput(silence), "accompaniment": SourceInput(short)}
+    result = analyse_track("quiet", sources, vocal_pitch=True, frames=True)
+    rows = {row["source"]: row for row in result.sources}
+    assert all(row["status"] == "ok" for row in rows.values())
+    for name in ("mixture", "vocals"):
+        assert rows[name]["integrated_lufs"] is None and rows[name]["loudness_range_lu"] is None and rows[name]["rms_dbfs"] is None
+        assert rows[name]["sample_peak_dbfs"] is None and rows[name]["spectral_centroid_hz_mean"] is None
+    assert rows["accompaniment"]["integrated_lufs"] is None  # 0.2 s: under one 400 ms gating block
+    assert rows["accompaniment"]["sample_peak_dbfs"] == pytest.approx(-20.0, abs=0.01)
+    track = result.track
+    assert track["vocal_presence_ratio"] == 0.0 and track["vocal_segments"] == [] and track["first_vocal_s"] is None
+    assert track["tempo_bpm"] is None and track["vocal_f0_median_hz"] is None and track["vocal_voiced_ratio"] == 0.0
+    assert _finite_everywhere([result.sources, result.track, result.frames])
+    json.dumps([result.sources, result.track, result.frames], allow_nan=False)
+
+
+@needs_shared
+def test_streamed_loudness_equals_pyloudnorm_on_a_five_minute_track():
+    """The Lithium mixture looped to 5 minutes, fed in 10 s blocks, against pyloudnorm on the whole array."""
+    song, rate = soundfile.read(os.path.join(CC0, "2.Lithium", "mixture.flac"))
+    track = np.tile(song, (10, 1))
+    meter = _meter(track, rate, 10.0)
+    reference = pyloudnorm.Meter(rate)
+    integrated, lra = reference.integrated_loudness(track), reference.loudness_range(track)
+    print(f"\nstreamed vs pyloudnorm: integrated {meter.integrated_lufs():.4f} vs {integrated:.4f} LUFS, LRA {meter.loudness_range_lu():.4f} vs {lra:.4f} LU")
+    assert meter.integrated_lufs() == pytest.approx(integrated, abs=0.05)
+    assert meter.loudness_range_lu() == pytest.approx(lra, abs=0.05)
+
+
+@needs_shared
+def test_block_size_does_not_change_the_other_features():
+    """Every per-frame series and source value with 10 s blocks vs the whole 30 s in one block
+    (tolerances printed: the streamed resampler and frames make them equal to float precision)."""
+    song, rate = soundfile.read(os.path.join(CC0, "2.Lithium", "mixture.flac"), dtype="float32")
+    results = []
+    for step in (song.shape[0], int(10 * rate), 12345):
+        analyser = SourceAnalyser(rate, 2, pitch=False, tonality=True)
+        for start in range(0, song.shape[0], step):
+            analyser.write(song[start : start + step])
+        results.append(analyser.finish())
+    whole = results[0]
+    for part in results[1:]:
+        assert part.frame_db.shape == whole.frame_db.shape == (1 + song.shape[0] // 1024,)
+        deviations = {
+            "rms_db (dB)": float(np.max(np.abs(part.frame_db - whole.frame_db))),
+            "onset envelope (relative)": float(np.max(np.abs(part.onset_envelope - whole.onset_envelope)) / np.max(whole.onset_envelope)),
+            "chroma (relative)": float(np.max(np.abs(part.tonality.chroma - whole.tonality.chroma)) / np.max(whole.tonality.chroma)),
+        }
+        a, b = part.row(), whole.row()
+        for key in ("integrated_lufs", "loudness_range_lu", "rms_dbfs", "spectral_centroid_hz_mean", "spectral_flatness_mean", "zero_crossing_rate_mean", "onset_rate_hz"):
+            deviations[key] = abs(a[key] - b[key])
+        deviations["mfcc_mean"] = float(np.max(np.abs(np.subtract(a["mfcc_mean"], b["mfcc_mean"]))))
+        print("\nblock-wise vs whole:", {k: f"{v:.2e}" for k, v in deviations.items()})
+        assert deviations["rms_db (dB)"] < 0.01 and deviations["onset envelope (relative)"] < 1e-3 and deviations["chroma (relative)"] < 1e-4
+        assert deviations["integrated_lufs"] < 1e-6 and deviations["spectral_centroid_hz_mean"] < 0.1 and deviations["onset_rate_hz"] == 0
+        assert deviations["mfcc_mean"] < 0.01
+
+
+def _analyse(signal, rate=RATE, **kwargs):
+    analyser = SourceAnalyser(rate, signal.shape[1] if signal.ndim == 2 else 1, **kwargs)
+    analyser.write(signal if signal.ndim == 2 else signal[:, None])
+    return analyser.finish()
+
+
+@pytest.mark.parametrize("bpm", [87, 96, 133, 140])
+def test_click_track_tempo_and_beats(bpm):
+    warm_up()
+    beats = np.arange(0.5, 30.0, 60.0 / bpm)
+    clicks = librosa.clicks(times=beats, sr=RATE, length=30 * RATE)
+    tempo, found = tempo_and_beats(_analyse(clicks).onset_envelope)
+    f_measure = mir_eval.beat.f_measure(mir_eval.beat.trim_beats(beats), mir_eval.beat.trim_beats(found))
+    print(f"\n{bpm} BPM clicks: tempo {tempo:.2f} ({100 * (tempo / bpm - 1):+.2f} %), beat F {f_measure:.3f}")
+    assert tempo == pytest.approx(bpm, rel=0.02)
+    assert f_measure >= 0.9
+
+
+def _intersection_over_union(found, truth):
+    grid = np.arange(0, 20, 0.001)
+    inside = lambda segments: np.any([(grid >= a) & (grid < b) for a, b in segments], axis=0)  # noqa: E731
+    a, b = inside(found), inside(truth)
+    return float(np.sum(a & b) / np.sum(a | b))
+
+
+def test_tone_bursts_give_vocal_segments():
+    truth = [(2.0, 5.0), (7.5, 9.0), (12.0, 17.3)]
+    t = np.arange(20 * RATE) / RATE
+    gate = np.any([(t >= a) & (t < b) for a, b in truth], axis=0)
+    bursts = 0.2 * np.sin(2 * np.pi * 440 * t) * gate + 1e-4 * np.random.default_rng(0).standard_normal(t.shape)
+    analysed = _analyse(bursts)
+    _, segments = vocal_activity(analysed.frame_db, analysed.duration_s)
+    found = [(s["start_s"], s["end_s"]) for s in segments]
+    iou = _intersection_over_union(found, truth)
+    print(f"\ntone bursts {truth} -> segments {found}, IoU {iou:.3f}")
+    assert len(found) == 3 and iou >= 0.9
+
+
+def test_220_hz_tone_median_f0_within_10_cents(tmp_path):
+    tone = _write(tmp_path / "tone.wav", 0.3 * _sine(0, 4, RATE, 220.0))
+    track = analyse_track("tone", {"vocals": SourceInput(tone)}, vocal_pitch=True).track
+    cents = 1200 * np.log2(track["vocal_f0_median_hz"] / 220.0)
+    print(f"\n220 Hz tone: median f0 {track['vocal_f0_median_hz']:.3f} Hz ({cents:+.2f} cents), voiced {track['vocal_voiced_ratio']:.2f}")
+    assert abs(cents) <= 10 and track["vocal_voiced_ratio"] > 0.9
+
+
+def _chord(midi_notes, seconds=1.0):
+    t = np.arange(int(seconds * RATE)) / RATE
+    envelope = np.exp(-1.5 * t)
+    notes = [sum(0.5**h * np.sin(2 * np.pi * librosa.midi_to_hz(m) * (h + 1) * t) for h in range(4)) for m in midi_notes]
+    return 0.1 * envelope * np.sum(notes, axis=0)
+
+
+@pytest.mark.parametrize(
+    "tonic, mode, chords",
+    [
+        ("C", "major", [(48, 60, 64, 67), (53, 60, 65, 69), (55, 59, 62, 67), (48, 60, 64, 67)]),  # C F G C
+        ("A", "minor", [(45, 57, 60, 64), (50, 57, 62, 65), (52, 56, 59, 64), (45, 57, 60, 64)]),  # Am Dm E Am
+        ("F#", "major", [(42, 54, 58, 61), (47, 59, 63, 66), (49, 61, 65, 68), (42, 54, 58, 61)]),  # F# B C# F#
+    ],
+    ids=["C-major", "A-minor", "F#-major"],
+)
+def test_cadence_key(tmp_path, tonic, mode, chords):
+    cadence = np.concatenate([_chord(chord) for chord in chords] * 2)
+    path = _write(tmp_path / "cadence.wav", np.stack([cadence, cadence], axis=1))
+    track = analyse_track("cadence", {"accompaniment": SourceInput(path)}).track
+    print(f"\nI-IV-V-I in {tonic} {mode}: {track['key_tonic']} {track['key_mode']} (r = {track['key_strength']:.3f}), tuning {track['tuning_cents']} cents")
+    assert (track["key_tonic"], track["key_mode"]) == (tonic, mode)
+    assert abs(track["tuning_cents"]) <= 10
+
+
+@needs_shared
+def test_vocal_activity_of_separated_vocals_agrees_with_true_vocals(official_graph):
+    """Frame agreement of the vocal activity read from the official model's vocals and from the true vocals stem."""
+    agreements = {}
+    for song in CC0_SONGS:
+        mixture, rate = soundfile.read(os.path.join(CC0, song, "mixture.flac"), dtype="float32")
+        truth, _ = soundfile.read(os.path.join(CC0, song, "vocals.flac"), dtype="float32")
+        separated = official_graph.separate(mixture)["vocals"]
+        actives = []
+        for signal in (truth, separated):
+            analysed = _analyse(signal, rate)
+            actives.append(vocal_activity(analysed.frame_db, analysed.duration_s)[0])
+        agreements[song] = (float(np.mean(actives[0] == actives[1])), float(actives[0].mean()), float(actives[1].mean()))
+    print("\nvocal activity, separated vs true vocals (frame agreement, presence true, presence separated):")
+    for song, (agreement, true_ratio, separated_ratio) in agreements.items():
+        print(f"  {song}: {agreement:.3f}  {true_ratio:.3f}  {separated_ratio:.3f}")
+    assert np.mean([a for a, _, _ in agreements.values()]) >= 0.8
