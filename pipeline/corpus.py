@@ -15,8 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
 from pipeline.jobs import announce, help_requested, in_process, parse, require, summary
-from pipeline.options import StembeamOptions
-from transforms import spool, storage
+from pipeline.options import FeatureOptions, StembeamOptions
+from transforms import features, spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import SeparateChunks, share_with_workers_in_process
 from transforms.manifest import ReadManifest
@@ -159,6 +159,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, config, kera
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output)
+    features.add_to_corpus_job(tracks, rows, options)  # only with --features
     return rows
 
 
@@ -206,7 +207,7 @@ def run_pipeline(argv) -> tuple:
 def run(argv=None) -> int:
     """Parse options (StembeamOptions + any Beam option), run the job, log a summary line."""
     argv = list(argv or [])
-    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args):
+    if help_requested(argv, "stembeam pipeline", "Separate every track of a manifest on Apache Beam.", StembeamOptions._add_argparse_args, FeatureOptions._add_argparse_args):
         return 0
     result, job = run_pipeline(argv)
     counts = summary(result, COUNTERS)

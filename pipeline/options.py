@@ -64,3 +64,15 @@ class PrepareOptions(PipelineOptions):
             help="use the sum of the stems as the mixture (for files whose mixture is not that sum)",
         )
         parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
+
+
+class FeatureOptions(PipelineOptions):
+    """MIR features: ``stembeam features`` (--input) and ``stembeam pipeline --features``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", default=None, help="stembeam features: a stembeam pipeline output (has metadata/) or a folder of <track>/<source>.wav|flac|mp3... folders")
+        parser.add_argument("--features", action="store_true", default=False, help="stembeam pipeline: also compute MIR features into {output}/features/")
+        parser.add_argument("--vocal_pitch", "--vocal-pitch", action="store_true", default=False, help="features: vocal f0 with pYIN (slow)")
+        parser.add_argument("--feature_frames", "--feature-frames", action="store_true", default=False, help="features: also write per-frame series (frames-*.parquet)")
+        parser.add_argument("--feature_plots", "--feature-plots", action="store_true", default=False, help="features: one PNG per track under {output}/features/plots/")
