@@ -227,3 +227,109 @@ def test_vocal_activity_of_separated_vocals_agrees_with_true_vocals(official_gra
     for song, (agreement, true_ratio, separated_ratio) in agreements.items():
         print(f"  {song}: {agreement:.3f}  {true_ratio:.3f}  {separated_ratio:.3f}")
     assert np.mean([a for a, _, _ in agreements.values()]) >= 0.8
+
+
+def _parquet_rows(output, name):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(os.path.join(output, "features", f"{name}-*.parquet")))
+    assert len(files) == 1
+    return sorted(pq.read_table(files[0]).to_pylist(), key=lambda r: (r["track_id"], r.get("source") or ""))
+
+
+def _song_folder(root, name, bpm, vocals_from, seconds=6.0):
+    """``root/name/{mixture,drums,vocals}.wav``: clicks at ``bpm`` and a 330 Hz 'voice' from ``vocals_from`` s."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    t = np.arange(int(seconds * RATE)) / RATE
+    drums = librosa.clicks(times=np.arange(0.25, seconds, 60.0 / bpm), sr=RATE, length=t.shape[0])
+    voice = 0.2 * np.sin(2 * np.pi * 330 * t) * (t >= vocals_from)
+    for stem, signal in (("drums", drums), ("vocals", voice), ("mixture", drums + voice)):
+        _write(folder / f"{stem}.wav", np.stack([signal, signal], axis=1))
+    return folder
+
+
+def _features_job(*argv):
+    from pipeline.features import run
+
+    assert run(list(argv)) == 0
+
+
+def test_features_job_error_rows_resume_and_same_tables(tmp_path):
+    """An unreadable source is an error row naming it (the rest intact); a rerun reuses every
+    stored track and writes the same tables; a changed option (--vocal_pitch) recomputes."""
+    data = tmp_path / "songs"
+    _song_folder(data, "a", 120, 2.0)
+    broken = _song_folder(data, "b", 96, 1.0)
+    (broken / "vocals.wav").write_text("not audio\n")
+    output = str(tmp_path / "out")
+    _features_job("--input", str(data), "--output", output)
+    sources, tracks = _parquet_rows(output, "sources"), _parquet_rows(output, "tracks")
+    assert [(r["track_id"], r["source"], r["status"]) for r in sources] == [
+        ("a", "drums", "ok"), ("a", "mixture", "ok"), ("a", "vocals", "ok"), ("b", "drums", "ok"), ("b", "mixture", "ok"), ("b", "vocals", "error")
+    ]
+    bad = sources[-1]["error"]
+    assert bad.startswith(str(broken / "vocals.wav")) and "not decodable as audio" in bad
+    a, b = tracks
+    assert a["status"] == "ok" and a["tempo_bpm"] == pytest.approx(120, rel=0.02) and a["first_vocal_s"] == pytest.approx(2.0, abs=0.1)
+    assert b["status"] == "error" and b["error"] == bad and b["tempo_bpm"] == pytest.approx(96, rel=0.02) and b["vocal_presence_ratio"] is None
+    markers = {name: os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns for name in ("a", "b")}
+
+    _features_job("--input", str(data), "--output", output)
+    assert _parquet_rows(output, "sources") == sources and _parquet_rows(output, "tracks") == tracks
+    assert {name: os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns for name in markers} == markers  # reused
+
+    _features_job("--input", str(data), "--output", output, "--vocal_pitch")
+    again = {r["track_id"]: r for r in _parquet_rows(output, "tracks")}
+    assert again["a"]["vocal_f0_median_hz"] == pytest.approx(330, rel=0.006)  # recomputed with pitch
+    assert all(os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns != markers[name] for name in markers)
+
+
+def test_unchanged_track_is_not_recomputed(tmp_path, monkeypatch):
+    """The rerun's reuse is real: analyse_track is not called for a stored track, and is for a touched one."""
+    import model.features.analysis as analysis
+
+    data = tmp_path / "songs"
+    _song_folder(data, "a", 120, 2.0, seconds=4.0)
+    touched = _song_folder(data, "b", 120, 2.0, seconds=4.0)
+    output = str(tmp_path / "out")
+    _features_job("--input", str(data), "--output", output, "--direct_num_workers", "1")
+    calls = []
+    original = analysis.analyse_track
+    monkeypatch.setattr(analysis, "analyse_track", lambda track_id, *a, **k: calls.append(track_id) or original(track_id, *a, **k))
+    os.utime(touched / "drums.wav", ns=(1, 1))
+    _features_job("--input", str(data), "--output", output, "--direct_num_workers", "1")
+    assert calls == ["b"]
+
+
+@needs_shared
+def test_pipeline_with_features_on_one_short_track(tmp_path):
+    """The corpus job with --features --feature_frames --feature_plots on a manifest row cut with
+    offset/duration: the mixture is analysed over the stems' span; a rerun reuses the stored rows."""
+    from pipeline.corpus import run
+    from tests.conftest import EXAMPLE
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"uri,track_id,offset,duration\n{EXAMPLE},example,1.0,6.0\n")
+    output = str(tmp_path / "out")
+    argv = ["--manifest", str(manifest), "--output", output, "--features", "--feature_frames", "--feature_plots"]
+    assert run(argv) == 0
+    sources = {r["source"]: r for r in _parquet_rows(output, "sources")}
+    assert sorted(sources) == ["accompaniment", "mixture", "vocals"]
+    assert all(r["status"] == "ok" and r["duration_s"] == pytest.approx(6.0) for r in sources.values())
+    assert sources["mixture"]["source_uri"] == EXAMPLE and sources["vocals"]["source_uri"] == os.path.join(output, "stems", "example", "vocals.wav")
+    assert sources["mixture"]["share_db"] == 0.0 and -12 < sources["vocals"]["share_db"] < 0 and -10 < sources["mixture"]["integrated_lufs"] < -5
+    (track,) = _parquet_rows(output, "tracks")
+    assert track["status"] == "ok" and track["tempo_source"] == "accompaniment" and 60 < track["tempo_bpm"] < 200 and track["key_tonic"] is not None
+    frames = {r["source"]: r for r in _parquet_rows(output, "frames")}
+    assert len(frames["vocals"]["rms_db"]) == len(frames["vocals"]["vocal_active"]) == 1 + int(6.0 * ANALYSIS_RATE) // 512
+    assert frames["mixture"]["vocal_active"] is None and frames["vocals"]["frame_hop_s"] == pytest.approx(FRAME_S)
+    png = os.path.join(output, "features", "plots", "example.png")
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    marker = os.path.join(output, "stems", "example", ".features.json")
+    stamp = os.stat(marker).st_mtime_ns
+    assert run(argv) == 0
+    assert os.stat(marker).st_mtime_ns == stamp and _parquet_rows(output, "tracks") == [track]
