@@ -193,6 +193,18 @@ def _corpus_jobs(element, output: str):
     yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker)
 
 
+def warm_up_in_background(options, vocal_pitch: bool) -> None:
+    """With in-process workers (the DirectRunner), compile librosa's numba functions while the job
+    starts (decoding, inference) instead of when the first track reaches the features stage."""
+    import threading
+
+    from model.features.analysis import warm_up
+    from pipeline.jobs import in_process
+
+    if in_process(options):
+        threading.Thread(target=warm_up, args=(vocal_pitch,), daemon=True).start()
+
+
 def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
     """The corpus job's features stage (when ``--features``): after the stem writers, every track
     with written (or previously finished) stems is analysed: its stems, and its mixture over the
@@ -204,6 +216,7 @@ def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
         return None
     output = options.view_as(StembeamOptions).output
     clear_feature_tables(output)
+    warm_up_in_background(options, features.vocal_pitch)
     by_id = tracks | "FeatureTracksById" >> beam.Map(lambda track: (track.track_id, track))
     rows_by_id = rows | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
     jobs = (
