@@ -251,6 +251,18 @@ def _song_folder(root, name, bpm, vocals_from, seconds=6.0):
     return folder
 
 
+def _query_example(output, vocals_after, tempo_min, tempo_max):
+    """Track ids examples/features_query.py finds."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("features_query", os.path.join(REPO, "examples", "features_query.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.query(output, vocals_after, tempo_min, tempo_max).column("track_id").to_pylist()
+
+
 def _features_job(*argv):
     from pipeline.features import run
 
@@ -276,6 +288,7 @@ def test_features_job_error_rows_resume_and_same_tables(tmp_path):
     assert a["status"] == "ok" and a["tempo_bpm"] == pytest.approx(120, rel=0.02) and a["first_vocal_s"] == pytest.approx(2.0, abs=0.1)
     assert b["status"] == "error" and b["error"] == bad and b["tempo_bpm"] == pytest.approx(96, rel=0.02) and b["vocal_presence_ratio"] is None
     markers = {name: os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns for name in ("a", "b")}
+    assert _query_example(output, 1.5, 110, 130) == ["a"] and _query_example(output, 2.5, 110, 130) == []
 
     _features_job("--input", str(data), "--output", output)
     assert _parquet_rows(output, "sources") == sources and _parquet_rows(output, "tracks") == tracks
@@ -333,3 +346,28 @@ def test_pipeline_with_features_on_one_short_track(tmp_path):
     stamp = os.stat(marker).st_mtime_ns
     assert run(argv) == 0
     assert os.stat(marker).st_mtime_ns == stamp and _parquet_rows(output, "tracks") == [track]
+
+
+@needs_shared
+@pytest.mark.slow
+@pytest.mark.parametrize("long", [20, 60], ids=["20min", "60min"])
+def test_pipeline_features_memory_does_not_grow_with_track_length(tmp_path, long):
+    """Peak RSS of `pipeline --features` on the Lithium song looped to 5 minutes and to ``long`` minutes."""
+    import subprocess
+
+    from tests.test_reliability import _job, _manifest, _peak_rss_mb
+
+    song = os.path.join(CC0, "2.Lithium", "mixture.flac")
+    figures = {}
+    for minutes in (5, long):
+        path = str(tmp_path / f"looped_{minutes}.flac")
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", str(2 * minutes), "-i", "file:" + song, "-t", str(minutes * 60), "-c:a", "flac", "file:" + path],
+            check=True,
+        )
+        manifest = _manifest(tmp_path / f"m{minutes}.csv", [(path, f"t{minutes}")])
+        figures[minutes] = _peak_rss_mb(_job(manifest, str(tmp_path / f"out{minutes}"), "--features"))
+        (track,) = _parquet_rows(str(tmp_path / f"out{minutes}"), "tracks")
+        assert track["status"] == "ok" and track["tempo_bpm"] == pytest.approx(124, rel=0.03)
+    print(f"\npipeline --features peak RSS: 5-minute track {figures[5]:.0f} MB, {long}-minute track {figures[long]:.0f} MB, ratio {figures[long] / figures[5]:.2f}")
+    assert figures[long] <= 1.5 * figures[5]
