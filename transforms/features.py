@@ -154,7 +154,7 @@ class WriteFeatureTables(beam.PTransform):
             tables[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
                 storage.join(features_root(self._output), name), schema=schemas[name], file_name_suffix=".parquet", num_shards=1
             )
-        return None
+        return tables
 
 
 class ComputeFeatures(beam.PTransform):

@@ -21,6 +21,7 @@ from model.features import FEATURE_VERSION
 from model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
 from model.features.loudness import LoudnessMeter, TICK_S
 from model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
+from model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
 from model.features.spectral import SpectralStats, mel_db, rms_db
 from model.features.tonality import Tonality
 from model.features.vocals import pitch_frames, pitch_summary, vocal_activity
@@ -182,8 +183,6 @@ def _series(values: np.ndarray, digits: int = 2) -> list:
 
 
 def _empty_source_row(track_id: str, name: str, uri: str, status: str, error: Optional[str]) -> dict:
-    from model.features.schema import SOURCE_COLUMNS
-
     row = dict.fromkeys(SOURCE_COLUMNS)
     row.update(track_id=track_id, source=name, source_uri=uri, status=status, error=error, feature_version=FEATURE_VERSION)
     return row
@@ -226,8 +225,6 @@ def analyse_track(
 
 
 def _track_row(track_id: str, done: dict, errors: dict, tonal: set, vocal_pitch: bool, duration: float) -> dict:
-    from model.features.schema import TRACK_COLUMNS
-
     row = dict.fromkeys(TRACK_COLUMNS)
     row.update(track_id=track_id, feature_version=FEATURE_VERSION, beat_times_s=[], vocal_segments=None)
     tempo_source = next((name for name in TEMPO_SOURCES if name in done), None)
