@@ -371,3 +371,48 @@ def test_pipeline_features_memory_does_not_grow_with_track_length(tmp_path, long
         assert track["status"] == "ok" and track["tempo_bpm"] == pytest.approx(124, rel=0.03)
     print(f"\npipeline --features peak RSS: 5-minute track {figures[5]:.0f} MB, {long}-minute track {figures[long]:.0f} MB, ratio {figures[long] / figures[5]:.2f}")
     assert figures[long] <= 1.5 * figures[5]
+
+
+@pytest.mark.slow
+def test_features_job_reads_and_writes_gcs(tmp_path):
+    """`stembeam features` with --input and --output in a gs:// bucket (gcp-storage-emulator)."""
+    import io
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage as gcs
+
+    from tests.conftest import REPO
+    from tests.test_cloud import _free_port
+
+    _song_folder(tmp_path / "songs", "a", 120, 2.0, seconds=4.0)
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}", NO_GCE_CHECK="True")
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ.update(STORAGE_EMULATOR_HOST=env["STORAGE_EMULATOR_HOST"])
+    try:
+        client = gcs.Client.create_anonymous_client()
+        client.project = "test"
+        bucket = client.create_bucket("features")
+        for name in ("mixture", "drums", "vocals"):
+            bucket.blob(f"songs/a/{name}.wav").upload_from_filename(str(tmp_path / "songs" / "a" / f"{name}.wav"))
+        job = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "features", "--input", "gs://features/songs", "--output", "gs://features/out", "--feature_plots"],
+            cwd=REPO, env=env, capture_output=True, text=True,
+        )
+        assert job.returncode == 0, job.stderr[-3000:]
+        names = sorted(blob.name for blob in bucket.list_blobs(prefix="out/"))
+        assert "out/features/plots/a.png" in names and "out/features/_done/a.json" in names
+        (tracks,) = [n for n in names if n.startswith("out/features/tracks-")]
+        (row,) = pq.read_table(io.BytesIO(bucket.blob(tracks).download_as_bytes())).to_pylist()
+        assert row["status"] == "ok" and row["tempo_bpm"] == pytest.approx(120, rel=0.02) and row["first_vocal_s"] == pytest.approx(2.0, abs=0.1)
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        server.stop()
