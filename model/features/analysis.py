@@ -106,7 +106,8 @@ class SourceAnalyser:
 
     def write(self, block: np.ndarray) -> None:
         self.loudness.write(block)
-        mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+        # A matrix product: numpy's mean over a 2-wide axis is several times slower.
+        mono = np.asarray(block, dtype=np.float32) @ np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
         self._frames(self._framer.push(mono))

@@ -64,7 +64,7 @@ class LoudnessMeter:
         weighted = np.concatenate([self._carry, weighted])
         whole = weighted.shape[0] // self._tick
         if whole:
-            self._ticks.append(weighted[: whole * self._tick].reshape(whole, self._tick).mean(axis=1, dtype=np.float64))
+            self._ticks.append(weighted[: whole * self._tick].reshape(whole, self._tick).sum(axis=1).astype(np.float64) / self._tick)
         self._carry = weighted[whole * self._tick :]
 
     def _tick_energies(self) -> np.ndarray:
