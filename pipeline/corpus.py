@@ -22,9 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
 from pipeline.jobs import UsageError, announce, help_requested, in_process, parse, require, run_with_progress, summary, timing
-from pipeline.options import StembeamOptions
+from pipeline.options import FeatureOptions, StembeamOptions
 from pipeline.output_lock import OutputLock
-from transforms import spool, storage
+from transforms import features, spool, storage
 from transforms.audio import DONE, DecodeAndChunk
 from transforms.inference import separate_chunks, share_with_workers_in_process
 from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
@@ -218,6 +218,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         for name, errors in (("Input", input_errors), ("Decode", decoded.errors), ("Regroup", grouped.errors)):
             errors | f"{name}FailedProgress" >> beam.Map(_failed_progress) | f"Mark{name}Failed" >> beam.ParDo(MarkProgress(root))
         decoded.chunks | "DecodedProgress" >> beam.FlatMap(_decoded_progress, config.sample_rate) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
+    features.add_to_corpus_job(tracks, rows, options)  # only with --features
     return rows
 
 

@@ -84,6 +84,26 @@ def add_prepare_args(parser) -> None:
     parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
 
 
+def add_feature_args(parser) -> None:
+    """The MIR feature flags of ``stembeam features`` and ``stembeam pipeline --features``."""
+    parser.add_argument("--features", action="store_true", default=False, help="stembeam pipeline: also compute MIR features into {output}/features/")
+    parser.add_argument("--vocal_pitch", "--vocal-pitch", action="store_true", default=False, help="features: vocal f0 with pYIN (slow)")
+    parser.add_argument("--feature_frames", "--feature-frames", action="store_true", default=False, help="features: also write per-frame series (frames-*.parquet)")
+    parser.add_argument("--feature_plots", "--feature-plots", action="store_true", default=False, help="features: one PNG per track under {output}/features/plots/")
+
+
+def add_features_input_args(parser) -> None:
+    parser.add_argument(
+        "--input", default=None,
+        help="stembeam features: a stembeam pipeline output (has metadata/) or a folder of <track>/<source>.wav|flac|mp3... folders",
+    )
+
+
+def _features_shared(parser) -> None:
+    add_features_input_args(parser)
+    parser.add_argument("--output", help="output root: features/ (local or gs://)")
+
+
 def _prepare_shared(parser) -> None:
     # prepare-dataset's help shows only the shared flags it uses.
     parser.add_argument("--dataset", help="folder (MUSDB layout, optionally with train/ test/; or *.stem.mp4) or a manifest with one column per stem")
@@ -93,7 +113,8 @@ def _prepare_shared(parser) -> None:
 
 # name -> (description, flag adders): what `stembeam NAME --help` shows, without importing the job.
 JOB_HELP = {
-    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_job_args)),
+    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_job_args)),
+    "features": ("MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_job_args)),
     "evaluate": (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
         "--manifest is the corpus job's; give the dataset as --dataset. "

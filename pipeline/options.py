@@ -37,3 +37,12 @@ class PrepareOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         flags.add_prepare_args(parser)
+
+
+class FeatureOptions(PipelineOptions):
+    """MIR features: ``stembeam features`` (--input) and ``stembeam pipeline --features``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        flags.add_features_input_args(parser)
+        flags.add_feature_args(parser)

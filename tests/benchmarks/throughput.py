@@ -4,7 +4,9 @@ Prints seconds of audio per wall-clock second for
   - the whole `stembeam pipeline` job (DirectRunner; startup, model export, decode, inference, writing),
   - the official graph (model.meta + checkpoint) doing decode -> separate -> write WAV in one warm process,
 and their ratio; first, how long `stembeam --help` and each `stembeam SUBCOMMAND --help` take
-(a fresh process each, as a user types them). Usage:
+(a fresh process each, as a user types them); then the same job with ``--features`` and with
+``--features --vocal_pitch`` on the same files, and what the features add to the job's wall time
+(target: <= 25 % without pitch). Usage:
   .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [-- extra Beam options]
 """
 from __future__ import annotations
@@ -51,7 +53,7 @@ def pipeline_job(manifest: str, output: str, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
-HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["prepare-dataset"], ["train"])
+HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["prepare-dataset"], ["features"], ["train"])
 
 
 def help_timings() -> list:
@@ -70,6 +72,7 @@ def help_timings() -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=28, help="copies of the three 30 s cc0 mixtures (28 -> 42 min; 7 -> 10.5 min)")
+    parser.add_argument("--no-vocal-pitch", dest="vocal_pitch", action="store_false", help="skip the --features --vocal_pitch run")
     args, extra = parser.parse_known_args(argv)
     for command, seconds in help_timings():
         print(f"{command:<34} {seconds:5.2f} s", flush=True)
@@ -80,11 +83,16 @@ def main(argv=None) -> int:
         audio_seconds = 30.0 * len(files)
         pipeline_s = pipeline_job(manifest, os.path.join(tmp, "pipeline"), extra)
         official_s = official_baseline(files, os.path.join(tmp, "official"))
+        features_s = pipeline_job(manifest, os.path.join(tmp, "features"), [*extra, "--features"])
+        pitch_s = pipeline_job(manifest, os.path.join(tmp, "pitch"), [*extra, "--features", "--vocal_pitch"]) if args.vocal_pitch else None
     ours, theirs = audio_seconds / pipeline_s, audio_seconds / official_s
     print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s; beam options: {' '.join(extra) or '(defaults)'}")
     print(f"stembeam pipeline (whole job):        {pipeline_s:7.1f} s wall  {ours:6.2f} s audio / s")
     print(f"official graph decode->separate->wav: {official_s:7.1f} s wall  {theirs:6.2f} s audio / s")
     print(f"ratio pipeline / official: {ours / theirs:.2f}x")
+    print(f"stembeam pipeline --features:         {features_s:7.1f} s wall  features cost {100 * (features_s / pipeline_s - 1):+.0f} % of the job's wall time")
+    if pitch_s is not None:
+        print(f"stembeam pipeline --features --vocal_pitch: {pitch_s:7.1f} s wall  features cost {100 * (pitch_s / pipeline_s - 1):+.0f} %")
     return 0
 
 

@@ -1,0 +1,293 @@
+"""``analyse_track``: every source of a track read block by block into loudness, spectral,
+rhythm, vocal and tonal features: one row per source, one per track, optional frame series.
+
+Memory per source: one decoded block (BLOCK_S) plus per-frame series of a few floats per
+23 ms frame (and 8 bytes per 10 ms for loudness gating), whatever the track's length.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from typing import Callable, Optional
+
+import librosa
+import numpy as np
+import soundfile
+import soxr
+
+from model.audio import AudioDecodeError, decode_blocks
+from model.features import FEATURE_VERSION
+from model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
+from model.features.loudness import LoudnessMeter, TICK_S
+from model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
+from model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
+from model.features.spectral import SpectralStats, mel_db, rms_db
+from model.features.tonality import Tonality
+from model.features.vocals import pitch_frames, pitch_summary, vocal_activity
+
+MIXTURE, VOCALS, ACCOMPANIMENT, DRUMS = "mixture", "vocals", "accompaniment", "drums"
+BLOCK_S = 10.0  # seconds decoded at a time
+DECODE_RATE = 44100  # rate of what ffmpeg decodes (files soundfile reads keep their own rate)
+SHORT_TERM_STEP_TICKS = 10  # short-term loudness series: one value per 100 ms
+TEMPO_SOURCES = (DRUMS, ACCOMPANIMENT, MIXTURE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInput:
+    """A source to analyse: a file (``stream``: one audio stream of a multi-stream file), and
+    the span of it to read (a mixture cut as the manifest row cut it)."""
+
+    uri: str
+    offset: float = 0.0
+    duration: Optional[float] = None
+    stream: Optional[int] = None
+
+
+@dataclasses.dataclass
+class TrackFeatures:
+    """Rows of the three tables, and what a plot of the track needs."""
+
+    sources: list
+    track: dict
+    frames: list
+    short_term: dict  # {source: [m] LUFS every 100 ms, -inf for silence}
+    duration_s: float
+
+
+def read_blocks(path: str, offset: float = 0.0, duration: Optional[float] = None, stream: Optional[int] = None):
+    """``(sample_rate, channels, iterator of [k, channels] float32)``: mono/stereo files libsndfile
+    reads (wav, flac, ogg, mp3...) at their own rate; anything else through ffmpeg, stereo at 44.1 kHz."""
+    handle = None
+    if stream is None:
+        try:
+            handle = soundfile.SoundFile(path)
+        except Exception:  # noqa: BLE001 - libsndfile cannot read it: ffmpeg may (and names the reason if not)
+            handle = None
+        if handle is not None and (handle.channels > 2 or handle.frames <= 0):
+            handle.close()
+            handle = None
+    if handle is None:
+        return DECODE_RATE, 2, decode_blocks(path, DECODE_RATE, offset, duration, stream)
+
+    def blocks():
+        with handle:
+            rate = handle.samplerate
+            start = int(round(offset * rate))
+            remaining = handle.frames - start if duration is None else min(handle.frames - start, int(round(duration * rate)))
+            if start:
+                handle.seek(min(start, handle.frames))
+            step = int(BLOCK_S * rate)
+            while remaining > 0:
+                block = handle.read(min(step, remaining), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                if not np.all(np.isfinite(block)):
+                    raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
+                remaining -= block.shape[0]
+                yield block
+
+    return handle.samplerate, handle.channels, blocks()
+
+
+class SourceAnalyser:
+    """Streams one source: ``write([k, channels])`` blocks at ``sample_rate``, then ``finish()``."""
+
+    def __init__(self, sample_rate: int, channels: int, pitch: bool = False, tonality: bool = False):
+        self.sample_rate = sample_rate
+        self.loudness = LoudnessMeter(sample_rate, channels)
+        self._resampler = None if sample_rate == ANALYSIS_RATE else soxr.ResampleStream(sample_rate, ANALYSIS_RATE, 1, dtype="float32")
+        self._framer = Framer()
+        self.spectral = SpectralStats()
+        self.onsets = OnsetEnvelope()
+        self.tonality = Tonality() if tonality else None
+        self._db = []
+        self._f0 = [] if pitch else None
+
+    def write(self, block: np.ndarray) -> None:
+        self.loudness.write(block)
+        # A matrix product: numpy's mean over a 2-wide axis is several times slower.
+        mono = np.asarray(block, dtype=np.float32) @ np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        self._frames(self._framer.push(mono))
+
+    def _frames(self, y) -> None:
+        if y is None:
+            return
+        magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=False))
+        frame_db = rms_db(magnitude)
+        mel = mel_db(np.square(magnitude))
+        self._db.append(frame_db)
+        self.spectral.add(y, magnitude, mel, frame_db)
+        self.onsets.push(mel)
+        if self.tonality is not None:
+            self.tonality.add(magnitude)
+        if self._f0 is not None:
+            self._f0.append(pitch_frames(y))
+
+    def finish(self) -> "SourceAnalyser":
+        if self._resampler is not None:
+            self._frames(self._framer.push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
+        self._frames(self._framer.finish())
+        self.frame_db = np.concatenate(self._db) if self._db else np.zeros(0, np.float32)
+        self.onset_envelope = self.onsets.finish()
+        self.f0 = None if self._f0 is None else (np.concatenate(self._f0) if self._f0 else np.zeros(0, np.float32))
+        self.duration_s = self.loudness.samples / self.sample_rate
+        return self
+
+    def row(self) -> dict:
+        """The source's measures (the ``sources`` table's feature columns)."""
+        meter = self.loudness
+        return {
+            "duration_s": self.duration_s,
+            "sample_rate": self.sample_rate,
+            "integrated_lufs": meter.integrated_lufs(),
+            "loudness_range_lu": meter.loudness_range_lu(),
+            "sample_peak_dbfs": meter.sample_peak_dbfs(),
+            "rms_dbfs": meter.rms_dbfs(),
+            **self.spectral.summary(),
+            "onset_rate_hz": onset_rate_hz(self.onset_envelope),
+        }
+
+
+def analyse_source(path: str, source: SourceInput, pitch: bool = False, tonality: bool = False) -> SourceAnalyser:
+    """Read the local file ``path`` (of ``source``) block by block through a SourceAnalyser."""
+    rate, channels, blocks = read_blocks(path, source.offset, source.duration, source.stream)
+    analyser = SourceAnalyser(rate, channels, pitch, tonality)
+    with contextlib.closing(blocks):
+        for block in blocks:
+            analyser.write(block)
+    if analyser.loudness.samples == 0:
+        raise AudioDecodeError(path, "no audio samples decoded")
+    return analyser.finish()
+
+
+def _tonality_sources(names) -> list:
+    """The accompaniment, else the non-vocal stems (their chroma energies summed), else the mixture."""
+    if ACCOMPANIMENT in names:
+        return [ACCOMPANIMENT]
+    others = [n for n in names if n not in (MIXTURE, VOCALS)]
+    return others or ([MIXTURE] if MIXTURE in names else [])
+
+
+def _reason(uri: str, error: Exception) -> str:
+    if isinstance(error, AudioDecodeError):
+        return f"{uri}: {error.reason}"
+    text = str(error)
+    return text if text.startswith(uri) else f"{uri}: {type(error).__name__}: {error}"
+
+
+def _series(values: np.ndarray, digits: int = 2) -> list:
+    """A float series as a JSON/Parquet list: rounded, NaN and +-inf as None."""
+    return [round(float(v), digits) if np.isfinite(v) else None for v in values]
+
+
+def _empty_source_row(track_id: str, name: str, uri: str, status: str, error: Optional[str]) -> dict:
+    row = dict.fromkeys(SOURCE_COLUMNS)
+    row.update(track_id=track_id, source=name, source_uri=uri, status=status, error=error, feature_version=FEATURE_VERSION)
+    return row
+
+
+def analyse_track(
+    track_id: str, sources: dict, vocal_pitch: bool = False, frames: bool = False, localise: Callable = contextlib.nullcontext
+) -> TrackFeatures:
+    """Analyse ``sources`` (``{name: SourceInput}``, ``mixture`` and stems) of one track.
+
+    ``localise(uri)`` is a context manager giving a local path for a uri (default: the uri
+    itself). A source that cannot be read or analysed gets a ``status=error`` row naming the
+    file and the reason; the other sources and the track-level features still get computed.
+    Tempo comes from drums, else accompaniment, else mixture; vocal activity and pitch from
+    ``vocals``; key from the accompaniment, else the summed non-vocal stems, else the mixture.
+    """
+    tonal = set(_tonality_sources(sources))
+    done, errors, rows = {}, {}, {}
+    for name in sorted(sources, key=lambda n: (n != MIXTURE, n)):
+        source = sources[name]
+        row = _empty_source_row(track_id, name, source.uri, "ok", None)
+        try:
+            with localise(source.uri) as path:
+                analyser = analyse_source(path, source, pitch=vocal_pitch and name == VOCALS, tonality=name in tonal)
+            row.update(analyser.row())
+            done[name] = analyser
+        except Exception as error:  # noqa: BLE001 - one bad source is a row, not a lost track
+            errors[name] = _reason(source.uri, error)
+            row.update(status="error", error=errors[name])
+        rows[name] = row
+    mixture = done.get(MIXTURE)
+    for name, analyser in done.items():
+        if mixture is not None and mixture.loudness.sum_squares > 0 and analyser.loudness.sum_squares > 0:
+            rows[name]["share_db"] = float(10 * np.log10(analyser.loudness.sum_squares / mixture.loudness.sum_squares))
+    duration = max((a.duration_s for a in done.values()), default=0.0)
+    track = _track_row(track_id, done, errors, tonal, vocal_pitch, duration)
+    frame_rows = _frame_rows(track_id, done, track) if frames else []
+    short_term = {name: a.loudness.short_term_lufs(SHORT_TERM_STEP_TICKS) for name, a in done.items()}
+    return TrackFeatures([rows[n] for n in sorted(rows)], track, frame_rows, short_term, duration)
+
+
+def _track_row(track_id: str, done: dict, errors: dict, tonal: set, vocal_pitch: bool, duration: float) -> dict:
+    row = dict.fromkeys(TRACK_COLUMNS)
+    row.update(track_id=track_id, feature_version=FEATURE_VERSION, beat_times_s=[], vocal_segments=None)
+    tempo_source = next((name for name in TEMPO_SOURCES if name in done), None)
+    if tempo_source is not None:
+        tempo, beats = tempo_and_beats(done[tempo_source].onset_envelope)
+        row.update(tempo_source=tempo_source, tempo_bpm=tempo, beat_times_s=[round(float(b), 4) for b in beats])
+    vocals = done.get(VOCALS)
+    if vocals is not None:
+        active, segments = vocal_activity(vocals.frame_db, vocals.duration_s)
+        vocals.vocal_active = active
+        row.update(
+            vocal_presence_ratio=float(active.mean()) if active.size else 0.0,
+            vocal_segments=segments,
+            first_vocal_s=segments[0]["start_s"] if segments else None,
+        )
+        if vocal_pitch:
+            row.update(pitch_summary(vocals.f0))
+    present = [done[name].tonality for name in sorted(tonal) if name in done]
+    if present:
+        total = Tonality()
+        for part in present:
+            total.merge(part)
+        row.update(total.summary(), tonality_source="+".join(name for name in sorted(tonal) if name in done))
+    row["status"] = "error" if errors or not done else "ok"
+    row["error"] = "; ".join(errors[name] for name in sorted(errors)) or None
+    return row
+
+
+def _frame_rows(track_id: str, done: dict, track: dict) -> list:
+    rows = []
+    for name in sorted(done):
+        analyser = done[name]
+        active = getattr(analyser, "vocal_active", None)
+        rows.append({
+            "track_id": track_id,
+            "source": name,
+            "frame_hop_s": FRAME_S,
+            "rms_db": _series(analyser.frame_db),
+            "vocal_active": None if active is None else [bool(v) for v in active],
+            "f0_hz": None if analyser.f0 is None else _series(analyser.f0),
+            "short_term_hop_s": SHORT_TERM_STEP_TICKS * TICK_S,
+            "short_term_lufs": _series(analyser.loudness.short_term_lufs(SHORT_TERM_STEP_TICKS)),
+            "feature_version": FEATURE_VERSION,
+        })
+    return rows
+
+
+_WARM = threading.Lock()
+_warmed = set()
+
+
+def warm_up(vocal_pitch: bool = False) -> None:
+    """Compile librosa's numba functions (beat tracking, onset peaks, pYIN's Viterbi) once per
+    process, on 4 s of clicks, so no track pays for it. Later calls return at once."""
+    with _WARM:
+        if vocal_pitch in _warmed:
+            return
+        t = np.arange(4 * ANALYSIS_RATE) / ANALYSIS_RATE
+        clicks = (np.sin(2 * np.pi * 220 * t) * (np.mod(t, 0.5) < 0.05)).astype(np.float32)
+        analyser = SourceAnalyser(ANALYSIS_RATE, 1, pitch=vocal_pitch, tonality=True)
+        analyser.write(clicks[:, None])
+        analyser.finish()
+        _track_row("warm-up", {VOCALS: analyser}, {}, {VOCALS}, vocal_pitch, 4.0)
+        tempo_and_beats(analyser.onset_envelope)
+        _warmed.add(vocal_pitch)

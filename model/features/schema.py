@@ -1,0 +1,66 @@
+"""pyarrow schemas of the three feature tables (``features/{sources,tracks,frames}-*.parquet``); units in the names."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SOURCES_SCHEMA = pa.schema([
+    ("track_id", pa.string()),
+    ("source", pa.string()),
+    ("source_uri", pa.string()),
+    ("duration_s", pa.float64()),
+    ("sample_rate", pa.int32()),
+    ("integrated_lufs", pa.float64()),
+    ("loudness_range_lu", pa.float64()),
+    ("sample_peak_dbfs", pa.float64()),
+    ("rms_dbfs", pa.float64()),
+    ("share_db", pa.float64()),
+    ("spectral_centroid_hz_mean", pa.float64()),
+    ("spectral_centroid_hz_std", pa.float64()),
+    ("spectral_flatness_mean", pa.float64()),
+    ("zero_crossing_rate_mean", pa.float64()),
+    ("onset_rate_hz", pa.float64()),
+    ("mfcc_mean", pa.list_(pa.float64())),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("feature_version", pa.string()),
+])
+
+SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
+
+TRACKS_SCHEMA = pa.schema([
+    ("track_id", pa.string()),
+    ("tempo_bpm", pa.float64()),
+    ("tempo_source", pa.string()),
+    ("beat_times_s", pa.list_(pa.float64())),
+    ("vocal_presence_ratio", pa.float64()),
+    ("vocal_segments", pa.list_(SEGMENT)),
+    ("first_vocal_s", pa.float64()),
+    ("key_tonic", pa.string()),
+    ("key_mode", pa.string()),
+    ("key_strength", pa.float64()),
+    ("tuning_cents", pa.float64()),
+    ("chroma_mean", pa.list_(pa.float64())),
+    ("tonality_source", pa.string()),
+    ("vocal_f0_median_hz", pa.float64()),
+    ("vocal_f0_p05_hz", pa.float64()),
+    ("vocal_f0_p95_hz", pa.float64()),
+    ("vocal_voiced_ratio", pa.float64()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("feature_version", pa.string()),
+])
+
+FRAMES_SCHEMA = pa.schema([
+    ("track_id", pa.string()),
+    ("source", pa.string()),
+    ("frame_hop_s", pa.float64()),
+    ("rms_db", pa.list_(pa.float32())),
+    ("vocal_active", pa.list_(pa.bool_())),
+    ("f0_hz", pa.list_(pa.float32())),
+    ("short_term_hop_s", pa.float64()),
+    ("short_term_lufs", pa.list_(pa.float32())),
+    ("feature_version", pa.string()),
+])
+
+SOURCE_COLUMNS = tuple(SOURCES_SCHEMA.names)
+TRACK_COLUMNS = tuple(TRACKS_SCHEMA.names)

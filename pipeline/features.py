@@ -1,0 +1,114 @@
+"""``stembeam features``: MIR features of existing audio as a Beam job (local or gs://).
+
+--input is a stembeam pipeline output (its ``metadata/`` lists each track's stems; the mixture
+is the track's ``source_uri``) or a folder of track folders ``<track>/<source>.wav|flac|mp3...``
+(MUSDB-HQ style, ``mixture`` one of the sources). Tables go to ``{output}/features/``; each
+track's result is stored under ``{output}/features/_done/`` so a rerun only analyses what changed.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import apache_beam as beam
+
+from pipeline.jobs import announce, help_requested, parse, require, summary
+from pipeline.options import FeatureOptions, StembeamOptions
+from transforms import storage
+from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, clear_feature_tables, error_rows, features_root, warm_up_in_background
+from transforms.records import Track
+
+LOGGER = logging.getLogger("stembeam.features")
+COUNTERS = ("features_tracks_ok", "features_tracks_reused", "features_tracks_failed")
+
+
+def _marker(output: str, folder: str) -> str:
+    return storage.join(features_root(output), "_done", f"{folder}.json")
+
+
+def _job(output: str, track_id: str, sources: dict) -> FeatureTrack:
+    folder = Track(track_id, "").folder_name
+    return FeatureTrack(track_id, folder, tuple(sorted(sources.items())), _marker(output, folder))
+
+
+def _pipeline_output_tracks(root: str, output: str):
+    """FeatureTracks from a pipeline output's metadata tables (ok stem rows, mixture = source_uri)."""
+    import pyarrow.parquet as pq
+
+    from model.features.analysis import SourceInput
+
+    stems = {}
+    for uri in storage.matching(storage.join(root, "metadata", "*.parquet")):
+        with storage.local_copy(uri) as path:
+            for row in pq.read_table(path, columns=["track_id", "source_uri", "stem", "stem_uri", "status"]).to_pylist():
+                if row["status"] == "ok" and row["stem"]:
+                    stems.setdefault(row["track_id"], {MIXTURE: SourceInput(row["source_uri"])})[row["stem"]] = SourceInput(row["stem_uri"])
+    for track_id in sorted(stems):
+        yield _job(output, track_id, stems[track_id])
+
+
+def _folder_tracks(root: str, output: str):
+    """FeatureTracks of a folder of track folders (transforms.dataset's listing), or ``(track_id, uri, reason)``."""
+    from model.features.analysis import SourceInput
+    from transforms.dataset import DatasetTrack, list_dataset
+
+    for item in list_dataset(root, split="all"):
+        if not isinstance(item, DatasetTrack):
+            yield item
+            continue
+        sources = {MIXTURE: SourceInput(item.mixture.uri, stream=item.mixture.stream)}
+        sources.update({name: SourceInput(signal.uri, stream=signal.stream) for name, signal in item.stems})
+        yield _job(output, item.track_id, sources)
+
+
+class ListFeatureTracks(beam.DoFn):
+    """Input uri -> FeatureTracks; tagged ``errors``: source and track error rows for what cannot be used."""
+
+    def __init__(self, output: str):
+        self._output = output
+
+    def process(self, root: str):
+        is_pipeline_output = bool(storage.matching(storage.join(root, "metadata", "*.parquet")))
+        for item in (_pipeline_output_tracks if is_pipeline_output else _folder_tracks)(root, self._output):
+            if isinstance(item, FeatureTrack):
+                yield item
+            else:
+                track_id, uri, reason = item
+                _, track = error_rows(track_id or uri, {}, reason)
+                yield beam.pvalue.TaggedOutput("errors", track)
+
+
+def build(pipeline: beam.Pipeline, job: StembeamOptions, features: FeatureOptions) -> None:
+    """Wire the job: list the input's tracks, analyse each, write the tables."""
+    listed = (
+        pipeline
+        | "InputUri" >> beam.Create([features.input])
+        | "ListTracks" >> beam.ParDo(ListFeatureTracks(job.output)).with_outputs("errors", main="tracks")
+    )
+    jobs = listed.tracks | "Spread" >> beam.Reshuffle()
+    jobs | "Features" >> ComputeFeatures(job.output, features.vocal_pitch, features.feature_frames, features.feature_plots, failed_tracks=listed.errors)
+
+
+def run(argv=None) -> int:
+    argv = list(argv or [])
+    if help_requested(argv, "features"):
+        return 0
+    options = parse(argv, "features")
+    job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
+    require("stembeam features", {"--input": features.input, "--output": job.output})
+    clear_feature_tables(job.output)
+    warm_up_in_background(options, features.vocal_pitch)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, job, features)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
+    announce(LOGGER, (
+        f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "
+        f"{counts['features_tracks_failed']} with errors; tables under {features_root(job.output)}"
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,227 @@
+"""MIR features on Beam: AnalyseTracks (one track's sources -> rows of the three feature tables,
+resumable through a per-track marker), WriteFeatureTables, and the corpus job's features stage."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from model.features import FEATURE_VERSION
+from model.features.schema import FRAMES_SCHEMA, SOURCE_COLUMNS, SOURCES_SCHEMA, TRACK_COLUMNS, TRACKS_SCHEMA
+from transforms import storage
+from transforms.records import Track
+
+TRACKS, FRAMES = "tracks", "frames"
+MIXTURE = "mixture"
+CORPUS_MARKER = ".features.json"  # beside the stems marker: {output}/stems/{track folder}/.features.json
+TABLES = ("sources", "tracks", "frames")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTrack:
+    """One track to analyse: ``sources`` ``((name, SourceInput), ...)``, ``folder`` its safe
+    file name (for the plot), ``marker`` the uri of its stored result."""
+
+    track_id: str
+    folder: str
+    sources: tuple
+    marker: str
+
+
+def features_root(output: str) -> str:
+    return storage.join(output, "features")
+
+
+def plot_uri(output: str, folder: str) -> str:
+    return storage.join(features_root(output), "plots", f"{folder}.png")
+
+
+def clear_feature_tables(output: str) -> None:
+    """The tables describe the latest run over every track: drop the previous run's files."""
+    storage.delete_matching(*(storage.join(features_root(output), f"{name}-*.parquet") for name in TABLES))
+
+
+def error_rows(track_id: str, sources: dict, reason: str) -> tuple:
+    """``(source rows, track row)`` of a track that could not be analysed at all."""
+    source_rows = []
+    for name, uri in sorted(sources.items()):
+        row = dict.fromkeys(SOURCE_COLUMNS)
+        row.update(track_id=track_id, source=name, source_uri=uri, status="error", error=reason, feature_version=FEATURE_VERSION)
+        source_rows.append(row)
+    track = dict.fromkeys(TRACK_COLUMNS)
+    track.update(track_id=track_id, beat_times_s=[], status="error", error=reason, feature_version=FEATURE_VERSION)
+    return source_rows, track
+
+
+def _file_identity(uri: str):
+    """``[size, mtime]`` of a file (local or remote), None when it cannot be listed."""
+    try:
+        found = [m for result in FileSystems.match([uri]) for m in result.metadata_list]
+    except Exception:  # noqa: BLE001 - a missing file is an identity too: it is recomputed once it appears
+        return None
+    return [found[0].size_in_bytes, found[0].last_updated_in_seconds] if found else None
+
+
+class AnalyseTracks(beam.DoFn):
+    """FeatureTrack -> source rows (main), ``tracks`` rows, ``frames`` rows.
+
+    A track whose marker holds the same key (feature version, options, and each source's uri,
+    span, size and mtime) is not recomputed: its stored rows are emitted. Otherwise the track is
+    analysed (sources read through Beam FileSystems, so gs:// works), its plot written, and
+    its rows stored in the marker (atomically) before they are emitted.
+    """
+
+    def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False):
+        self._output, self._pitch, self._frames, self._plots = output, vocal_pitch, frames, plots
+        self._done = Metrics.counter("stembeam", "features_tracks_ok")
+        self._reused = Metrics.counter("stembeam", "features_tracks_reused")
+        self._failed = Metrics.counter("stembeam", "features_tracks_failed")
+
+    def setup(self):
+        from model.features.analysis import warm_up
+
+        warm_up(self._pitch)  # numba compiles once per worker process, not per track
+
+    def _key(self, job: FeatureTrack) -> dict:
+        sources = {
+            name: [source.uri, source.offset, source.duration, source.stream, _file_identity(source.uri)] for name, source in job.sources
+        }
+        key = {"feature_version": FEATURE_VERSION, "vocal_pitch": self._pitch, "feature_frames": self._frames, "feature_plots": self._plots, "sources": sources}
+        return json.loads(json.dumps(key))
+
+    def _stored(self, job: FeatureTrack, key: dict) -> Optional[dict]:
+        try:
+            if not FileSystems.exists(job.marker):
+                return None
+            stored = json.loads(storage.read_bytes(job.marker))
+        except Exception:  # noqa: BLE001 - an unreadable marker means: analyse again
+            return None
+        if stored.get("key") != key:
+            return None
+        if self._plots and not FileSystems.exists(plot_uri(self._output, job.folder)):
+            return None
+        return stored
+
+    def _analyse(self, job: FeatureTrack) -> dict:
+        from model.features.analysis import analyse_track
+
+        result = analyse_track(job.track_id, dict(job.sources), self._pitch, self._frames, storage.local_copy)
+        if self._plots:
+            from model.features.analysis import SHORT_TERM_STEP_TICKS
+            from model.features.loudness import TICK_S
+            from model.features.plot import plot_track
+
+            png = plot_track(job.track_id, result.short_term, SHORT_TERM_STEP_TICKS * TICK_S, result.track, result.duration_s)
+            storage.write_bytes_atomic(plot_uri(self._output, job.folder), png)
+        return {"sources": result.sources, "track": result.track, "frames": result.frames}
+
+    def process(self, job: FeatureTrack):
+        key = self._key(job)
+        stored = self._stored(job, key)
+        if stored is not None:
+            self._reused.inc()
+            rows = stored
+        else:
+            try:
+                rows = self._analyse(job)
+                storage.write_bytes_atomic(job.marker, json.dumps({"key": key, **rows}, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+            except Exception as error:  # noqa: BLE001 - the track becomes error rows, the job goes on
+                sources, track = error_rows(job.track_id, {name: s.uri for name, s in job.sources}, f"{job.track_id}: features failed: {type(error).__name__}: {error}")
+                rows = {"sources": sources, "track": track, "frames": []}
+            (self._failed if rows["track"]["status"] == "error" else self._done).inc()
+        yield from rows["sources"]
+        yield beam.pvalue.TaggedOutput(TRACKS, rows["track"])
+        for frame in rows["frames"]:
+            yield beam.pvalue.TaggedOutput(FRAMES, frame)
+
+
+class WriteFeatureTables(beam.PTransform):
+    """``{"sources", "tracks", "frames"}`` row PCollections -> ``{output}/features/{name}-*.parquet``."""
+
+    def __init__(self, output: str, frames: bool = False):
+        super().__init__()
+        self._output, self._frames = output, frames
+
+    def expand(self, tables):
+        schemas = {"sources": SOURCES_SCHEMA, "tracks": TRACKS_SCHEMA, "frames": FRAMES_SCHEMA}
+        for name in TABLES:
+            if name == "frames" and not self._frames:
+                continue
+            tables[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
+                storage.join(features_root(self._output), name), schema=schemas[name], file_name_suffix=".parquet", num_shards=1
+            )
+        return tables
+
+
+class ComputeFeatures(beam.PTransform):
+    """FeatureTracks -> the three tables written under ``{output}/features/``; returns the rows
+    (``failed_tracks``: track rows of what could not even be listed, added to the tracks table).
+    No resource hint: on Dataflow this stage runs on CPU workers."""
+
+    def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False, failed_tracks=None):
+        super().__init__()
+        self._output, self._pitch, self._frames, self._plots = output, vocal_pitch, frames, plots
+        self._failed_tracks = failed_tracks
+
+    def expand(self, jobs):
+        rows = jobs | "Analyse" >> beam.ParDo(AnalyseTracks(self._output, self._pitch, self._frames, self._plots)).with_outputs(TRACKS, FRAMES, main="sources")
+        tracks = rows[TRACKS]
+        if self._failed_tracks is not None:
+            tracks = (tracks, self._failed_tracks) | "AllTrackRows" >> beam.Flatten()
+        tables = {"sources": rows.sources, "tracks": tracks, "frames": rows[FRAMES]}
+        tables | "WriteTables" >> WriteFeatureTables(self._output, self._frames)
+        return tables
+
+
+def _corpus_jobs(element, output: str):
+    """``(track_id, {"track": [Track], "rows": [metadata rows]})`` -> a FeatureTrack of the mixture
+    (read over the manifest row's offset/duration, the span the stems were made from) and its stems."""
+    from model.features.analysis import SourceInput
+
+    track_id, joined = element
+    stems = {row["stem"]: row["stem_uri"] for row in joined["rows"] if row.get("status") == "ok" and row.get("stem")}
+    if not stems or not joined["track"]:
+        return
+    track: Track = joined["track"][0]
+    sources = {name: SourceInput(uri) for name, uri in stems.items()}
+    sources[MIXTURE] = SourceInput(track.source_uri, track.offset or 0.0, track.duration, track.stream)
+    marker = storage.join(output, "stems", track.folder_name, CORPUS_MARKER)
+    yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker)
+
+
+def warm_up_in_background(options, vocal_pitch: bool) -> None:
+    """With in-process workers (the DirectRunner), compile librosa's numba functions while the job
+    starts (decoding, inference) instead of when the first track reaches the features stage."""
+    import threading
+
+    from model.features.analysis import warm_up
+    from pipeline.jobs import in_process
+
+    if in_process(options):
+        threading.Thread(target=warm_up, args=(vocal_pitch,), daemon=True).start()
+
+
+def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
+    """The corpus job's features stage (when ``--features``): after the stem writers, every track
+    with written (or previously finished) stems is analysed: its stems, and its mixture over the
+    same span. Clears the previous run's tables while the job is built (they are rewritten whole)."""
+    from pipeline.options import FeatureOptions, StembeamOptions
+
+    features = options.view_as(FeatureOptions)
+    if not features.features:
+        return None
+    output = options.view_as(StembeamOptions).output
+    clear_feature_tables(output)
+    warm_up_in_background(options, features.vocal_pitch)
+    by_id = tracks | "FeatureTracksById" >> beam.Map(lambda track: (track.track_id, track))
+    rows_by_id = rows | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
+    jobs = (
+        {"track": by_id, "rows": rows_by_id}
+        | "JoinTracksAndStems" >> beam.CoGroupByKey()
+        | "FeatureJobs" >> beam.FlatMap(_corpus_jobs, output)
+    )
+    return jobs | "Features" >> ComputeFeatures(output, features.vocal_pitch, features.feature_frames, features.feature_plots)
