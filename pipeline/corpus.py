@@ -291,6 +291,8 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
         model.finish()
         if not dry_run:
             drop_stale_metadata(job.output)
+            if job.view_as(FeatureOptions).features:
+                features.drop_stale_feature_tables(job.output, job.view_as(FeatureOptions).feature_frames)
     return result, job, status
 
 

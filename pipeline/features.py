@@ -15,7 +15,7 @@ import apache_beam as beam
 from pipeline.jobs import announce, help_requested, parse, require, summary
 from pipeline.options import FeatureOptions, StembeamOptions
 from transforms import storage
-from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, clear_feature_tables, error_rows, features_root, warm_up_in_background
+from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
 from transforms.records import Track
 
 LOGGER = logging.getLogger("stembeam.features")
@@ -96,12 +96,12 @@ def run(argv=None) -> int:
     options = parse(argv, "features")
     job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
     require("stembeam features", {"--input": features.input, "--output": job.output})
-    clear_feature_tables(job.output)
     warm_up_in_background(options, features.vocal_pitch)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, features)
     result = pipeline.run()
     result.wait_until_finish()
+    drop_stale_feature_tables(job.output, features.feature_frames)
     counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
     announce(LOGGER, (
         f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "

@@ -346,6 +346,9 @@ def test_pipeline_with_features_on_one_short_track(tmp_path):
     stamp = os.stat(marker).st_mtime_ns
     assert run(argv) == 0
     assert os.stat(marker).st_mtime_ns == stamp and _parquet_rows(output, "tracks") == [track]
+    # Without --feature_frames the frames table of the earlier run is stale: dropped after the job.
+    assert run(argv[:-2] + ["--feature_plots"]) == 0
+    assert sorted(os.listdir(os.path.join(output, "features"))) == ["plots", "sources-00000-of-00001.parquet", "tracks-00000-of-00001.parquet"]
 
 
 @needs_shared

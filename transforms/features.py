@@ -40,9 +40,14 @@ def plot_uri(output: str, folder: str) -> str:
     return storage.join(features_root(output), "plots", f"{folder}.png")
 
 
-def clear_feature_tables(output: str) -> None:
-    """The tables describe the latest run over every track: drop the previous run's files."""
-    storage.delete_matching(*(storage.join(features_root(output), f"{name}-*.parquet") for name in TABLES))
+def drop_stale_feature_tables(output: str, frames: bool) -> None:
+    """The tables describe the latest run over every track. Each new table replaces the old one
+    under the same name when it is written (never before, so a failed job keeps the old ones);
+    after the job, other files (the frames table of a run without ``--feature_frames``, shards
+    of another layout) are dropped."""
+    root = features_root(output)
+    kept = {storage.join(root, f"{name}-00000-of-00001.parquet") for name in TABLES if frames or name != "frames"}
+    storage.delete_matching(*(p for name in TABLES for p in storage.matching(storage.join(root, f"{name}-*.parquet")) if p not in kept))
 
 
 def error_rows(track_id: str, sources: dict, reason: str) -> tuple:
@@ -152,7 +157,8 @@ class WriteFeatureTables(beam.PTransform):
             if name == "frames" and not self._frames:
                 continue
             tables[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
-                storage.join(features_root(self._output), name), schema=schemas[name], file_name_suffix=".parquet", num_shards=1
+                storage.join(features_root(self._output), name), schema=schemas[name], file_name_suffix=".parquet", num_shards=1,
+                shard_name_template="-SSSSS-of-NNNNN",
             )
         return tables
 
@@ -208,14 +214,13 @@ def warm_up_in_background(options, vocal_pitch: bool) -> None:
 def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
     """The corpus job's features stage (when ``--features``): after the stem writers, every track
     with written (or previously finished) stems is analysed: its stems, and its mixture over the
-    same span. Clears the previous run's tables while the job is built (they are rewritten whole)."""
+    same span. The tables are rewritten whole (drop_stale_feature_tables after the job)."""
     from pipeline.options import FeatureOptions, StembeamOptions
 
     features = options.view_as(FeatureOptions)
     if not features.features:
         return None
     output = options.view_as(StembeamOptions).output
-    clear_feature_tables(output)
     warm_up_in_background(options, features.vocal_pitch)
     by_id = tracks | "FeatureTracksById" >> beam.Map(lambda track: (track.track_id, track))
     rows_by_id = rows | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
