@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import apache_beam as beam
 
-from pipeline.jobs import announce, help_requested, parse, require, summary
+from pipeline.jobs import announce, help_requested, parse, require, run_with_progress, summary, timing
 from pipeline.options import FeatureOptions, StembeamOptions
 from transforms import storage
 from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
+from transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from transforms.records import Track
 
 LOGGER = logging.getLogger("stembeam.features")
@@ -61,6 +63,20 @@ def _folder_tracks(root: str, output: str):
         yield _job(output, item.track_id, sources)
 
 
+def list_feature_tracks(root: str, output: str):
+    """FeatureTracks of the input ``root`` (a pipeline output or a folder of track folders), and
+    ``(track_id, uri, reason)`` for what cannot be used."""
+    is_pipeline_output = bool(storage.matching(storage.join(root, "metadata", "*.parquet")))
+    return (_pipeline_output_tracks if is_pipeline_output else _folder_tracks)(root, output)
+
+
+def _mixture_mark(row: dict):
+    """A progress mark per track, from its mixture's source row (or a track that failed whole)."""
+    if row["source"] == MIXTURE:
+        done = row["status"] == "ok"
+        yield row["track_id"], DONE if done else FAILED, row["duration_s"] if done else None, row["error"] or ""
+
+
 class ListFeatureTracks(beam.DoFn):
     """Input uri -> FeatureTracks; tagged ``errors``: source and track error rows for what cannot be used."""
 
@@ -68,8 +84,7 @@ class ListFeatureTracks(beam.DoFn):
         self._output = output
 
     def process(self, root: str):
-        is_pipeline_output = bool(storage.matching(storage.join(root, "metadata", "*.parquet")))
-        for item in (_pipeline_output_tracks if is_pipeline_output else _folder_tracks)(root, self._output):
+        for item in list_feature_tracks(root, self._output):
             if isinstance(item, FeatureTrack):
                 yield item
             else:
@@ -86,7 +101,10 @@ def build(pipeline: beam.Pipeline, job: StembeamOptions, features: FeatureOption
         | "ListTracks" >> beam.ParDo(ListFeatureTracks(job.output)).with_outputs("errors", main="tracks")
     )
     jobs = listed.tracks | "Spread" >> beam.Reshuffle()
-    jobs | "Features" >> ComputeFeatures(job.output, features.vocal_pitch, features.feature_frames, features.feature_plots, failed_tracks=listed.errors)
+    tables = jobs | "Features" >> ComputeFeatures(job.output, features.vocal_pitch, features.feature_frames, features.feature_plots, failed_tracks=listed.errors)
+    root = progress_root(job.output)
+    tables["sources"] | "ProgressOfSources" >> beam.FlatMap(_mixture_mark) | "MarkAnalysed" >> beam.ParDo(MarkProgress(root))
+    listed.errors | "ProgressOfErrors" >> beam.Map(lambda row: (row["track_id"], FAILED, None, row["error"] or "")) | "MarkUnusable" >> beam.ParDo(MarkProgress(root))
 
 
 def run(argv=None) -> int:
@@ -96,16 +114,18 @@ def run(argv=None) -> int:
     options = parse(argv, "features")
     job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
     require("stembeam features", {"--input": features.input, "--output": job.output})
+    started = time.monotonic()
+    total = sum(1 for _ in list_feature_tracks(features.input, job.output))
     warm_up_in_background(options, features.vocal_pitch)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job, features)
-    result = pipeline.run()
-    result.wait_until_finish()
+    result, status = run_with_progress(pipeline, options, job.output, total, {})
     drop_stale_feature_tables(job.output, features.feature_frames)
     counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
     announce(LOGGER, (
         f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "
-        f"{counts['features_tracks_failed']} with errors; tables under {features_root(job.output)}"
+        f"{counts['features_tracks_failed']} with errors in {timing(started, status.separated if status else 0)}; "
+        f"tables under {features_root(job.output)}"
     ))
     return 0
 
