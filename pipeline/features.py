@@ -13,6 +13,7 @@ import time
 
 import apache_beam as beam
 
+from pipeline.corpus import output_session
 from pipeline.jobs import announce, help_requested, parse, require, run_with_progress, summary, timing
 from pipeline.options import FeatureOptions, StembeamOptions
 from transforms import storage
@@ -117,10 +118,12 @@ def run(argv=None) -> int:
     started = time.monotonic()
     total = sum(1 for _ in list_feature_tracks(features.input, job.output))
     warm_up_in_background(options, features.vocal_pitch)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, job, features)
-    result, status = run_with_progress(pipeline, options, job.output, total, {})
-    drop_stale_feature_tables(job.output, features.feature_frames)
+    # One job at a time per output (the features of a pipeline output may share its folder).
+    with output_session(job.output, "stembeam features"):
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, job, features)
+        result, status = run_with_progress(pipeline, options, job.output, total, {})
+        drop_stale_feature_tables(job.output, features.feature_frames)
     counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
     announce(LOGGER, (
         f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "
