@@ -105,7 +105,7 @@ def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, spl
     source = storage.join(output, SOURCE_FILE)
     if FileSystems.exists(source) and FileSystems.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(source).decode("utf-8") == stamp:
         return json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
-    options = parse([f"--seed={seed}", *beam_args])
+    options = parse([f"--seed={seed}", *beam_args], "prepare-dataset")
     storage.delete_matching(source)
     clear_records(output)
     pipeline = beam.Pipeline(options=options)

@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-norm", choices=("auto", "train", "freeze"), default="auto",
         help="auto: frozen (inference mode, pretrained statistics kept) when fine-tuning with --init, trained from scratch",
     )
-    # Spleeter's own train flags, accepted so its command lines run unchanged.
+    # Spleeter's own train flags, accepted so its command lines run unchanged (its --verbose is
+    # add_console_args').
     parser.add_argument("-a", "--adapter", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 

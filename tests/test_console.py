@@ -109,7 +109,7 @@ def test_malformed_csv_and_parquet_rows_are_error_rows(tmp_path):
     pq.write_table(pa.table({"uri": [7, 8], "track_id": [["x"], None]}), parquet)
     assert list(parse_manifest(str(parquet))) == [
         ("row-1", "", "manifest row 1: track_id ['x'] is list, not text"),
-        Track(default_track_id("8"), str(tmp_path / "8"), 0.0, None, 2),  # a number is taken as its text
+        Track(default_track_id(str(tmp_path / "8")), str(tmp_path / "8"), 0.0, None, 2),  # a number is taken as its text
     ]
     with pytest.raises(ManifestError, match="no row has a 'uri'"):
         (tmp_path / "n.jsonl").write_text('{"file": "a.wav"}\n')

@@ -231,10 +231,11 @@ def test_model_types_activations_and_ignored_keys(tmp_path, capsys):
 
     blstm = tmp_path / "blstm.json"
     blstm.write_text(json.dumps(dict(SPLEETER_TRAIN_CONFIG, model={"type": "blstm.blstm", "params": {}}, model_dir=str(tmp_path / "m"))))
-    with pytest.raises(SystemExit, match=r"model.type 'blstm.blstm' is not supported"):
-        main(["train", "-p", str(blstm), "-d", str(tmp_path)])
-    with pytest.raises(SystemExit, match=r"blstm.blstm"):
-        main(["prepare-dataset", "--model_config", str(blstm), "--dataset", str(tmp_path), "--output", str(tmp_path / "r")])
+    capsys.readouterr()
+    assert main(["train", "-p", str(blstm), "-d", str(tmp_path)]) == 1
+    assert "model.type 'blstm.blstm' is not supported" in capsys.readouterr().err
+    assert main(["prepare-dataset", "--model_config", str(blstm), "--dataset", str(tmp_path), "--output", str(tmp_path / "r")]) == 1
+    assert "blstm.blstm" in capsys.readouterr().err
     assert main(["separate", "-p", str(blstm), "-o", str(tmp_path / "o"), EXAMPLE]) == 2
     assert "model.type 'blstm.blstm' is not supported" in capsys.readouterr().err
     with pytest.raises(ValueError, match="mask_extension 'nearest'"):
