@@ -93,6 +93,9 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"error: {first}"
     text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    if first.endswith("Traceback (most recent call last):"):
+        # A runner's "job failed: <a worker's traceback>": its last line says what happened.
+        text = f"{text[: -len('Traceback (most recent call last):')].rstrip()} {lines[-1]}"
     step = next((line for line in lines[1:] if "[while running" in line), None)
     if step is not None:
         text += " " + step[step.index("[while running") :]
