@@ -6,7 +6,7 @@ import sys
 import traceback
 
 from pipeline import console
-from pipeline.flags import JOB_HELP, add_console_args, help_requested
+from pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, help_requested
 
 
 
@@ -27,6 +27,7 @@ def _separate(args) -> int:
             mwf=args.mwf,
             mwf_block_frames=args.mwf_block_frames,
             progress=not args.no_progress,
+            precision=args.precision,
         )
     except FilenameFormatError as error:
         print(f"error: {error}; nothing written", file=sys.stderr)
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per Wiener-filter block (default: one segment, 512; 0: the whole track at once, as Spleeter)",
     )
     sep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_precision_arg(sep)
     add_console_args(sep)
     sep.set_defaults(handler=_separate)
 
