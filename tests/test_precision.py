@@ -113,3 +113,42 @@ def test_bfloat16_unets_stay_close_to_float32(two_stems, decoded):
         print(f"bfloat16 vs float32 {stem}: SNR {snr:.1f} dB")
         assert 30.0 < snr < 90.0, "bfloat16 differs from float32, a little"
     assert np.array_equal(exact.soft(spans), reference), "float32 stays exact after a bfloat16 separator ran"
+
+
+@pytest.mark.slow
+def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
+    """`make quality`: per track and stem, global SDR and museval SDR (BSS Eval v4, median of 1 s
+    windows) of float32 and bfloat16 stems against the true stems, and the SNR of bfloat16
+    against float32; the median change of SDR must be at most 0.05 dB."""
+    import museval
+
+    from model.segment_graph import SegmentSeparator
+    from model.separation import separate_waveform
+    from tests.conftest import CC0, CC0_SONGS
+
+    config, exact = two_stems
+    if precision.effective_precision("bfloat16") != "bfloat16":
+        pytest.skip("this CPU has no bfloat16 instructions")
+    reduced = SegmentSeparator(exact._model, config, "bfloat16")
+    print("\ntrack        stem           global SDR f32 / bf16 (change)   museval SDR f32 / bf16 (change)   SNR bf16 vs f32")
+    changes = {"global": [], "museval": []}
+    for song in CC0_SONGS:
+        mix = decoded(os.path.join(CC0, song, "mixture.flac"))
+        vocals = decoded(os.path.join(CC0, song, "vocals.flac"))
+        references = {"vocals": vocals, "accompaniment": mix - vocals}
+        stems = {name: separate_waveform(mix, separator, batch_size=4) for name, separator in (("f32", exact), ("bf16", reduced))}
+        museval_sdr = {
+            name: np.nanmedian(museval.evaluate(np.stack(list(references.values())), np.stack([s[k] for k in references]), win=44100, hop=44100)[0], axis=1)
+            for name, s in stems.items()
+        }
+        for k, (stem, reference) in enumerate(references.items()):
+            glob = {name: snr_db(reference, s[stem]) for name, s in stems.items()}
+            mus = {name: float(museval_sdr[name][k]) for name in stems}
+            changes["global"].append(glob["bf16"] - glob["f32"])
+            changes["museval"].append(mus["bf16"] - mus["f32"])
+            print(f"{song:12s} {stem:14s} {glob['f32']:6.2f} / {glob['bf16']:6.2f} ({glob['bf16'] - glob['f32']:+.3f})"
+                  f"          {mus['f32']:6.2f} / {mus['bf16']:6.2f} ({mus['bf16'] - mus['f32']:+.3f})"
+                  f"          {snr_db(stems['f32'][stem], stems['bf16'][stem]):5.1f} dB")
+    medians = {kind: float(np.median(values)) for kind, values in changes.items()}
+    print(f"median change bf16 - f32: global SDR {medians['global']:+.4f} dB, museval SDR {medians['museval']:+.4f} dB (limit 0.05 dB)")
+    assert abs(medians["global"]) <= 0.05 and abs(medians["museval"]) <= 0.05
