@@ -6,7 +6,6 @@ import dataclasses
 import datetime
 import io
 import json
-import functools
 import hashlib
 import logging
 import os
@@ -58,8 +57,8 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     it was made from weights with the same content hash).
 
     With ``in_process`` workers (the DirectRunner) the launcher's model is shared with them
-    and traced (in ``precision``) while the job starts; the export is then saved in the
-    background. A ``dry_run`` writes nothing.
+    and traced (in ``precision``) while the job starts, and no export is written. A
+    ``dry_run`` writes nothing.
     """
     from model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
     from model.resolve import resolve_model_dir
@@ -94,12 +93,10 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
             precision = "float32"
         share_with_workers_in_process(uri, keras_model)
         tasks.append(_warm_up(keras_model, config, precision))
-    if not exported:
-        save = functools.partial(_save_export, keras_model, target, source, stamp)
-        if in_process:
-            tasks.append(_in_background(save))
-        else:
-            save()
+    if not exported and not in_process:
+        # In-process workers use the launcher's model: they need no export (skipping it saves
+        # about a second of CPU while the job runs); worker processes do.
+        _save_export(keras_model, target, source, stamp)
 
     def finish():
         for task in tasks:
