@@ -126,8 +126,11 @@ class SegmentSeparator:
         self._mwf_analysis = tf.function(self._mwf_analysis_graph, input_signature=[spans])
         self._model = model
         # Keras tracing is not thread-safe (concurrent traces gave wrong outputs on the
-        # multi-threaded DirectRunner), and one call already uses every core.
+        # multi-threaded DirectRunner): calls hold the lock until the graphs are traced; after
+        # that, threads call them side by side.
         self._lock = threading.Lock()
+        self._traced = {"soft": False, "spectra": False}
+        self._stats_lock = threading.Lock()
         # Seconds spent per part, and calls, since the separator was made (read by the jobs'
         # metrics and the benchmark); segments answered without a model call.
         self.seconds = {"stft": 0.0, "unets": 0.0, "synthesis": 0.0}
@@ -169,7 +172,8 @@ class SegmentSeparator:
         else:
             outputs = function(*args)
         seconds = time.perf_counter() - start
-        self.seconds[part] += seconds
+        with self._stats_lock:
+            self.seconds[part] += seconds
         if timings is not None:
             timings[part] = timings.get(part, 0.0) + seconds
         return outputs
@@ -185,29 +189,41 @@ class SegmentSeparator:
         spans = np.asarray(spans, np.float32)
         audible = spans.reshape(spans.shape[0], -1).any(axis=1)
         out_shape = (spans.shape[0], self.config.segment_samples, 2, len(self.config.instruments))
-        with self._lock:
+        with self._stats_lock:
             self.silent_segments += int((~audible).sum())
-            if not audible.any():
-                return np.zeros(out_shape, np.float32)
-            self.model_calls += 1
-            if audible.all():
-                return self._soft_signals(tf.convert_to_tensor(spans), timings)
-            signals = np.zeros(out_shape, np.float32)
-            signals[audible] = self._soft_signals(tf.convert_to_tensor(spans[audible]), timings)
-            return signals
+            self.model_calls += int(audible.any())
+        if not audible.any():
+            return np.zeros(out_shape, np.float32)
+        if audible.all():
+            return self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans), timings))
+        signals = np.zeros(out_shape, np.float32)
+        signals[audible] = self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans[audible]), timings))
+        return signals
+
+    def _once_traced(self, graph: str, call):
+        if self._traced[graph]:
+            return call()
+        with self._lock:
+            outputs = call()
+            self._traced[graph] = True
+            return outputs
 
     def spectra(self, spans: np.ndarray, timings: dict | None = None):
         """``(STFT [B, T, N//2+1, 2] complex64, source magnitudes [B, T, F, 2, S])`` for the Wiener filter."""
-        with self._lock:
+        with self._stats_lock:
             self.model_calls += 1
+
+        def call():
             spec, mix = self._timed("stft", timings, self._mwf_analysis, tf.convert_to_tensor(spans, tf.float32))
-            sources = self._timed("unets", timings, self._unets, mix)
+            return spec, self._timed("unets", timings, self._unets, mix)
+
+        spec, sources = self._once_traced("spectra", call)
         return spec.numpy(), sources.numpy()
 
     def warm_up(self) -> None:
         """Trace and optimise the soft-mask graphs (about a second) on one silent segment."""
-        with self._lock:
-            self._soft_signals(tf.zeros([1, self.config.segment_samples, 2], tf.float32))
+        self._once_traced("soft", lambda: self._soft_signals(tf.zeros([1, self.config.segment_samples, 2], tf.float32)))
+        with self._stats_lock:
             self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 

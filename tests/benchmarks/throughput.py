@@ -87,7 +87,8 @@ def breakdown(job: dict) -> list:
         f"  start-up {marks['run_start'] - job['spawned']:5.1f} s: python {marks['started'] - job['spawned']:4.1f} s, "
         f"imports {marks['imported'] - marks['started']:4.1f} s, model load {marks['model_loaded'] - marks['model_load_start']:4.1f} s"
         f" (graph trace: in the background, during the run), other {marks['run_start'] - marks['imported'] - (marks['model_loaded'] - marks['model_load_start']):4.1f} s",
-        f"  run      {run:5.1f} s (Beam run start -> end; then {marks['end'] - marks['run_end']:.1f} s to exit)",
+        f"  run      {run:5.1f} s (Beam run start -> end), then {marks['end'] - marks['run_end']:.1f} s to the summary, "
+        f"{job['spawned'] + job['wall'] - marks['end']:.1f} s to exit",
     ]
     for label, value in seconds.items():
         lines.append(f"    {label:<28} {value:6.1f} s  ({100 * value / run:3.0f} % of the run, summed over worker threads)")
@@ -152,7 +153,8 @@ def main(argv=None) -> int:
             print(f"  start-up {marks['run_start'] - job['spawned']:5.1f} s: python {marks['started'] - job['spawned']:4.1f} s, "
                   f"imports {marks['imported'] - marks['started']:4.1f} s, graph load {marks['model_loaded'] - marks['model_load_start']:4.1f} s")
             print(f"  run      {marks['run_end'] - marks['run_start']:5.1f} s: " + ", ".join(
-                f"{k[:-3]} {v / 1000:.1f} s" for k, v in stages.items()) + " (graph: STFT, U-nets, masks, inverse STFT)")
+                f"{k[:-3]} {v / 1000:.1f} s" for k, v in stages.items()) + " (graph: STFT, U-nets, masks, inverse STFT)"
+                f", then {job['spawned'] + job['wall'] - marks['end']:.1f} s to exit")
             continue
         for line in breakdown(job):
             print(line)
