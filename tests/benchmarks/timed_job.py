@@ -100,4 +100,9 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    if sys.argv[2] == "pipeline":
+        from pipeline.cli import exit_now
+
+        exit_now(code)  # as the stembeam program ends
+    sys.exit(code)
