@@ -1,9 +1,11 @@
 """The corpus job: manifest -> decode -> chunk -> RunInference -> regroup -> mask/Wiener -> stems + Parquet."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import hashlib
@@ -84,27 +86,40 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     uri = keras_uri if own_file else target
     if dry_run or (exported and not in_process):
         return PreparedModel(config, uri, fingerprint, lambda: None, precision)
-    _, keras_model = load_model(model, model_dir)
-    tasks = []
-    if in_process:
-        from model.precision import effective_precision
+    if not in_process:
+        _save_export(load_model(model, model_dir)[1], target, source, stamp)
+        return PreparedModel(config, uri, fingerprint, lambda: None, precision)
+    from model.precision import effective_precision
 
-        if effective_precision(precision) == "float32":
-            precision = "float32"
-        share_with_workers_in_process(uri, keras_model)
-        tasks.append(_warm_up(keras_model, config, precision))
-    if not exported and not in_process:
-        # In-process workers use the launcher's model: they need no export (skipping it saves
-        # about a second of CPU while the job runs); worker processes do.
-        _save_export(keras_model, target, source, stamp)
+    if effective_precision(precision) == "float32":
+        precision = "float32"
+    # In-process workers get the launcher's model, loaded and traced in the background while
+    # Beam starts and decodes the first tracks; they need no export (worker processes do).
+    pending = concurrent.futures.Future()
+    share_with_workers_in_process(uri, pending)
+    task = _in_background(functools.partial(_load_and_trace, pending, model, model_dir, config, precision))
 
     def finish():
-        for task in tasks:
-            task.join()
-            if task.error is not None:
-                raise task.error
+        task.join()
+        if task.error is not None:
+            raise task.error
 
     return PreparedModel(config, uri, fingerprint, finish, precision)
+
+
+def _load_and_trace(pending, model: str, model_dir, config, precision: str) -> None:
+    """Load the Keras model into the ``pending`` future, then trace its segment graph (about a
+    second); a failure is the future's (the workers') and the task's error."""
+    from model.load import load_model
+    from model.segment_graph import separator_for
+
+    try:
+        _, keras_model = load_model(model, model_dir)
+    except BaseException as error:
+        pending.set_exception(error)
+        raise
+    pending.set_result(keras_model)
+    separator_for(keras_model, config, precision).warm_up()
 
 
 class _Task(threading.Thread):
@@ -123,13 +138,6 @@ def _in_background(work) -> _Task:
     task = _Task(work)
     task.start()
     return task
-
-
-def _warm_up(keras_model, config, precision: str) -> _Task:
-    """Trace the segment graph once (about a second) while Beam starts and decodes."""
-    from model.segment_graph import separator_for
-
-    return _in_background(lambda: separator_for(keras_model, config, precision).warm_up())
 
 
 def _save_export(keras_model, target: str, source: str, stamp: str) -> None:

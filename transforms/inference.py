@@ -1,6 +1,7 @@
 """SeparateChunks: segment samples -> RunInference (Spleeter's graph per segment) -> spooled source signals."""
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from typing import Iterable, Sequence
 
@@ -35,6 +36,8 @@ def segment_inference_fn(
     """
     from model.segment_graph import separator_for
 
+    if isinstance(model, concurrent.futures.Future):
+        model = model.result()  # the launcher's model, still loading when the workers started
     separator = separator_for(model, config, precision)
     spans = np.stack(batch)
     timings = {}
@@ -53,7 +56,8 @@ _LAUNCHER_MODELS = {}
 
 def share_with_workers_in_process(keras_uri: str, model) -> None:
     """Let workers running in this process (the DirectRunner's in-memory and multi-threading
-    modes) use ``model`` instead of loading ``keras_uri`` again; other workers load the file."""
+    modes) use ``model`` (a Keras model, or a concurrent.futures.Future of one) instead of
+    loading ``keras_uri`` again; other workers load the file."""
     _LAUNCHER_MODELS[keras_uri] = model
 
 

@@ -85,8 +85,8 @@ def breakdown(job: dict) -> list:
     busy = sum(seconds.values())
     lines = [
         f"  start-up {marks['run_start'] - job['spawned']:5.1f} s: python {marks['started'] - job['spawned']:4.1f} s, "
-        f"imports {marks['imported'] - marks['started']:4.1f} s, model load {marks['model_loaded'] - marks['model_load_start']:4.1f} s"
-        f" (graph trace: in the background, during the run), other {marks['run_start'] - marks['imported'] - (marks['model_loaded'] - marks['model_load_start']):4.1f} s",
+        f"imports {marks['imported'] - marks['started']:4.1f} s, prepare model {marks['model_loaded'] - marks['model_load_start']:4.1f} s"
+        f" (model load and graph trace: in the background, while Beam starts), other {marks['run_start'] - marks['imported'] - (marks['model_loaded'] - marks['model_load_start']):4.1f} s",
         f"  run      {run:5.1f} s (Beam run start -> end), then {marks['end'] - marks['run_end']:.1f} s to the summary, "
         f"{job['spawned'] + job['wall'] - marks['end']:.1f} s to exit",
     ]
