@@ -8,7 +8,7 @@ export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow bench soak evaluate install clean
+.PHONY: demo test test-slow bench quality soak evaluate install clean
 
 install: $(STAMP)
 
@@ -28,8 +28,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow tests
 
+# The official graph job, then the pipeline in float32 and in bfloat16, over the same 10.5 min
+# of audio, with each one's ratio and wall-time breakdown; `make bench BENCH_ARGS=` adds the
+# --help timings and the --features runs, `BENCH_ARGS="--copies 28"` the 42-minute set.
+BENCH_ARGS ?= --copies 7 --no-help-timings --no-features
 bench: $(STAMP)
-	$(PYTHON) -m tests.benchmarks.throughput
+	$(PYTHON) -m tests.benchmarks.throughput $(BENCH_ARGS)
+
+# float32 against --precision bfloat16 on ../shared's cc0-multitrack songs: SDR table, SNR.
+quality: $(STAMP)
+	$(PYTHON) -m pytest -q -s -m slow tests/test_precision.py -k quality
 
 soak: $(STAMP)
 	$(PYTHON) -m tests.soak

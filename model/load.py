@@ -63,9 +63,9 @@ def load_model(name: str, model_dir: str | None = None):
     return config, model
 
 
-def load_separator(name: str, model_dir: str | None = None):
-    """``(config, SegmentSeparator)`` for a model name or folder."""
+def load_separator(name: str, model_dir: str | None = None, precision: str = "float32"):
+    """``(config, SegmentSeparator)`` for a model name or folder, its U-nets in ``precision``."""
     from model.segment_graph import SegmentSeparator
 
     config, model = load_model(name, model_dir)
-    return config, SegmentSeparator(model, config)
+    return config, SegmentSeparator(model, config, precision)

@@ -9,12 +9,14 @@ spectral work uses every core and never holds the GIL.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from model import spectral
 from model.config import ModelConfig
+from model.precision import effective_precision, mixed_precision_model, onednn_bfloat16
 
 
 def _hann(frame_length, dtype):
@@ -99,61 +101,140 @@ def apply_masks(spec: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
 
 
 class SegmentSeparator:
-    """Batches of segment samples ``[B, L, 2]`` through a U-net model; safe to share across threads."""
+    """Batches of segment samples ``[B, L, 2]`` through a U-net model; safe to share across threads.
 
-    def __init__(self, model, config: ModelConfig):
+    Three TF calls per batch (STFT, U-nets, masks and inverse STFT), so each can be timed, and
+    with ``precision`` bfloat16 (model.precision) only the U-nets run in reduced precision.
+    Segments whose samples are all zero are not sent through the graph: their stems are
+    exactly zero (every mask multiplies a zero spectrum).
+    """
+
+    def __init__(self, model, config: ModelConfig, precision: str = "float32"):
         self.config = config
+        self.precision = effective_precision(precision)
+        if self.precision.startswith("mixed_"):
+            model = mixed_precision_model(model, config, self.precision)
         spans = tf.TensorSpec([None, config.segment_samples, 2], tf.float32)
-        self._soft = tf.function(self._soft_graph, input_signature=[spans])
-        self._spectra = tf.function(self._spectra_graph, input_signature=[spans])
+        # Only the F bins the masks cover are kept when the masks are zero above them.
+        self._bins = config.F if config.mask_extension == "zeros" else config.n_bins
+        spec = tf.TensorSpec([None, 2, config.T, self._bins], tf.complex64)
+        mix = tf.TensorSpec([None, config.T, config.F, 2], tf.float32)
+        sources = tf.TensorSpec([None, config.T, config.F, 2, len(config.instruments)], tf.float32)
+        self._analysis = tf.function(self._analysis_graph, input_signature=[spans])
+        self._unets = tf.function(self._unet_graph, input_signature=[mix])
+        self._synthesis = tf.function(self._synthesis_graph, input_signature=[spec, sources])
+        self._mwf_analysis = tf.function(self._mwf_analysis_graph, input_signature=[spans])
         self._model = model
         # Keras tracing is not thread-safe (concurrent traces gave wrong outputs on the
-        # multi-threaded DirectRunner), and one call already uses every core.
+        # multi-threaded DirectRunner): calls hold the lock until the graphs are traced; after
+        # that, threads call them side by side.
         self._lock = threading.Lock()
+        self._traced = {"soft": False, "spectra": False}
+        self._stats_lock = threading.Lock()
+        # Seconds spent per part, and calls, since the separator was made (read by the jobs'
+        # metrics and the benchmark); segments answered without a model call.
+        self.seconds = {"stft": 0.0, "unets": 0.0, "synthesis": 0.0}
+        self.model_calls = 0
+        self.silent_segments = 0
 
-    def _soft_graph(self, spans):
-        config, count = self.config, len(self.config.instruments)
+    def _analysis_graph(self, spans):
+        config = self.config
         window = _hann(config.frame_length, tf.float32)
         frames = tf.signal.frame(tf.transpose(spans, [0, 2, 1]), config.frame_length, config.frame_step)  # [B, C, T, N]
         full = tf.signal.rfft(frames * window, [config.frame_length])  # [B, C, T, N//2+1]
-        spec = full[..., : config.F]
-        sources = source_magnitudes(self._model, tf.transpose(tf.abs(spec), [0, 2, 3, 1]), config)  # [B, T, F, C, S]
+        return full[..., : self._bins], tf.transpose(tf.abs(full[..., : config.F]), [0, 2, 3, 1])
+
+    def _unet_graph(self, mix):
+        return tf.cast(source_magnitudes(self._model, mix, self.config), tf.float32)  # [B, T, F, C, S]
+
+    def _synthesis_graph(self, spec, sources):
+        config, count = self.config, len(self.config.instruments)
+        window = _hann(config.frame_length, tf.float32)
         powered = tf.square(sources) if config.separation_exponent == 2 else sources**config.separation_exponent
         masks = (powered + spectral.EPSILON / count) / (tf.reduce_sum(powered, axis=-1, keepdims=True) + spectral.EPSILON)
-        if config.mask_extension == "zeros":
-            # Masks are zero above F, so only F bins are kept: the inverse FFT zero-pads them
-            # back, exactly as multiplying by the zero-extended mask.
-            full = spec
-        else:
+        if config.mask_extension != "zeros":
             masks = extend_masks(masks, config, 2)
-        masked = full[:, tf.newaxis] * tf.cast(tf.transpose(masks, [0, 4, 3, 1, 2]), tf.complex64)  # [B, S, C, T, bins]
+        # With zero-extended masks only F bins come in: the inverse FFT zero-pads them back,
+        # exactly as multiplying by the zero-extended mask.
+        masked = spec[:, tf.newaxis] * tf.cast(tf.transpose(masks, [0, 4, 3, 1, 2]), tf.complex64)  # [B, S, C, T, bins]
         pieces = tf.signal.irfft(masked, [config.frame_length]) * (window * spectral.WINDOW_COMPENSATION_FACTOR)
         return tf.transpose(overlap_add(pieces, config.frame_step), [0, 3, 2, 1])  # [B, L, C, S]
 
-    def _spectra_graph(self, spans):
+    def _mwf_analysis_graph(self, spans):
         spec = stft(spans, self.config)
-        return spec, source_magnitudes(self._model, magnitudes(spec, self.config), self.config)
+        return spec, magnitudes(spec, self.config)
 
-    def soft(self, spans: np.ndarray) -> np.ndarray:
-        """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``."""
+    def _timed(self, part, timings, function, *args):
+        start = time.perf_counter()
+        if self.precision == "bfloat16" and part == "unets":
+            with onednn_bfloat16():
+                outputs = function(*args)
+        else:
+            outputs = function(*args)
+        seconds = time.perf_counter() - start
+        with self._stats_lock:
+            self.seconds[part] += seconds
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + seconds
+        return outputs
+
+    def _soft_signals(self, spans, timings=None):
+        spec, mix = self._timed("stft", timings, self._analysis, spans)
+        sources = self._timed("unets", timings, self._unets, mix)
+        return self._timed("synthesis", timings, self._synthesis, spec, sources).numpy()
+
+    def soft(self, spans: np.ndarray, timings: dict | None = None) -> np.ndarray:
+        """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``;
+        ``timings`` (optional) gets the seconds of each part (stft, unets, synthesis) added."""
+        spans = np.asarray(spans, np.float32)
+        audible = spans.reshape(spans.shape[0], -1).any(axis=1)
+        out_shape = (spans.shape[0], self.config.segment_samples, 2, len(self.config.instruments))
+        with self._stats_lock:
+            self.silent_segments += int((~audible).sum())
+            self.model_calls += int(audible.any())
+        if not audible.any():
+            return np.zeros(out_shape, np.float32)
+        if audible.all():
+            return self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans), timings))
+        signals = np.zeros(out_shape, np.float32)
+        signals[audible] = self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans[audible]), timings))
+        return signals
+
+    def _once_traced(self, graph: str, call):
+        if self._traced[graph]:
+            return call()
         with self._lock:
-            return self._soft(tf.convert_to_tensor(spans, tf.float32)).numpy()
+            outputs = call()
+            self._traced[graph] = True
+            return outputs
 
-    def spectra(self, spans: np.ndarray):
+    def spectra(self, spans: np.ndarray, timings: dict | None = None):
         """``(STFT [B, T, N//2+1, 2] complex64, source magnitudes [B, T, F, 2, S])`` for the Wiener filter."""
-        with self._lock:
-            spec, sources = self._spectra(tf.convert_to_tensor(spans, tf.float32))
+        with self._stats_lock:
+            self.model_calls += 1
+
+        def call():
+            spec, mix = self._timed("stft", timings, self._mwf_analysis, tf.convert_to_tensor(spans, tf.float32))
+            return spec, self._timed("unets", timings, self._unets, mix)
+
+        spec, sources = self._once_traced("spectra", call)
         return spec.numpy(), sources.numpy()
+
+    def warm_up(self) -> None:
+        """Trace and optimise the soft-mask graphs (about a second) on one silent segment."""
+        self._once_traced("soft", lambda: self._soft_signals(tf.zeros([1, self.config.segment_samples, 2], tf.float32)))
+        with self._stats_lock:
+            self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 
 _SEPARATORS = {}
 _SEPARATORS_LOCK = threading.Lock()
 
 
-def separator_for(model, config: ModelConfig) -> SegmentSeparator:
-    """One SegmentSeparator per loaded model object (its traced graphs are reused)."""
+def separator_for(model, config: ModelConfig, precision: str = "float32") -> SegmentSeparator:
+    """One SegmentSeparator per loaded model object and precision (its traced graphs are reused)."""
     with _SEPARATORS_LOCK:
-        key = (id(model), config.name)
+        key = (id(model), config.name, precision)
         if key not in _SEPARATORS:
-            _SEPARATORS[key] = (model, SegmentSeparator(model, config))
+            _SEPARATORS[key] = (model, SegmentSeparator(model, config, precision))
         return _SEPARATORS[key][1]

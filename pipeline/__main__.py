@@ -1,6 +1,6 @@
 """``python -m pipeline ...``: the corpus job (same as ``stembeam pipeline``)."""
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import exit_now, main
 
-sys.exit(main(["pipeline", *sys.argv[1:]]))
+exit_now(main(["pipeline", *sys.argv[1:]]))

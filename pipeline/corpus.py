@@ -1,12 +1,13 @@
 """The corpus job: manifest -> decode -> chunk -> RunInference -> regroup -> mask/Wiener -> stems + Parquet."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import io
 import json
-import functools
 import hashlib
 import logging
 import os
@@ -47,14 +48,18 @@ class PreparedModel:
     keras_uri: str
     fingerprint: str
     finish: object
+    # The U-nets' precision the stems get: the --precision asked for, or float32 when workers in
+    # this process run on a CPU without bfloat16 (model/precision.py).
+    precision: str = "float32"
 
 
-def prepare_model(model: str, model_dir: str | None, output: str, in_process: bool = False, dry_run: bool = False) -> PreparedModel:
+def prepare_model(model: str, model_dir: str | None, output: str, in_process: bool = False, dry_run: bool = False,
+                  precision: str = "float32") -> PreparedModel:
     """The folder's own ``model.keras``, else an export under ``{output}/_model/`` (reused while
     it was made from weights with the same content hash).
 
     With ``in_process`` workers (the DirectRunner) the launcher's model is shared with them
-    and traced while the job starts; the export is then saved in the background. A
+    and traced (in ``precision``) while the job starts, and no export is written. A
     ``dry_run`` writes nothing.
     """
     from model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
@@ -80,26 +85,41 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     exported = own_file or (FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
     uri = keras_uri if own_file else target
     if dry_run or (exported and not in_process):
-        return PreparedModel(config, uri, fingerprint, lambda: None)
-    _, keras_model = load_model(model, model_dir)
-    tasks = []
-    if in_process:
-        share_with_workers_in_process(uri, keras_model)
-        tasks.append(_warm_up(keras_model, config))
-    if not exported:
-        save = functools.partial(_save_export, keras_model, target, source, stamp)
-        if in_process:
-            tasks.append(_in_background(save))
-        else:
-            save()
+        return PreparedModel(config, uri, fingerprint, lambda: None, precision)
+    if not in_process:
+        _save_export(load_model(model, model_dir)[1], target, source, stamp)
+        return PreparedModel(config, uri, fingerprint, lambda: None, precision)
+    from model.precision import effective_precision
+
+    if effective_precision(precision) == "float32":
+        precision = "float32"
+    # In-process workers get the launcher's model, loaded and traced in the background while
+    # Beam starts and decodes the first tracks; they need no export (worker processes do).
+    pending = concurrent.futures.Future()
+    share_with_workers_in_process(uri, pending)
+    task = _in_background(functools.partial(_load_and_trace, pending, model, model_dir, config, precision))
 
     def finish():
-        for task in tasks:
-            task.join()
-            if task.error is not None:
-                raise task.error
+        task.join()
+        if task.error is not None:
+            raise task.error
 
-    return PreparedModel(config, uri, fingerprint, finish)
+    return PreparedModel(config, uri, fingerprint, finish, precision)
+
+
+def _load_and_trace(pending, model: str, model_dir, config, precision: str) -> None:
+    """Load the Keras model into the ``pending`` future, then trace its segment graph (about a
+    second); a failure is the future's (the workers') and the task's error."""
+    from model.load import load_model
+    from model.segment_graph import separator_for
+
+    try:
+        _, keras_model = load_model(model, model_dir)
+    except BaseException as error:
+        pending.set_exception(error)
+        raise
+    pending.set_result(keras_model)
+    separator_for(keras_model, config, precision).warm_up()
 
 
 class _Task(threading.Thread):
@@ -118,15 +138,6 @@ def _in_background(work) -> _Task:
     task = _Task(work)
     task.start()
     return task
-
-
-def _warm_up(keras_model, config) -> _Task:
-    """Trace the segment graph once (about a second) while Beam starts and decodes."""
-    import numpy as np
-
-    from model.segment_graph import separator_for
-
-    return _in_background(lambda: separator_for(keras_model, config).soft(np.zeros((1, config.segment_samples, 2), np.float32)))
 
 
 def _save_export(keras_model, target: str, source: str, stamp: str) -> None:
@@ -182,7 +193,9 @@ def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
     # The configuration shapes the stems too (mask extension, exponent, STFT), and a Spleeter
     # config JSON given as --model can change in place.
     config_sha256 = hashlib.sha256(model.config.to_json().encode("utf-8")).hexdigest()
-    return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options), config_sha256=config_sha256)
+    # float32 stems are the same bytes as before --precision existed: their key stays as it was.
+    more = {} if model.precision == "float32" else {"precision": model.precision}
+    return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options), config_sha256=config_sha256, **more)
 
 
 def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, progress: bool = True):
@@ -195,7 +208,8 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         DecodeAndChunk(config, options.output, key, options.skip_existing)
     ).with_outputs("errors", DONE, main="chunks")
     parts = decoded.chunks | "Separate" >> separate_chunks(
-        config, model.keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator
+        config, model.keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator,
+        model.precision,
     )
     grouped = parts | "Regroup" >> RegroupTracks()
     written = grouped.tracks | "WriteStems" >> beam.ParDo(
@@ -205,7 +219,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     failures = (
         (input_errors, decoded.errors, grouped.errors)
         | "AllFailures" >> beam.Flatten()
-        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__))
+        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision))
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output)
@@ -279,7 +293,7 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
     if not total:
         return None, job, None
     with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
-        model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run)
+        model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run, job.precision)
         check_block_frames(job, model.config)
         pipeline = beam.Pipeline(options=options)
         build(pipeline, job, model, run_id)

@@ -179,10 +179,11 @@ def run(argv=None) -> int:
             labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
             description = f"estimates from {evaluation.estimates}"
         else:
-            model = prepare_model(job.model, job.model_dir, job.output, in_process(options))
+            model = prepare_model(job.model, job.model_dir, job.output, in_process(options), precision=job.precision)
             check_block_frames(job, model.config)
             labels = {"model": job.model, "filter": filter_name(job)}
-            description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks")
+            description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
+                f", {model.precision} U-nets" if model.precision != "float32" else "")
         clear_evaluation(job.output)
         pipeline = beam.Pipeline(options=options)
         # With --estimates a codec chooses among files only when it was given.

@@ -40,11 +40,21 @@ def add_pipeline_args(parser) -> None:
     parser.add_argument("--bitrate", default="128k")
     parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
     parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
+    add_precision_arg(parser)
     parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
     parser.add_argument(
         "--inference_accelerator", default=None,
         help="resource hint for the separation step (inference, Wiener filter, spooling), e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' "
         "(launch/dataflow.py sets it)",
+    )
+
+
+def add_precision_arg(parser) -> None:
+    """--precision of the U-nets (model/precision.py), for separate, pipeline and evaluate."""
+    parser.add_argument(
+        "--precision", default="float32", choices=("float32", "bfloat16"),
+        help="float32 (default: exact) or bfloat16: the U-nets in bfloat16 on a CPU with AVX512_BF16 or AMX (oneDNN), "
+        "Keras mixed precision on a GPU; STFT, masks and inverse STFT stay float32. A CPU without bfloat16 says so and runs float32",
     )
 
 

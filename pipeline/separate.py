@@ -72,6 +72,7 @@ def separate_files(
     mwf: bool = False,
     mwf_block_frames: int | None = None,
     progress: bool = True,
+    precision: str = "float32",
 ) -> List[str]:
     """Separate each file into ``output_dir``; returns one error line per file that failed.
 
@@ -82,7 +83,7 @@ def separate_files(
 
     instruments = config_for_dir(resolve_model_dir(model, model_dir), model if ":" in model or is_config_file(model) else None).instruments
     planned_paths(files, output_dir, instruments, codec, filename_format)
-    config, separator = load_separator(model, model_dir)
+    config, separator = load_separator(model, model_dir, precision)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
     if progress and len(files) > 1:

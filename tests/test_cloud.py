@@ -117,7 +117,8 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     subprocess.run(
         [sys.executable, "-m", "launch.dataflow", "--project", "stembeam-test", "--region", "us-central1", "--bucket", "gs://stembeam-out/df",
          "--image", image, "--dry-run", str(job_file), "--",
-         "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/df-run", "--model_dir", "gs://stembeam-models/spleeter/2stems"],
+         "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/df-run", "--model_dir", "gs://stembeam-models/spleeter/2stems",
+         "--precision", "bfloat16"],
         check=True, cwd=REPO, env=env, capture_output=True,
     )
     assert {b.name: b.download_as_bytes() for b in out.list_blobs(prefix="df-run/")} == before  # no export, no sweep, no lock
@@ -127,6 +128,7 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     gpu = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
     assert environment["serviceOptions"] == options["dataflow_service_options"] == [f"worker_accelerator={gpu}"]
     assert options["sdk_container_image"] == image
+    assert options["precision"] == "bfloat16"  # passed through to the workers' inference
     assert options["setup_file"] == os.path.join(REPO, "setup.py")
     assert "use_runner_v2" in environment["experiments"]
     (pool,) = environment["workerPools"]

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -15,6 +16,7 @@ from model.config import ModelConfig
 from model.separation import pad_segment, segment_count, segment_start
 from transforms import spool, storage
 from transforms.records import Chunk, Track
+from transforms.timing import timer
 from transforms.resume import changed_fields, source_identity, track_key
 
 LOGGER = logging.getLogger("stembeam.pipeline")
@@ -52,6 +54,7 @@ class DecodeAndChunk(beam.DoFn):
         self._key = key
         self._skip_existing = skip_existing
         self._skipped = Metrics.counter("stembeam", "tracks_skipped")
+        self._decode_ms = Metrics.distribution("stembeam", "decode_ms")
 
     def _decode_dir(self):
         """Local work space that the next run on the output sweeps (a killed job leaves
@@ -88,7 +91,7 @@ class DecodeAndChunk(beam.DoFn):
         with tempfile.TemporaryDirectory(prefix="stembeam-decode-", dir=self._decode_dir()) as tmp:
             raw = os.path.join(tmp, "decoded.f32")
             try:
-                with storage.local_copy(track.source_uri) as path:
+                with storage.local_copy(track.source_uri) as path, timer(self._decode_ms):
                     n_samples = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration, track.stream)
             except AudioDecodeError as error:
                 yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
@@ -98,5 +101,7 @@ class DecodeAndChunk(beam.DoFn):
                 return
             count = segment_count(n_samples, self._config)
             for index in range(count):
-                span = read_raw(raw, segment_start(index, self._config), self._config.segment_samples)
-                yield Chunk(track, index, count, n_samples, pad_segment(span, self._config))
+                start = time.perf_counter()
+                span = pad_segment(read_raw(raw, segment_start(index, self._config), self._config.segment_samples), self._config)
+                self._decode_ms.update(int(round(1000 * (time.perf_counter() - start))))
+                yield Chunk(track, index, count, n_samples, span)

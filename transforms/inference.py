@@ -1,6 +1,7 @@
 """SeparateChunks: segment samples -> RunInference (Spleeter's graph per segment) -> spooled source signals."""
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from typing import Iterable, Sequence
 
@@ -14,21 +15,39 @@ from model.config import ModelConfig
 from model.separation import segment_frames, wiener_segment
 from transforms import spool, storage
 from transforms.records import Chunk
+from transforms.timing import timer
+
+
+# Wall time of each part of the separation graph per batch (Beam distributions of ms; the
+# benchmark prints their sums): STFT, U-nets, masks and inverse STFT with the segment's own
+# overlap-add.
+PART_METRICS = {"stft": "stft_ms", "unets": "unets_ms", "synthesis": "masks_istft_ms"}
 
 
 def segment_inference_fn(
-    model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, config: ModelConfig, mwf: bool
+    model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, config: ModelConfig, mwf: bool,
+    precision: str = "float32",
 ) -> Iterable[PredictionResult]:
     """Beam inference_fn: segment samples ``[L, 2]`` -> soft-mask source signals ``[L, 2, S]``,
     or with ``mwf`` ``(STFT [T, N//2+1, 2], source magnitudes [T, F, 2, S])``.
 
-    STFT, U-nets, masks and inverse STFT run as one TF call per batch (model.segment_graph).
+    STFT, U-nets, masks and inverse STFT run as three TF calls per batch (model.segment_graph);
+    silent segments (all samples zero) get zero signals without a model call.
     """
     from model.segment_graph import separator_for
 
-    separator = separator_for(model, config)
+    if isinstance(model, concurrent.futures.Future):
+        model = model.result()  # the launcher's model, still loading when the workers started
+    separator = separator_for(model, config, precision)
     spans = np.stack(batch)
-    outputs = list(zip(*separator.spectra(spans))) if mwf else list(separator.soft(spans))
+    timings = {}
+    outputs = list(zip(*separator.spectra(spans, timings))) if mwf else list(separator.soft(spans, timings))
+    for part, seconds in timings.items():
+        Metrics.distribution("stembeam", PART_METRICS[part]).update(int(round(1000 * seconds)))
+    if not mwf:
+        silent = sum(not span.any() for span in batch)
+        if silent:
+            Metrics.counter("stembeam", "segments_silent").inc(silent)
     return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs)]
 
 
@@ -37,7 +56,8 @@ _LAUNCHER_MODELS = {}
 
 def share_with_workers_in_process(keras_uri: str, model) -> None:
     """Let workers running in this process (the DirectRunner's in-memory and multi-threading
-    modes) use ``model`` instead of loading ``keras_uri`` again; other workers load the file."""
+    modes) use ``model`` (a Keras model, or a concurrent.futures.Future of one) instead of
+    loading ``keras_uri`` again; other workers load the file."""
     _LAUNCHER_MODELS[keras_uri] = model
 
 
@@ -60,15 +80,15 @@ class KerasFileModelHandler(TFModelHandlerNumpy):
             return keras.models.load_model(path, **self._load_model_args)
 
 
-def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False) -> KeyedModelHandler:
+def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False, precision: str = "float32") -> KeyedModelHandler:
     """Keyed TF handler for the U-nets' ``model.keras``, fed segment samples; one batch may
-    mix segments of different tracks."""
+    mix segments of different tracks; ``precision`` of the U-nets (model.precision)."""
     return KeyedModelHandler(
         KerasFileModelHandler(
             keras_uri,
             model_type=ModelType.SAVED_MODEL,
             load_model_args={"compile": False},
-            inference_fn=functools.partial(segment_inference_fn, config=config, mwf=mwf),
+            inference_fn=functools.partial(segment_inference_fn, config=config, mwf=mwf, precision=precision),
             min_batch_size=1,
             max_batch_size=batch_size,
         )
@@ -90,17 +110,21 @@ class _SpoolSegments(beam.DoFn):
         self._mwf = mwf
         self._block = mwf_block_frames
         self._chunks = Metrics.counter("stembeam", "chunks_inferred")
+        self._wiener_ms = Metrics.distribution("stembeam", "wiener_ms")
+        self._spool_ms = Metrics.distribution("stembeam", "spool_write_ms")
 
     def process(self, element):
         chunk, result = element
         if self._mwf:
             spec, sources = result.inference
             frames = segment_frames(chunk.index, chunk.n_samples, self._config)
-            signals = wiener_segment(spec, sources, self._config, frames, self._block)
+            with timer(self._wiener_ms):
+                signals = wiener_segment(spec, sources, self._config, frames, self._block)
         else:
             signals = result.inference
         uri = spool.spool_uri(self._output, chunk.track, chunk.index)
-        spool.write_spool(uri, signals)
+        with timer(self._spool_ms):
+            spool.write_spool(uri, signals)
         self._chunks.inc()
         yield chunk.track.track_id, chunk.reference(uri)
 
@@ -108,8 +132,10 @@ class _SpoolSegments(beam.DoFn):
 class SeparateChunks(beam.PTransform):
     """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
 
-    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512):
+    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
+                 precision: str = "float32"):
         super().__init__()
+        self._precision = precision
         self._config = config
         self._keras_uri = keras_uri
         self._output = output
@@ -121,17 +147,17 @@ class SeparateChunks(beam.PTransform):
         return (
             chunks
             | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
-            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf))
+            | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf, self._precision))
             | "Spool" >> beam.ParDo(_SpoolSegments(self._config, self._output, self._mwf, self._block))
         )
 
 
 def separate_chunks(config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
-                    accelerator: str | None = None) -> beam.PTransform:
+                    accelerator: str | None = None, precision: str = "float32") -> beam.PTransform:
     """SeparateChunks, with the ``accelerator`` resource hint (if any) on the whole step: keying,
     inference, the Wiener filter and spooling then run in one environment, fused, on the
     accelerator worker, and only spool references leave it (runners do not fuse across
     environments, so a hint on RunInference alone would ship every segment's samples in and its
     signals out)."""
-    step = SeparateChunks(config, keras_uri, output, batch_size, mwf, mwf_block_frames)
+    step = SeparateChunks(config, keras_uri, output, batch_size, mwf, mwf_block_frames, precision)
     return step.with_resource_hints(accelerator=accelerator) if accelerator else step

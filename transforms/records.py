@@ -28,6 +28,8 @@ METADATA_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("pipeline_version", pa.string()),
+        # U-net arithmetic: float32 or bfloat16 (--precision; float32 when this CPU fell back).
+        ("precision", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -106,12 +108,13 @@ def safe_component(name: str) -> str:
     return cleaned[:200]
 
 
-def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str) -> dict:
+def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str, precision: str | None = None) -> dict:
     """Metadata row of a track that could not be separated."""
-    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version)
+    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version, precision)
 
 
-def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate, channels, duration_s, rms, peak, status, error, version) -> dict:
+def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate, channels, duration_s, rms, peak, status, error, version,
+                 precision: str | None = None) -> dict:
     return {
         "track_id": track_id,
         "source_uri": source_uri,
@@ -127,5 +130,6 @@ def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate
         "status": status,
         "error": error,
         "pipeline_version": version,
+        "precision": precision,
         "created_at": datetime.datetime.now(datetime.timezone.utc),
     }

@@ -18,6 +18,7 @@ from transforms import spool, storage
 from transforms.audio import marker_uri, read_marker, track_folder
 from transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
 from transforms.resume import track_key
+from transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
 METADATA_FILE = "tracks-00000-of-00001.parquet"
@@ -28,7 +29,8 @@ def rows_to_json(rows) -> list:
 
 
 def rows_from_json(rows) -> list:
-    return [{**row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
+    # Markers written before --precision existed hold float32 stems.
+    return [{"precision": "float32", **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
 
 
 class WriteStems(beam.DoFn):
@@ -57,17 +59,26 @@ class WriteStems(beam.DoFn):
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
         self._seconds = Metrics.counter("stembeam", "audio_seconds_separated")
+        self._read_ms = Metrics.distribution("stembeam", "spool_read_ms")
+        self._add_ms = Metrics.distribution("stembeam", "overlap_add_ms")
+        self._encode_ms = Metrics.distribution("stembeam", "encode_ms")
 
     def _stream(self, chunks, writers) -> None:
         adder = OverlapAdd(self._config)
         remaining = chunks[0].n_samples
-        pieces = (adder.add(spool.read_spool(chunk.spool)) for chunk in chunks)
-        for piece in itertools.chain(pieces, [None]):
-            piece = adder.finish() if piece is None else piece
+        for chunk in itertools.chain(chunks, [None]):
+            if chunk is None:
+                piece = adder.finish()
+            else:
+                with timer(self._read_ms):
+                    signals = spool.read_spool(chunk.spool)
+                with timer(self._add_ms):
+                    piece = adder.add(signals)
             piece = piece[:remaining]
             remaining -= piece.shape[0]
-            for k, writer in enumerate(writers.values()):
-                writer.write(piece[..., k])
+            with timer(self._encode_ms):
+                for k, writer in enumerate(writers.values()):
+                    writer.write(piece[..., k])
 
     def _write(self, track: Track, chunks, key: dict, marker: str) -> list:
         folder = track_folder(self._output, track)
@@ -91,16 +102,17 @@ class WriteStems(beam.DoFn):
                 raise
             # From here on stems are replaced: the old marker must not vouch for a mix of old and new.
             storage.delete_matching(marker)
-            for writer in writers.values():
-                writer.close()
-            for stem, uri in uris.items():
-                if not storage.is_local(uri):
-                    storage.put_file(writers[stem].path, uri)
+            with timer(self._encode_ms):
+                for writer in writers.values():
+                    writer.close()
+                for stem, uri in uris.items():
+                    if not storage.is_local(uri):
+                        storage.put_file(writers[stem].path, uri)
         rows = [
             metadata_row(
                 track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
                 self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
-                "ok", None, self._version,
+                "ok", None, self._version, self._key.get("precision", "float32"),
             )
             for stem, uri in uris.items()
         ]
@@ -124,7 +136,8 @@ class WriteStems(beam.DoFn):
         except (AudioEncodeError, ValueError) as error:
             self._failed.inc()
             spool.delete_quietly([chunk.spool for chunk in chunks])
-            yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec, self._version)
+            yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec,
+                            self._version, self._key.get("precision", "float32"))
             return
         spool.delete_quietly([chunk.spool for chunk in chunks])
         self._ok.inc()
@@ -135,14 +148,14 @@ class WriteStems(beam.DoFn):
 class ToErrorRows(beam.DoFn):
     """``(track_id, uri, reason)`` -> an error metadata row."""
 
-    def __init__(self, model_name: str, codec: str, version: str):
-        self._model_name, self._codec, self._version = model_name, codec, version
+    def __init__(self, model_name: str, codec: str, version: str, precision: str | None = None):
+        self._model_name, self._codec, self._version, self._precision = model_name, codec, version, precision
         self._failed = Metrics.counter("stembeam", "tracks_failed")
 
     def process(self, element):
         track_id, uri, reason = element
         self._failed.inc()
-        yield error_row(track_id, uri, reason, self._model_name, self._codec, self._version)
+        yield error_row(track_id, uri, reason, self._model_name, self._codec, self._version, self._precision)
 
 
 class WriteMetadata(beam.PTransform):

@@ -1,19 +1,25 @@
 """Throughput benchmark (not a test): the pipeline vs Spleeter's official graph, same files, same machine.
 
-Prints seconds of audio per wall-clock second for
-  - the whole `stembeam pipeline` job (DirectRunner; startup, model export, decode, inference, writing),
-  - the official graph (model.meta + checkpoint) doing decode -> separate -> write WAV in one warm process,
-and their ratio; first, how long `stembeam --help` and each `stembeam SUBCOMMAND --help` take
-(a fresh process each, as a user types them); then the same job with ``--features`` and with
-``--features --vocal_pitch`` on the same files, and what the features add to the job's wall time
-(target: <= 25 % without pitch). Usage:
-  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [-- extra Beam options]
+Every job runs as a whole process (python start-up, imports, model load included), one after
+the other, over the same files (copies of the three 30 s cc0 mixtures; 7 copies: 10.5 min):
+  - the official graph (model.meta + checkpoint) doing decode -> separate -> write WAV,
+  - `stembeam pipeline` (DirectRunner) in float32 and with --precision bfloat16,
+and prints seconds of audio per wall-clock second, each job's ratio to the official one, and
+where each job's wall time went (start-up phases; decode, model, inverse STFT and overlap-add,
+encode/write, spool, summed from the job's Beam metrics (transforms/timing.py); what is left is
+the runner's own cost). Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
+--help` take (a fresh process each); after, the same job with ``--features`` and with
+``--features --vocal_pitch``, and what the features add to the job's wall time (target:
+<= 25 % without pitch). Usage:
+  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--no-help-timings] [--no-features] [--no-bfloat16] [-- extra Beam options]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,26 +37,66 @@ def _manifest(folder: str, copies: int) -> tuple[str, list[str]]:
     return path, files
 
 
-def official_baseline(files: list[str], output: str) -> float:
-    """Seconds of wall time for decode -> official graph -> WAV over ``files`` (after a warm-up)."""
-    from model.audio import load_audio, write_audio
-    from tests.reference_graph import OfficialGraph
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-    graph = OfficialGraph(os.path.join(MODELS, "2stems"))
-    graph.separate(load_audio(files[0])[: 44100 * 5])  # warm-up, not timed
+# Stages of the breakdown: (label, Beam distributions of transforms/timing.py summed into it).
+BREAKDOWN = (
+    ("decode", ("decode_ms",)),
+    ("model: STFT + U-nets", ("stft_ms", "unets_ms")),
+    ("inverse STFT + overlap-add", ("masks_istft_ms", "overlap_add_ms", "wiener_ms")),
+    ("encode/write", ("encode_ms",)),
+    ("spool write + read", ("spool_write_ms", "spool_read_ms")),
+)
+
+
+def timed_process(kind: str, args: list, folder: str, name: str) -> dict:
+    """Run ``tests.benchmarks.timed_job`` in a fresh process: its report, plus ``wall``, the
+    whole process's wall time (interpreter start-up included), and ``spawned``."""
+    report = os.path.join(folder, f"{name}.json")
+    spawned = time.time()
     start = time.perf_counter()
-    for i, path in enumerate(files):
-        for stem, signal in graph.separate(load_audio(path)).items():
-            write_audio(os.path.join(output, f"track{i:03d}", f"{stem}.wav"), signal)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-m", "tests.benchmarks.timed_job", report, kind, *args], cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    with open(report) as handle:
+        found = json.load(handle)
+    return {**found, "wall": wall, "spawned": spawned}
 
 
-def pipeline_job(manifest: str, output: str, extra: list[str]) -> float:
-    from pipeline.corpus import run
+def official_job(files: list, output: str, folder: str) -> dict:
+    """Spleeter's exported graph doing decode -> separate -> write WAV over ``files``, as one
+    whole process (imports, graph load and its first-call warm-up included)."""
+    return timed_process("official", [*files, "--output", output], folder, "official")
 
-    start = time.perf_counter()
-    run(["--manifest", manifest, "--output", output, "--runner", "DirectRunner", *extra])
-    return time.perf_counter() - start
+
+def pipeline_job(manifest: str, output: str, extra: list, folder: str, name: str) -> dict:
+    """``stembeam pipeline`` (DirectRunner) over the manifest, as one whole process."""
+    return timed_process("pipeline", ["--manifest", manifest, "--output", output, "--runner", "DirectRunner", "--progress_interval", "0", *extra],
+                         folder, name)
+
+
+def breakdown(job: dict) -> list:
+    """Lines of where ``job``'s wall time went: start-up phases (instants), the Beam run, the
+    summed seconds of each stage (over all worker threads) and what the runner itself costs."""
+    marks, stages = job["marks"], job["stage_ms"]
+    run = marks["run_end"] - marks["run_start"]
+    seconds = {label: sum(stages.get(name, 0) for name in names) / 1000 for label, names in BREAKDOWN}
+    busy = sum(seconds.values())
+    lines = [
+        f"  start-up {marks['run_start'] - job['spawned']:5.1f} s: python {marks['started'] - job['spawned']:4.1f} s, "
+        f"imports {marks['imported'] - marks['started']:4.1f} s, prepare model {marks['model_loaded'] - marks['model_load_start']:4.1f} s"
+        f" (model load and graph trace: in the background, while Beam starts), other {marks['run_start'] - marks['imported'] - (marks['model_loaded'] - marks['model_load_start']):4.1f} s",
+        f"  run      {run:5.1f} s (Beam run start -> end), then {marks['end'] - marks['run_end']:.1f} s to the summary, "
+        f"{job['spawned'] + job['wall'] - marks['end']:.1f} s to exit",
+    ]
+    for label, value in seconds.items():
+        lines.append(f"    {label:<28} {value:6.1f} s  ({100 * value / run:3.0f} % of the run, summed over worker threads)")
+    lines.append(f"    {'runner overhead':<28} {run - busy:6.1f} s  (run minus the stages above; negative: stages overlapped)")
+    counters = job.get("counters") or {}
+    if counters:
+        lines.append("    counters: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    return lines
 
 
 HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["prepare-dataset"], ["features"], ["train"])
@@ -58,9 +104,7 @@ HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["pre
 
 def help_timings() -> list:
     """``[(command, seconds)]``: wall time of ``python -m pipeline.cli [SUBCOMMAND] --help``."""
-    import subprocess
-
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = REPO
     timings = []
     for command in HELP_COMMANDS:
         start = time.perf_counter()
@@ -71,28 +115,54 @@ def help_timings() -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, default=28, help="copies of the three 30 s cc0 mixtures (28 -> 42 min; 7 -> 10.5 min)")
+    parser.add_argument("--copies", type=int, default=7, help="copies of the three 30 s cc0 mixtures (7 -> 10.5 min, the default; 28 -> 42 min)")
+    parser.add_argument("--no-help-timings", dest="help_timings", action="store_false", help="skip timing `stembeam ... --help`")
+    parser.add_argument("--no-features", dest="features", action="store_false", help="skip the --features runs")
     parser.add_argument("--no-vocal-pitch", dest="vocal_pitch", action="store_false", help="skip the --features --vocal_pitch run")
+    parser.add_argument("--no-bfloat16", dest="bfloat16", action="store_false", help="skip the --precision bfloat16 run")
     args, extra = parser.parse_known_args(argv)
-    for command, seconds in help_timings():
-        print(f"{command:<34} {seconds:5.2f} s", flush=True)
+    if args.help_timings:
+        for command, seconds in help_timings():
+            print(f"{command:<34} {seconds:5.2f} s", flush=True)
     extra = [a for a in extra if a != "--"]
     os.environ.setdefault("STEMBEAM_MODEL_PATH", MODELS)
     with tempfile.TemporaryDirectory() as tmp:
         manifest, files = _manifest(tmp, args.copies)
         audio_seconds = 30.0 * len(files)
-        pipeline_s = pipeline_job(manifest, os.path.join(tmp, "pipeline"), extra)
-        official_s = official_baseline(files, os.path.join(tmp, "official"))
-        features_s = pipeline_job(manifest, os.path.join(tmp, "features"), [*extra, "--features"])
-        pitch_s = pipeline_job(manifest, os.path.join(tmp, "pitch"), [*extra, "--features", "--vocal_pitch"]) if args.vocal_pitch else None
-    ours, theirs = audio_seconds / pipeline_s, audio_seconds / official_s
-    print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s; beam options: {' '.join(extra) or '(defaults)'}")
-    print(f"stembeam pipeline (whole job):        {pipeline_s:7.1f} s wall  {ours:6.2f} s audio / s")
-    print(f"official graph decode->separate->wav: {official_s:7.1f} s wall  {theirs:6.2f} s audio / s")
-    print(f"ratio pipeline / official: {ours / theirs:.2f}x")
-    print(f"stembeam pipeline --features:         {features_s:7.1f} s wall  features cost {100 * (features_s / pipeline_s - 1):+.0f} % of the job's wall time")
-    if pitch_s is not None:
-        print(f"stembeam pipeline --features --vocal_pitch: {pitch_s:7.1f} s wall  features cost {100 * (pitch_s / pipeline_s - 1):+.0f} %")
+        print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s ({audio_seconds / 60:.1f} min); beam options: {' '.join(extra) or '(defaults)'}; "
+              f"{os.cpu_count()} cores; each job a whole process, one after the other", flush=True)
+        official = official_job(files, os.path.join(tmp, "official"), tmp)
+        jobs = {"float32": pipeline_job(manifest, os.path.join(tmp, "float32"), extra, tmp, "float32")}
+        if args.bfloat16:
+            jobs["bfloat16"] = pipeline_job(manifest, os.path.join(tmp, "bfloat16"), [*extra, "--precision", "bfloat16"], tmp, "bfloat16")
+        features_s = pitch_s = None
+        if args.features:
+            features_s = pipeline_job(manifest, os.path.join(tmp, "features"), [*extra, "--features"], tmp, "features")["wall"]
+            if args.vocal_pitch:
+                pitch_s = pipeline_job(manifest, os.path.join(tmp, "pitch"), [*extra, "--features", "--vocal_pitch"], tmp, "pitch")["wall"]
+    theirs = audio_seconds / official["wall"]
+    print(f"official graph decode->separate->wav:  {official['wall']:6.1f} s wall  {theirs:6.2f} s audio / s  (1.00x)")
+    for name, job in jobs.items():
+        ours = audio_seconds / job["wall"]
+        print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job)")
+    print("where the time goes (wall-clock seconds):")
+    for name, job in (("official graph", official), *((f"pipeline {name}", job) for name, job in jobs.items())):
+        print(f"{name}: {job['wall']:.1f} s")
+        if name == "official graph":
+            marks, stages = job["marks"], job["stage_ms"]
+            print(f"  start-up {marks['run_start'] - job['spawned']:5.1f} s: python {marks['started'] - job['spawned']:4.1f} s, "
+                  f"imports {marks['imported'] - marks['started']:4.1f} s, graph load {marks['model_loaded'] - marks['model_load_start']:4.1f} s")
+            print(f"  run      {marks['run_end'] - marks['run_start']:5.1f} s: " + ", ".join(
+                f"{k[:-3]} {v / 1000:.1f} s" for k, v in stages.items()) + " (graph: STFT, U-nets, masks, inverse STFT)"
+                f", then {job['spawned'] + job['wall'] - marks['end']:.1f} s to exit")
+            continue
+        for line in breakdown(job):
+            print(line)
+    if features_s is not None:
+        base = jobs["float32"]["wall"]
+        print(f"stembeam pipeline --features:         {features_s:7.1f} s wall  features cost {100 * (features_s / base - 1):+.0f} % of the job's wall time")
+        if pitch_s is not None:
+            print(f"stembeam pipeline --features --vocal_pitch: {pitch_s:7.1f} s wall  features cost {100 * (pitch_s / base - 1):+.0f} %")
     return 0
 
 

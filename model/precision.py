@@ -1,0 +1,120 @@
+"""Arithmetic precision of the U-nets: ``float32`` (exact, the default) or ``bfloat16``.
+
+bfloat16 runs only the U-nets in reduced precision; the STFT, the masks and the inverse STFT
+stay float32 (model.segment_graph calls them as separate TF functions):
+  - on a GPU: Keras mixed precision (``mixed_bfloat16``; ``mixed_float16`` on GPUs older than
+    compute capability 8.0, e.g. a T4, which have no bfloat16 arithmetic);
+  - on a CPU with AVX512_BF16 or AMX: TensorFlow's oneDNN auto-mixed-precision graph rewrite;
+  - on a CPU without them: one line on stderr, then float32 (bfloat16 would only be emulated,
+    slower than float32).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+
+PRECISIONS = ("float32", "bfloat16")
+# /proc/cpuinfo flags of CPUs with native bfloat16 dot products (AVX512_BF16, AMX).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set:
+    """The CPU feature flags Linux reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    return bool(cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS))
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_compute_capability():
+    """``(major, minor)`` of the first visible GPU, or None without one."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return tuple(details.get("compute_capability") or (0, 0))
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: choose float32 or bfloat16")
+    return precision
+
+
+_WARNED = set()
+
+
+def effective_precision(precision: str, cpuinfo: str = "/proc/cpuinfo", gpu=None) -> str:
+    """What ``precision`` runs as on this machine: ``float32``, ``bfloat16`` (oneDNN on the CPU),
+    ``mixed_bfloat16`` or ``mixed_float16`` (Keras on a GPU). A bfloat16 request on a CPU without
+    bfloat16 instructions prints one line (once per process) and runs in float32."""
+    if check_precision(precision) == "float32":
+        return "float32"
+    capability = gpu_compute_capability() if gpu is None else gpu
+    if capability:
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
+    if cpu_has_bfloat16(cpuinfo):
+        return "bfloat16"
+    if cpuinfo not in _WARNED:
+        _WARNED.add(cpuinfo)
+        print("stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32",
+              file=sys.stderr, flush=True)
+    return "float32"
+
+
+def mixed_precision_model(model, config, policy: str):
+    """A copy of the U-net ``model`` built under the Keras ``policy`` (mixed_bfloat16 /
+    mixed_float16: variables float32, computation in the reduced type), same weights."""
+    import keras
+
+    from model.unet import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build_model(config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    mixed.set_weights(model.get_weights())
+    return mixed
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_bfloat16_options():
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    from tensorflow.python.eager import context
+
+    config = context.context().config
+    config.allow_soft_placement = True
+    config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
+    return context.FunctionCallOptions(config_proto=config)
+
+
+@contextlib.contextmanager
+def onednn_bfloat16():
+    """TF functions called (and so optimised, on their first call) inside this block get the
+    oneDNN bfloat16 auto-mixed-precision rewrite: what
+    ``tf.config.optimizer.set_experimental_options({'auto_mixed_precision_onednn_bfloat16': True})``
+    does, but for this thread and block only, so float32 functions of the same process (a test
+    session, the STFT and masks) stay exact."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    saved = ctx.function_call_options
+    ctx.function_call_options = _onednn_bfloat16_options()
+    try:
+        yield
+    finally:
+        ctx.function_call_options = saved

@@ -1,0 +1,154 @@
+"""Speed without changing float32 bytes (issue 13): silent segments skip the model; --precision
+bfloat16 is recorded in the metadata and the resume key, and falls back to float32 (one line) on
+a CPU without bfloat16 instructions."""
+import csv
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from model import precision
+from model.audio import load_audio, write_audio
+from tests.conftest import EXAMPLE, needs_shared, snr_db
+
+pytestmark = needs_shared
+
+
+def test_silent_segments_are_exact_zeros_without_a_model_call(two_stems, decoded):
+    config, separator = two_stems
+    from model.separation import segment_waveform
+
+    audible = segment_waveform(decoded(EXAMPLE), 0, config)
+    silent = np.zeros_like(audible)
+    calls = []
+    unets = separator._unets
+    separator._unets = lambda mix: calls.append(mix.shape[0]) or unets(mix)
+    try:
+        alone = separator.soft(audible[None])
+        before = separator.silent_segments
+        mixed = separator.soft(np.stack([silent, audible, silent]))
+        assert calls == [1, 1], "the U-nets saw only the audible segment"
+        assert separator.silent_segments - before == 2
+        all_silent = separator.soft(np.stack([silent, silent]))
+        assert calls == [1, 1], "an all-silent batch makes no model call"
+    finally:
+        separator._unets = unets
+    assert all_silent.shape == (2, config.segment_samples, 2, 2) and not np.any(all_silent)
+    assert not np.any(mixed[[0, 2]])
+    assert np.array_equal(mixed[1], alone[0]), "the audible segment's signals are the same bytes as when it is alone"
+    assert np.abs(alone).max() > 0.01
+
+
+def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_path, capsys):
+    plain = tmp_path / "cpuinfo"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    bf16 = tmp_path / "cpuinfo-bf16"
+    bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert precision.effective_precision("float32", str(plain), gpu=()) == "float32"
+    assert capsys.readouterr().err == ""
+    assert precision.effective_precision("bfloat16", str(plain), gpu=()) == "float32"
+    assert precision.effective_precision("bfloat16", str(plain), gpu=()) == "float32"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32"]
+    assert precision.effective_precision("bfloat16", str(bf16), gpu=()) == "bfloat16"
+    # GPUs: Keras mixed precision, float16 where the GPU has no bfloat16 arithmetic (T4: 7.5).
+    assert precision.effective_precision("bfloat16", str(plain), gpu=(7, 5)) == "mixed_float16"
+    assert precision.effective_precision("bfloat16", str(plain), gpu=(8, 9)) == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="--precision 'half'"):
+        precision.effective_precision("half")
+
+
+def _run(manifest, output, *flags):
+    from pipeline.corpus import COUNTERS, run_pipeline
+    from pipeline.jobs import summary
+
+    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
+    counts = summary(result, COUNTERS)
+    return counts["tracks_ok"], counts["tracks_skipped"]
+
+
+def _precisions(output):
+    rows = pq.read_table(os.path.join(str(output), "metadata", "tracks-00000-of-00001.parquet")).to_pylist()
+    return sorted((row["stem"], row["precision"]) for row in rows)
+
+
+def test_precision_is_recorded_and_resume_tells_precisions_apart(tmp_path, monkeypatch):
+    # Whatever this machine's CPU: bfloat16 runs as bfloat16 (oneDNN emulates it where the
+    # instructions are missing), so the rows and keys below do not depend on the hardware.
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo="": {"avx512_bf16"})
+    song = str(tmp_path / "song.wav")
+    write_audio(song, load_audio(EXAMPLE)[: 4 * 44100])
+    manifest = str(tmp_path / "m.csv")
+    with open(manifest, "w", newline="") as handle:
+        csv.writer(handle).writerows([("uri", "track_id"), (song, "song")])
+    output = tmp_path / "out"
+    assert _run(manifest, output) == (1, 0)
+    assert _precisions(output) == [("accompaniment", "float32"), ("vocals", "float32")]
+    float32 = (output / "stems" / "song" / "vocals.wav").read_bytes()
+    assert _run(manifest, output, "--precision", "bfloat16") == (1, 0), "a bfloat16 rerun does not skip float32 stems"
+    assert _precisions(output) == [("accompaniment", "bfloat16"), ("vocals", "bfloat16")]
+    bfloat16 = (output / "stems" / "song" / "vocals.wav").read_bytes()
+    assert bfloat16 != float32
+    assert _run(manifest, output, "--precision", "bfloat16") == (0, 1)
+    assert _run(manifest, output, "--precision", "float32") == (1, 0), "nor a float32 rerun bfloat16 stems"
+    assert (output / "stems" / "song" / "vocals.wav").read_bytes() == float32, "float32 is exact again"
+    assert _precisions(output) == [("accompaniment", "float32"), ("vocals", "float32")]
+
+
+def test_bfloat16_unets_stay_close_to_float32(two_stems, decoded):
+    """The oneDNN bfloat16 U-nets (STFT, masks and inverse STFT in float32) in the same process
+    as float32 separators, which stay exact."""
+    from model.segment_graph import SegmentSeparator
+    from model.separation import segment_waveform
+
+    config, exact = two_stems
+    if precision.effective_precision("bfloat16") != "bfloat16":
+        pytest.skip("this CPU has no bfloat16 instructions")
+    spans = segment_waveform(decoded(EXAMPLE), 0, config)[None]
+    reference = exact.soft(spans)
+    reduced = SegmentSeparator(exact._model, config, "bfloat16").soft(spans)
+    for k, stem in enumerate(config.instruments):
+        snr = snr_db(reference[..., k], reduced[..., k])
+        print(f"bfloat16 vs float32 {stem}: SNR {snr:.1f} dB")
+        assert 30.0 < snr < 90.0, "bfloat16 differs from float32, a little"
+    assert np.array_equal(exact.soft(spans), reference), "float32 stays exact after a bfloat16 separator ran"
+
+
+@pytest.mark.slow
+def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
+    """`make quality`: per track and stem, global SDR and museval SDR (BSS Eval v4, median of 1 s
+    windows) of float32 and bfloat16 stems against the true stems, and the SNR of bfloat16
+    against float32; the median change of SDR must be at most 0.05 dB."""
+    import museval
+
+    from model.segment_graph import SegmentSeparator
+    from model.separation import separate_waveform
+    from tests.conftest import CC0, CC0_SONGS
+
+    config, exact = two_stems
+    if precision.effective_precision("bfloat16") != "bfloat16":
+        pytest.skip("this CPU has no bfloat16 instructions")
+    reduced = SegmentSeparator(exact._model, config, "bfloat16")
+    print("\ntrack        stem           global SDR f32 / bf16 (change)   museval SDR f32 / bf16 (change)   SNR bf16 vs f32")
+    changes = {"global": [], "museval": []}
+    for song in CC0_SONGS:
+        mix = decoded(os.path.join(CC0, song, "mixture.flac"))
+        vocals = decoded(os.path.join(CC0, song, "vocals.flac"))
+        references = {"vocals": vocals, "accompaniment": mix - vocals}
+        stems = {name: separate_waveform(mix, separator, batch_size=4) for name, separator in (("f32", exact), ("bf16", reduced))}
+        museval_sdr = {
+            name: np.nanmedian(museval.evaluate(np.stack(list(references.values())), np.stack([s[k] for k in references]), win=44100, hop=44100)[0], axis=1)
+            for name, s in stems.items()
+        }
+        for k, (stem, reference) in enumerate(references.items()):
+            glob = {name: snr_db(reference, s[stem]) for name, s in stems.items()}
+            mus = {name: float(museval_sdr[name][k]) for name in stems}
+            changes["global"].append(glob["bf16"] - glob["f32"])
+            changes["museval"].append(mus["bf16"] - mus["f32"])
+            print(f"{song:12s} {stem:14s} {glob['f32']:6.2f} / {glob['bf16']:6.2f} ({glob['bf16'] - glob['f32']:+.3f})"
+                  f"          {mus['f32']:6.2f} / {mus['bf16']:6.2f} ({mus['bf16'] - mus['f32']:+.3f})"
+                  f"          {snr_db(stems['f32'][stem], stems['bf16'][stem]):5.1f} dB")
+    medians = {kind: float(np.median(values)) for kind, values in changes.items()}
+    print(f"median change bf16 - f32: global SDR {medians['global']:+.4f} dB, museval SDR {medians['museval']:+.4f} dB (limit 0.05 dB)")
+    assert abs(medians["global"]) <= 0.05 and abs(medians["museval"]) <= 0.05

@@ -1,0 +1,29 @@
+"""Where a job's wall time goes: Beam distributions of milliseconds per stage (namespace
+``stembeam``), summed by the benchmark's breakdown (tests/benchmarks/throughput.py)."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+# metric name -> what it times
+STAGES = {
+    "decode_ms": "decode (and resample) each track to a local raw file, cut into segments",
+    "stft_ms": "STFT of each batch of segments (TF)",
+    "unets_ms": "U-nets (TF)",
+    "masks_istft_ms": "ratio masks, inverse STFT and the segment's own overlap-add (TF)",
+    "wiener_ms": "multichannel Wiener filter (--mwf)",
+    "spool_write_ms": "parking each segment's signals in the spool",
+    "spool_read_ms": "reading them back, in order, for writing",
+    "overlap_add_ms": "overlap-adding consecutive segments (numpy)",
+    "encode_ms": "encoding and writing the stems, the marker",
+}
+
+
+@contextlib.contextmanager
+def timer(distribution):
+    """Adds the block's wall time in ms to a Beam ``Metrics.distribution``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        distribution.update(int(round(1000 * (time.perf_counter() - start))))
