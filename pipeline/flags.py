@@ -39,7 +39,10 @@ def add_pipeline_args(parser) -> None:
     parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg, m4a or wma")
     parser.add_argument("--bitrate", default="128k")
     parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
-    parser.add_argument("--batch_size", type=int, default=4, help="segments per inference batch (may mix tracks)")
+    parser.add_argument(
+        "--batch_size", type=int, default=2,
+        help="segments per inference batch (exact; may mix tracks); peak memory grows with it, the stems do not change",
+    )
     add_precision_arg(parser)
     parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
     parser.add_argument(

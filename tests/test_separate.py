@@ -41,6 +41,19 @@ def test_separation_math_matches_graph_before_quantisation(two_stems, official_g
         assert snr_db(reference[stem], ours[stem]) >= 100.0  # float32 round-off only
 
 
+@needs_shared
+def test_the_batch_size_does_not_change_a_segments_output(two_stems, decoded):
+    """Why --batch_size is not in the resume key: a segment's signals are the same bits alone
+    or batched with others."""
+    config, separator = two_stems
+    waveform, length = decoded(os.path.join(CC0, "2.Lithium", "mixture.flac")), config.segment_samples
+    spans = np.stack([waveform[start : start + length] for start in (0, length // 3, length // 2, length)])
+    together = separator.soft(spans)
+    assert together.shape == (4, length, 2, 2) and np.abs(together).max() > 0.1
+    for size in (1, 2, 3):
+        assert np.array_equal(separator.soft(spans[:size]), together[:size])
+
+
 def _official_mwf(official_graph, waveform):
     """Spleeter's --mwf computed on the official graph's own tensors."""
     import norbert

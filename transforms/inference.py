@@ -82,14 +82,19 @@ class KerasFileModelHandler(TFModelHandlerNumpy):
 
 def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False, precision: str = "float32") -> KeyedModelHandler:
     """Keyed TF handler for the U-nets' ``model.keras``, fed segment samples; one batch may
-    mix segments of different tracks; ``precision`` of the U-nets (model.precision)."""
+    mix segments of different tracks; ``precision`` of the U-nets (model.precision).
+
+    Batches hold exactly ``batch_size`` segments (a bundle's last one may hold fewer): Beam's
+    adaptive batching picked sizes from 1 to ``batch_size`` by timing, so peak memory (one
+    batch's activations) changed from run to run. Stems do not depend on the batch size.
+    """
     return KeyedModelHandler(
         KerasFileModelHandler(
             keras_uri,
             model_type=ModelType.SAVED_MODEL,
             load_model_args={"compile": False},
             inference_fn=functools.partial(segment_inference_fn, config=config, mwf=mwf, precision=precision),
-            min_batch_size=1,
+            min_batch_size=batch_size,
             max_batch_size=batch_size,
         )
     )
@@ -132,7 +137,7 @@ class _SpoolSegments(beam.DoFn):
 class SeparateChunks(beam.PTransform):
     """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
 
-    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
+    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
                  precision: str = "float32"):
         super().__init__()
         self._precision = precision
@@ -152,7 +157,7 @@ class SeparateChunks(beam.PTransform):
         )
 
 
-def separate_chunks(config: ModelConfig, keras_uri: str, output: str, batch_size: int = 4, mwf: bool = False, mwf_block_frames: int = 512,
+def separate_chunks(config: ModelConfig, keras_uri: str, output: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
                     accelerator: str | None = None, precision: str = "float32") -> beam.PTransform:
     """SeparateChunks, with the ``accelerator`` resource hint (if any) on the whole step: keying,
     inference, the Wiener filter and spooling then run in one environment, fused, on the
