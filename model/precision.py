@@ -4,7 +4,9 @@ bfloat16 runs only the U-nets in reduced precision; the STFT, the masks and the 
 stay float32 (model.segment_graph calls them as separate TF functions):
   - on a GPU: Keras mixed precision (``mixed_bfloat16``; ``mixed_float16`` on GPUs older than
     compute capability 8.0, e.g. a T4, which have no bfloat16 arithmetic);
-  - on a CPU with AVX512_BF16 or AMX: TensorFlow's oneDNN auto-mixed-precision graph rewrite;
+  - on a CPU with AVX512_BF16 or AMX: TensorFlow's oneDNN auto-mixed-precision graph rewrite
+    (with AVX512_BF16 but no AMX, one line says it is likely slower than float32: oneDNN's
+    bfloat16 convolutions measured 1.3-1.6x slower than float32 on such CPUs, Zen 4 and Xeon);
   - on a CPU without them: one line on stderr, then float32 (bfloat16 would only be emulated,
     slower than float32).
 """
@@ -59,19 +61,27 @@ _WARNED = set()
 def effective_precision(precision: str, cpuinfo: str = "/proc/cpuinfo", gpu=None) -> str:
     """What ``precision`` runs as on this machine: ``float32``, ``bfloat16`` (oneDNN on the CPU),
     ``mixed_bfloat16`` or ``mixed_float16`` (Keras on a GPU). A bfloat16 request on a CPU without
-    bfloat16 instructions prints one line (once per process) and runs in float32."""
+    bfloat16 instructions prints one line (once per process) and runs in float32; on a CPU with
+    AVX512_BF16 but no AMX one line says bfloat16 is likely the slower choice."""
     if check_precision(precision) == "float32":
         return "float32"
     capability = gpu_compute_capability() if gpu is None else gpu
     if capability:
         return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
-    if cpu_has_bfloat16(cpuinfo):
+    flags = cpu_flags(cpuinfo)
+    if flags & set(BF16_CPU_FLAGS):
+        if "amx_bf16" not in flags:
+            _say_once(cpuinfo + ":no-amx", "stembeam: --precision bfloat16: this CPU has avx512_bf16 but no AMX (amx_bf16); bfloat16 U-nets "
+                      "are usually slower than float32 on such CPUs (keep float32 for speed); running in bfloat16 as asked")
         return "bfloat16"
-    if cpuinfo not in _WARNED:
-        _WARNED.add(cpuinfo)
-        print("stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32",
-              file=sys.stderr, flush=True)
+    _say_once(cpuinfo, "stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32")
     return "float32"
+
+
+def _say_once(key: str, line: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(line, file=sys.stderr, flush=True)
 
 
 def mixed_precision_model(model, config, policy: str):

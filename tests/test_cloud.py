@@ -246,6 +246,7 @@ def test_separate_worker_processes_read_everything_from_gcs(gcs, worker_pool, lo
     ]
 
 
+@pytest.mark.slow  # about 60 s: `make test-slow`; the worker-pool pipeline test stays in `make test`
 def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
     """`stembeam evaluate` on one track (the first 12 s of a cc0 song's stems) in a gs://
     MUSDB-style folder, on the worker pool: the scores are the local job's (`stembeam evaluate`
@@ -270,6 +271,7 @@ def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
     assert sdr == pytest.approx({"vocals": 4.797575, "accompaniment": 8.468895}, abs=1e-4)
 
 
+@pytest.mark.slow  # about 130 s: `make test-slow`
 def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
     """SIGKILL one SDK worker process mid-job (segments already spooled). The runner fails the
     job with an error, or retries; either way, after at most one rerun the stems are byte-identical

@@ -52,6 +52,15 @@ def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32"]
     assert precision.effective_precision("bfloat16", str(bf16), gpu=()) == "bfloat16"
+    assert precision.effective_precision("bfloat16", str(bf16), gpu=()) == "bfloat16"
+    assert capsys.readouterr().err.splitlines() == [
+        "stembeam: --precision bfloat16: this CPU has avx512_bf16 but no AMX (amx_bf16); bfloat16 U-nets are usually slower than "
+        "float32 on such CPUs (keep float32 for speed); running in bfloat16 as asked"
+    ]
+    amx = tmp_path / "cpuinfo-amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert precision.effective_precision("bfloat16", str(amx), gpu=()) == "bfloat16"
+    assert capsys.readouterr().err == ""
     # GPUs: Keras mixed precision, float16 where the GPU has no bfloat16 arithmetic (T4: 7.5).
     assert precision.effective_precision("bfloat16", str(plain), gpu=(7, 5)) == "mixed_float16"
     assert precision.effective_precision("bfloat16", str(plain), gpu=(8, 9)) == "mixed_bfloat16"

@@ -77,7 +77,7 @@ def _train_config(path, n_channels, **overrides):
     return config, config_path
 
 
-@pytest.mark.parametrize("n_channels", [1, 2])
+@pytest.mark.parametrize("n_channels", [pytest.param(1, marks=pytest.mark.slow), 2])  # mono: `make test-slow` (30 s)
 def test_spleeter_train_flow_then_separate_with_the_config(tmp_path, n_channels, decoded):
     """Spleeter's test_train: `train -p CONFIG.json -d DATASET_DIR` on 2 songs of random 6-s stems,
     T=F=128, ELU, 10 steps; Spleeter's checkpoint files with the official variable names; then

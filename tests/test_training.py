@@ -138,6 +138,7 @@ def _checkpoint_values(model_dir, step):
     return {n: reader.get_tensor(n) for n in names}
 
 
+@pytest.mark.slow  # about 50 s: `make test-slow`; resuming by step stays in `make test`
 def test_killed_training_resumes_exactly(tmp_path):
     """SIGKILL during training, run again: it resumes from the last checkpoint, whose step and
     weights (and optimizer, input position and dropout state) equal an uninterrupted run's, and
@@ -177,6 +178,7 @@ def test_killed_training_resumes_exactly(tmp_path):
             np.testing.assert_array_equal(whole[name], again[name], err_msg=f"{name} at step {step}")
 
 
+@pytest.mark.slow  # about 60 s: `make test-slow`
 def test_four_stems_from_scratch_exports_and_separates(tmp_path):
     """A 4-stems model trained briefly from scratch exports a name-based checkpoint with exactly
     the official 4-stems variables, and `stembeam separate -p DIR` writes its four stems."""
