@@ -10,8 +10,11 @@ encode/write, spool, summed from the job's Beam metrics (transforms/timing.py); 
 the runner's own cost). Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
 --help` take (a fresh process each); after, the same job with ``--features`` and with
 ``--features --vocal_pitch``, and what the features add to the job's wall time (target:
-<= 25 % without pitch). Usage:
-  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--no-help-timings] [--no-features] [--no-bfloat16] [-- extra Beam options]
+<= 25 % without pitch). With ``--rounds N`` the official and pipeline jobs run N times, in
+turn (official, float32, bfloat16, official, ...), and each ratio is of the median walls, with
+every round's own ratio beside it: on a shared 2-core VM one job's wall varies by about 2 s.
+Usage:
+  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--rounds 1] [--no-help-timings] [--no-features] [--no-bfloat16] [-- extra Beam options]
 """
 from __future__ import annotations
 
@@ -113,6 +116,14 @@ def help_timings() -> list:
     return timings
 
 
+def _median_run(found: list) -> dict:
+    """The run with the median wall (the lower middle one for an even count), with every
+    round's ``walls`` attached."""
+    walls = [job["wall"] for job in found]
+    middle = sorted(found, key=lambda job: job["wall"])[(len(found) - 1) // 2]
+    return {**middle, "walls": walls}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=7, help="copies of the three 30 s cc0 mixtures (7 -> 10.5 min, the default; 28 -> 42 min)")
@@ -120,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-features", dest="features", action="store_false", help="skip the --features runs")
     parser.add_argument("--no-vocal-pitch", dest="vocal_pitch", action="store_false", help="skip the --features --vocal_pitch run")
     parser.add_argument("--no-bfloat16", dest="bfloat16", action="store_false", help="skip the --precision bfloat16 run")
+    parser.add_argument("--rounds", type=int, default=1, help="run the official and pipeline jobs this many times, in turn; ratios of the median walls")
     args, extra = parser.parse_known_args(argv)
     if args.help_timings:
         for command, seconds in help_timings():
@@ -131,10 +143,17 @@ def main(argv=None) -> int:
         audio_seconds = 30.0 * len(files)
         print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s ({audio_seconds / 60:.1f} min); beam options: {' '.join(extra) or '(defaults)'}; "
               f"{os.cpu_count()} cores; each job a whole process, one after the other", flush=True)
-        official = official_job(files, os.path.join(tmp, "official"), tmp)
-        jobs = {"float32": pipeline_job(manifest, os.path.join(tmp, "float32"), extra, tmp, "float32")}
-        if args.bfloat16:
-            jobs["bfloat16"] = pipeline_job(manifest, os.path.join(tmp, "bfloat16"), [*extra, "--precision", "bfloat16"], tmp, "bfloat16")
+        runs = {"official": []}
+        for round_ in range(args.rounds):
+            runs["official"].append(official_job(files, os.path.join(tmp, f"official{round_}"), tmp))
+            runs.setdefault("float32", []).append(pipeline_job(manifest, os.path.join(tmp, f"float32-{round_}"), extra, tmp, "float32"))
+            if args.bfloat16:
+                runs.setdefault("bfloat16", []).append(
+                    pipeline_job(manifest, os.path.join(tmp, f"bfloat16-{round_}"), [*extra, "--precision", "bfloat16"], tmp, "bfloat16"))
+        official = _median_run(runs.pop("official"))
+        jobs = {name: _median_run(found) for name, found in runs.items()}
+        for job in jobs.values():
+            job["round_ratios"] = [theirs / ours for theirs, ours in zip(official["walls"], job["walls"])]
         features_s = pitch_s = None
         if args.features:
             features_s = pipeline_job(manifest, os.path.join(tmp, "features"), [*extra, "--features"], tmp, "features")["wall"]
@@ -144,7 +163,10 @@ def main(argv=None) -> int:
     print(f"official graph decode->separate->wav:  {official['wall']:6.1f} s wall  {theirs:6.2f} s audio / s  (1.00x)")
     for name, job in jobs.items():
         ours = audio_seconds / job["wall"]
-        print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job)")
+        rounds = "" if args.rounds == 1 else "; rounds: " + ", ".join(f"{o:.2f}x" for o in job["round_ratios"])
+        print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job{rounds})")
+    if args.rounds > 1:
+        print(f"(median of {args.rounds} rounds; official walls: {', '.join(f'{w:.1f}' for w in official['walls'])} s)")
     print("where the time goes (wall-clock seconds):")
     for name, job in (("official graph", official), *((f"pipeline {name}", job) for name, job in jobs.items())):
         print(f"{name}: {job['wall']:.1f} s")
