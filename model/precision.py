@@ -33,10 +33,6 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set:
     return set()
 
 
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    return bool(cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS))
-
-
 @functools.lru_cache(maxsize=None)
 def gpu_compute_capability():
     """``(major, minor)`` of the first visible GPU, or None without one."""

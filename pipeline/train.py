@@ -107,7 +107,7 @@ def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from model.config import load_config_file
 
-    training = None
+    config = training = None
     if args.config.lower().endswith(".json"):
         try:
             config, training = load_config_file(args.config)
@@ -121,7 +121,7 @@ def run(argv=None) -> int:
     if training is not None and training.ignored:
         print(f"stembeam train: {args.config}: ignored keys {', '.join(training.ignored)}", file=sys.stderr, flush=True)
     with _op_determinism():
-        return _train(args, settings, training, config if training is not None else None)
+        return _train(args, settings, training, config)
 
 
 @contextlib.contextmanager
@@ -142,6 +142,8 @@ def _op_determinism():
 
 
 def _train(args, settings: dict, training, config) -> int:
+    """The training run: ``config`` and ``training`` come from a Spleeter config JSON, else
+    (None) the model configuration is ``--config``'s."""
     from model.training import Trainer
     from pipeline.prepare import model_config
 
