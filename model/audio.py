@@ -133,6 +133,20 @@ def _tfio_blocks(path: str, sample_rate: int, offset: float, duration: float | N
             yield _scale_to_float(audio[first : min(first + BLOCK_FRAMES, stop)].numpy())
 
 
+def _channel_count(path: str) -> int | None:
+    """The first audio stream's channel count (ffprobe), or None when it cannot tell."""
+    if shutil.which("ffprobe") is None:
+        return None
+    try:
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels", "-of", "csv=p=0", _ffmpeg_input(path)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        return int(probe.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
 def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float | None, stream: int | None = None) -> Iterator[np.ndarray]:
     """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed).
 
@@ -150,8 +164,11 @@ def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float |
     cmd += ["-i", _ffmpeg_input(path), "-vn"]
     if stream is not None:
         cmd += ["-map", f"0:a:{stream}"]
-    pcm, width = ("s16le", 4) if stream is not None else ("f32le", 8)
-    cmd += ["-f", pcm, "-acodec", "pcm_" + pcm, "-ac", "2", "-ar", str(sample_rate), "pipe:1"]
+    # ffmpeg upmixes mono to stereo at -3 dB (its centre mix level); mono is read as one channel
+    # and duplicated at full level instead, as tensorflow-io's mono and Spleeter's are.
+    channels = 2 if stream is not None or _channel_count(path) != 1 else 1
+    pcm, width = ("s16le", 2 * channels) if stream is not None else ("f32le", 4 * channels)
+    cmd += ["-f", pcm, "-acodec", "pcm_" + pcm, "-ac", str(channels), "-ar", str(sample_rate), "pipe:1"]
     # stderr goes to a file: a pipe could fill up on a badly broken file and stall ffmpeg.
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
@@ -164,7 +181,7 @@ def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float |
                 if stream is not None:
                     yield np.frombuffer(data[:usable], dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768.0
                 else:
-                    yield np.frombuffer(data[:usable], dtype="<f4").reshape(-1, 2)
+                    yield _to_stereo(np.frombuffer(data[:usable], dtype="<f4").reshape(-1, channels))
         finally:
             process.stdout.close()
             code = process.wait() if process.poll() is None else process.returncode

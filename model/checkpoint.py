@@ -1,7 +1,9 @@
 """Official TF1 name-based checkpoints <-> Keras weights, by variable name."""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from typing import Dict, Tuple
 
 import keras
@@ -12,9 +14,23 @@ import tensorflow as tf
 NON_WEIGHT_VARIABLES = ("global_step",)
 
 
+def _has_glob(path: str) -> bool:
+    return any(char in path for char in "*?[")
+
+
 def checkpoint_prefix(model_dir: str) -> str:
-    """The checkpoint prefix in ``model_dir`` (its ``checkpoint`` file, else ``model``)."""
-    latest = tf.train.latest_checkpoint(model_dir)
+    """The checkpoint prefix in ``model_dir`` (its ``checkpoint`` file, else ``model``). A folder
+    whose name holds glob characters (``2stems [copy]``) is read literally: TF's own lookup
+    globs the prefix and finds nothing there."""
+    if _has_glob(model_dir):
+        latest = None
+        if tf.io.gfile.exists(os.path.join(model_dir, "checkpoint")):
+            state = tf.train.get_checkpoint_state(model_dir)  # reads the file, no glob
+            named = state.model_checkpoint_path if state else ""
+            if named and tf.io.gfile.exists(named + ".index"):
+                latest = named
+    else:
+        latest = tf.train.latest_checkpoint(model_dir)
     if latest:
         return latest
     prefix = os.path.join(model_dir, "model")
@@ -23,13 +39,26 @@ def checkpoint_prefix(model_dir: str) -> str:
     raise FileNotFoundError(f"no TF checkpoint (checkpoint / model.index) in {model_dir}")
 
 
+@contextlib.contextmanager
+def _readable(prefix: str):
+    """``prefix`` itself, or for a local one whose path holds glob characters (TF's reader globs
+    it) the same files linked under a plain temporary name."""
+    if not _has_glob(prefix) or "://" in prefix:
+        yield prefix
+        return
+    folder, stem = os.path.split(prefix)
+    with tempfile.TemporaryDirectory(prefix="stembeam-ckpt-") as plain:
+        for name in tf.io.gfile.listdir(folder):
+            if name == stem + ".index" or name.startswith(stem + ".data-"):
+                os.symlink(os.path.abspath(os.path.join(folder, name)), os.path.join(plain, "model" + name[len(stem):]))
+        yield os.path.join(plain, "model")
+
+
 def checkpoint_variables(prefix: str) -> Dict[str, Tuple[int, ...]]:
     """Weight variables of a checkpoint: name -> shape (bookkeeping variables left out)."""
-    return {
-        name: tuple(shape)
-        for name, shape in tf.train.list_variables(prefix)
-        if name not in NON_WEIGHT_VARIABLES
-    }
+    with _readable(prefix) as readable:
+        listed = tf.train.list_variables(readable)
+    return {name: tuple(shape) for name, shape in listed if name not in NON_WEIGHT_VARIABLES}
 
 
 def keras_variables(model: keras.Model) -> Dict[str, Tuple[int, ...]]:
@@ -53,9 +82,10 @@ def load_official_checkpoint(model: keras.Model, prefix: str) -> None:
             f"checkpoint {prefix} does not match model {model.name}: "
             f"missing {missing[:5]}, unused {extra[:5]}, shape mismatch {wrong[:5]}"
         )
-    reader = tf.train.load_checkpoint(prefix)
-    for weight in model.weights:
-        weight.assign(reader.get_tensor(weight.path))
+    with _readable(prefix) as readable:
+        reader = tf.train.load_checkpoint(readable)
+        for weight in model.weights:
+            weight.assign(reader.get_tensor(weight.path))
 
 
 def save_official_checkpoint(model: keras.Model, prefix: str, global_step: int = 0) -> str:

@@ -32,20 +32,27 @@ def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
     return get_config(f"{n_convs // 7}stems")
 
 
-def _shapes_output(file_name: str) -> bool:
-    return file_name in (CONFIG_FILE, KERAS_FILE) or file_name.endswith(".index") or ".data-" in file_name
+def loaded_files(model_dir: str) -> list:
+    """Paths of the files that ``load_model`` reads from ``model_dir``: ``stembeam.json`` when
+    present, and ``model.keras`` or else the ``.index`` / ``.data-*`` files of the checkpoint
+    prefix that the folder's ``checkpoint`` file names (a training folder holds several)."""
+    names = tf.io.gfile.listdir(model_dir)
+    files = [os.path.join(model_dir, CONFIG_FILE)] if CONFIG_FILE in names else []
+    if KERAS_FILE in names:
+        return sorted(files + [os.path.join(model_dir, KERAS_FILE)])
+    folder, stem = os.path.split(checkpoint.checkpoint_prefix(model_dir))
+    weights = [os.path.join(folder, name) for name in tf.io.gfile.listdir(folder) if name == f"{stem}.index" or name.startswith(f"{stem}.data-")]
+    return sorted(files + weights, key=os.path.basename)
 
 
 def weights_fingerprint(model_dir: str) -> str:
-    """sha256 over the name and bytes of every file of ``model_dir`` that shapes the stems
-    (``stembeam.json``, ``model.keras``, checkpoint ``*.index`` / ``*.data-*``): it changes when
-    the weights are retrained in place, whatever their size."""
+    """sha256 over the name and bytes of every file that ``load_model`` reads from ``model_dir``
+    (``loaded_files``): it changes when the weights are retrained in place, whatever their size,
+    or when the folder's ``checkpoint`` file names another checkpoint."""
     digest = hashlib.sha256()
-    for name in sorted(tf.io.gfile.listdir(model_dir)):
-        if not _shapes_output(name):
-            continue
-        digest.update(name.encode("utf-8") + b"\0")
-        with tf.io.gfile.GFile(os.path.join(model_dir, name), "rb") as handle:
+    for path in loaded_files(model_dir):
+        digest.update(os.path.basename(path).encode("utf-8") + b"\0")
+        with tf.io.gfile.GFile(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 
 PRECISIONS = ("float32", "bfloat16")
@@ -21,8 +22,10 @@ PRECISIONS = ("float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set:
-    """The CPU feature flags Linux reports (empty where there is no /proc/cpuinfo)."""
+def cpu_flags(cpuinfo: str | None = None) -> set:
+    """The CPU feature flags Linux reports (empty where there is no /proc/cpuinfo);
+    ``$STEMBEAM_CPUINFO`` names another file to read them from (tests of other CPUs)."""
+    cpuinfo = cpuinfo or os.environ.get("STEMBEAM_CPUINFO", "/proc/cpuinfo")
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -54,7 +57,7 @@ def check_precision(precision: str) -> str:
 _WARNED = set()
 
 
-def effective_precision(precision: str, cpuinfo: str = "/proc/cpuinfo", gpu=None) -> str:
+def effective_precision(precision: str, cpuinfo: str | None = None, gpu=None) -> str:
     """What ``precision`` runs as on this machine: ``float32``, ``bfloat16`` (oneDNN on the CPU),
     ``mixed_bfloat16`` or ``mixed_float16`` (Keras on a GPU). A bfloat16 request on a CPU without
     bfloat16 instructions prints one line (once per process) and runs in float32; on a CPU with
@@ -67,10 +70,10 @@ def effective_precision(precision: str, cpuinfo: str = "/proc/cpuinfo", gpu=None
     flags = cpu_flags(cpuinfo)
     if flags & set(BF16_CPU_FLAGS):
         if "amx_bf16" not in flags:
-            _say_once(cpuinfo + ":no-amx", "stembeam: --precision bfloat16: this CPU has avx512_bf16 but no AMX (amx_bf16); bfloat16 U-nets "
+            _say_once(f"{cpuinfo}:no-amx", "stembeam: --precision bfloat16: this CPU has avx512_bf16 but no AMX (amx_bf16); bfloat16 U-nets "
                       "are usually slower than float32 on such CPUs (keep float32 for speed); running in bfloat16 as asked")
         return "bfloat16"
-    _say_once(cpuinfo, "stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32")
+    _say_once(f"{cpuinfo}", "stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32")
     return "float32"
 
 

@@ -6,9 +6,11 @@ magnitudes, as a ``tf.train.Example`` of serialized float32 tensors.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import struct
+import tempfile
 from typing import Dict, Iterator, Optional
 
 import numpy as np
@@ -52,10 +54,24 @@ def parse_example(record: tf.Tensor, config: ModelConfig):
     return tensors[MIX], tf.stack([tensors[name] for name in config.instruments], axis=-1)
 
 
+def matching_files(pattern: str) -> list:
+    """Sorted files whose name matches the last component of ``pattern`` (fnmatch), in the folder
+    its other components name literally: a folder named ``take [2]`` is that folder, not a
+    pattern (tf.io.gfile.glob would read it as one)."""
+    folder, name = pattern.rsplit("/", 1) if "/" in pattern else ("", pattern)
+    try:
+        entries = tf.io.gfile.listdir(folder or ("/" if pattern.startswith("/") else "."))
+    except tf.errors.NotFoundError:
+        return []
+    join = (lambda entry: f"{folder}/{entry}") if "/" in pattern else (lambda entry: entry)
+    return sorted(join(entry) for entry in entries if not entry.endswith("/") and fnmatch.fnmatchcase(entry, name))
+
+
 def read_examples(pattern: str, config: ModelConfig) -> Iterator[dict]:
-    """Every example of the files matching ``pattern`` as numpy: ``{mix, <instrument>..., track_id, offset}``."""
+    """Every example of the files matching ``pattern`` (a pattern in the file name only, see
+    matching_files) as numpy: ``{mix, <instrument>..., track_id, offset}``."""
     names = (MIX,) + tuple(config.instruments)
-    for path in sorted(tf.io.gfile.glob(pattern)):
+    for path in matching_files(pattern):
         for record in tf.data.TFRecordDataset(path):
             example = tf.train.Example.FromString(record.numpy())
             feature = example.features.feature
@@ -75,7 +91,7 @@ def spleeter_loss(targets: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
 
 def record_files(data: str, split: str) -> list:
     """The split's non-empty TFRecord files under ``data``."""
-    return sorted(p for p in tf.io.gfile.glob(os.path.join(data, f"{split}-*.tfrecord")) if tf.io.gfile.stat(p).length > 0)
+    return [p for p in matching_files(os.path.join(data, f"{split}-*.tfrecord")) if tf.io.gfile.stat(p).length > 0]
 
 
 def make_dataset(files: list, config: ModelConfig, batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
@@ -170,16 +186,30 @@ class Trainer:
         rng = {layer.name: layer.seed_generator.state for layer in self.model.layers if getattr(layer, "seed_generator", None) is not None}
         # The input's position is the step (training_batches), so no example is checkpointed.
         self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng)
-        self._manager = tf.train.CheckpointManager(self._checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=keep_checkpoints)
+        self._checkpoints = os.path.join(model_dir, "checkpoints")
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self._plain_checkpoints(), max_to_keep=keep_checkpoints)
         self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs"))
         self._train_step = tf.function(self._train_step_graph)
+
+    def _plain_checkpoints(self) -> str:
+        """The checkpoints folder; for a local one whose path holds glob characters (``--model-dir
+        "m [2]"``), a plain-named link to it: TF reads checkpoints and drops old ones through
+        globs of their prefixes, which found nothing there (no resume, no checkpoint dropped)."""
+        if "://" in self._checkpoints or not any(char in self._checkpoints for char in "*?["):
+            return self._checkpoints
+        os.makedirs(self._checkpoints, exist_ok=True)
+        self._link = tempfile.TemporaryDirectory(prefix="stembeam-checkpoints-")  # removed with the trainer
+        link = os.path.join(self._link.name, "checkpoints")
+        os.symlink(os.path.abspath(self._checkpoints), link)
+        return link
 
     def restore_or_initialize(self, init: Optional[str] = None) -> str:
         """Resume from the latest checkpoint; else start from ``init`` (a model name or folder,
         e.g. the official weights) or from Spleeter's initialisation."""
         if self._manager.latest_checkpoint:
             self._checkpoint.restore(self._manager.latest_checkpoint).assert_existing_objects_matched()
-            return f"resumed at step {int(self.step.numpy())} from {self._manager.latest_checkpoint}"
+            latest = os.path.join(self._checkpoints, os.path.basename(self._manager.latest_checkpoint))
+            return f"resumed at step {int(self.step.numpy())} from {latest}"
         if init:
             from model.load import load_model
 

@@ -18,11 +18,13 @@ import threading
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from model.audio import CODECS, TEMP_PREFIX
 from pipeline import __version__
-from pipeline.jobs import UsageError, announce, help_requested, in_process, parse, require, run_with_progress, summary, timing
+from pipeline.jobs import (
+    UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
+    timing,
+)
 from pipeline.options import FeatureOptions, StembeamOptions
 from pipeline.output_lock import OutputLock
 from transforms import features, spool, storage
@@ -81,8 +83,8 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")
     stamp = json.dumps({"weights_sha256": fingerprint})
-    own_file = FileSystems.exists(keras_uri)
-    exported = own_file or (FileSystems.exists(target) and FileSystems.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
+    own_file = storage.exists(keras_uri)
+    exported = own_file or (storage.exists(target) and storage.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
     uri = keras_uri if own_file else target
     if dry_run or (exported and not in_process):
         return PreparedModel(config, uri, fingerprint, lambda: None, precision)
@@ -144,7 +146,7 @@ def _save_export(keras_model, target: str, source: str, stamp: str) -> None:
     from model.load import KERAS_FILE
 
     # The stamp vouches for the file: drop it before the file is replaced.
-    storage.delete_matching(source)
+    storage.delete([source])
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, KERAS_FILE)
         keras_model.save(local)
@@ -158,27 +160,39 @@ def drop_stale_metadata(output: str) -> None:
     """metadata/ describes the latest run over the whole manifest. The new table replaces the
     old one when it is written; other files (an earlier layout's shards) are dropped after."""
     written = storage.join(output, "metadata", METADATA_FILE)
-    storage.delete_matching(*(p for p in storage.matching(storage.join(output, "metadata", "tracks*.parquet")) if p != written))
+    storage.delete([p for p in storage.list_matching(storage.join(output, "metadata"), "tracks*.parquet") if p != written])
+
+
+# Folders where Beam file sinks of earlier releases wrote under the output itself (their
+# ``beam-temp-*`` folders, left by a killed job, held complete Parquet files: extra rows).
+SINK_FOLDERS = ("", "metadata", "features", "evaluation")
 
 
 def clear_leftovers(output: str) -> None:
-    """Remove the spool, local work files and unfinished stem files (also those of an earlier,
-    killed run). Called only while the job holds the output's lock."""
+    """Remove the spool, the staged tables and progress marks (``_work/``, local or gs://), local
+    work files, unfinished stem files and Beam's ``beam-temp-*`` folders (also those of an
+    earlier, killed run). Called only while the job holds the output's lock."""
     spool.delete_quietly([spool.work_root(output)])
     shutil.rmtree(spool.local_work_dir(output), ignore_errors=True)
-    spool.delete_quietly(storage.matching(storage.join(output, "stems", "*", TEMP_PREFIX + "*")))
+    spool.delete_quietly(storage.list_matching(storage.join(output, "stems"), "*", TEMP_PREFIX + "*"))
+    for folder in SINK_FOLDERS:
+        spool.delete_quietly(storage.list_matching(storage.join(output, folder) if folder else output, "beam-temp-*"))
 
 
 @contextlib.contextmanager
 def output_session(output: str, job: str, dry_run: bool = False):
     """Hold ``output`` for one job (refusing while another live job holds it) and sweep what
-    killed runs left, before and after; yields the run id. A dry run touches nothing."""
+    killed runs left, before and after; yields the run id. While the job runs, Python's
+    temporary folder is one of this run (pipeline.jobs.private_tempdir), removed after it.
+    A dry run touches nothing."""
     if dry_run:
         yield None
         return
     with OutputLock(output, job) as lock:
         clear_leftovers(output)
-        yield lock.run_id
+        with private_tempdir():
+            yield lock.run_id
+        lock.check()  # a job whose lock was taken over leaves the output to its new holder
         clear_leftovers(output)
 
 
@@ -198,10 +212,13 @@ def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
     return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options), config_sha256=config_sha256, **more)
 
 
-def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, progress: bool = True):
+def separate_tracks(tracks, input_errors, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, progress: bool = True,
+                    staging: str | None = None):
     """Tracks (and ``(track_id, uri, reason)`` errors of the input) -> metadata rows: a row per
-    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``;
-    with ``progress``, a progress mark per track (transforms/progress.py)."""
+    written stem, a row per failed track; also written as Parquet under ``{output}/metadata/``
+    (through ``staging``, pipeline.jobs.table_staging); with ``progress``, a progress mark per
+    track (transforms/progress.py)."""
+    staging = staging or table_staging(options.output, run_id, options)
     config, model_name, codec = model.config, options.model, options.codec
     key = resume_key(options, model)
     decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
@@ -222,7 +239,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision))
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
-    rows | "WriteMetadata" >> WriteMetadata(options.output)
+    rows | "WriteMetadata" >> WriteMetadata(options.output, staging)
     if progress:
         # Marked on each branch, not after a Flatten: a Flatten of several stages' outputs runs
         # once they have all finished, and the marks would come at the very end.
@@ -232,7 +249,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         for name, errors in (("Input", input_errors), ("Decode", decoded.errors), ("Regroup", grouped.errors)):
             errors | f"{name}FailedProgress" >> beam.Map(_failed_progress) | f"Mark{name}Failed" >> beam.ParDo(MarkProgress(root))
         decoded.chunks | "DecodedProgress" >> beam.FlatMap(_decoded_progress, config.sample_rate) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
-    features.add_to_corpus_job(tracks, rows, options)  # only with --features
+    features.add_to_corpus_job(tracks, rows, options, staging)  # only with --features
     return rows
 
 
@@ -246,10 +263,10 @@ def _decoded_progress(chunk, sample_rate: int):
         yield chunk.track.track_id, DECODED, chunk.n_samples / sample_rate, ""
 
 
-def build(pipeline: beam.Pipeline, options: StembeamOptions, model: PreparedModel, run_id: str | None = None) -> None:
+def build(pipeline: beam.Pipeline, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, staging: str | None = None) -> None:
     """Wire the named transforms of the corpus job into ``pipeline``."""
     manifest = pipeline | "ReadManifest" >> ReadManifest(options.manifest, options.limit)
-    separate_tracks(manifest["tracks"], manifest["errors"], options, model, run_id)
+    separate_tracks(manifest["tracks"], manifest["errors"], options, model, run_id, staging=staging)
 
 
 COUNTERS = ("tracks_ok", "tracks_failed", "tracks_skipped", "audio_seconds_separated", "chunks_inferred")
@@ -292,21 +309,28 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
     total, lengths = manifest_tracks(job.manifest, job.limit)
     if not total:
         return None, job, None
+    table_staging(job.output, None, options, check_only=True)  # a usage error before any work
     with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
         model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run, job.precision)
         check_block_frames(job, model.config)
+        staging = table_staging(job.output, run_id, options)
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, job, model, run_id)
+        build(pipeline, job, model, run_id, staging)
         if dry_run:
             result, status = pipeline.run(), None
             result.wait_until_finish()
         else:
-            result, status = run_with_progress(pipeline, options, job.output, total, lengths, model.config.segment_samples / model.config.sample_rate)
+            try:
+                result, status = run_with_progress(pipeline, options, job.output, total, lengths, model.config.segment_samples / model.config.sample_rate)
+            finally:
+                drop_staging(staging)
         model.finish()
         if not dry_run:
             drop_stale_metadata(job.output)
             if job.view_as(FeatureOptions).features:
                 features.drop_stale_feature_tables(job.output, job.view_as(FeatureOptions).feature_frames)
+            # Every run, --features or not: no feature row may outlive the stems it describes.
+            features.drop_stale_feature_rows(job.output)
     return result, job, status
 
 

@@ -9,7 +9,9 @@ import time
 import apache_beam as beam
 
 from pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
-from pipeline.jobs import UsageError, announce, dataset_tracks, help_requested, in_process, parse, require, run_with_progress, summary, timing
+from pipeline.jobs import (
+    UsageError, announce, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing,
+)
 from pipeline.options import EvaluateOptions, StembeamOptions
 from transforms import storage
 from model.audio import CODECS
@@ -17,6 +19,7 @@ from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candi
 from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
 from transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from transforms.report import WriteReport
+from transforms.staged import WriteStaged
 
 LOGGER = logging.getLogger("stembeam.evaluate")
 COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_failed")
@@ -79,15 +82,18 @@ def _dataset_error_row(error, labels):
     return failed_row(track_id, None, reason, labels)
 
 
-def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, model, labels: dict, description: str, run_id=None, codec=None):
-    """Wire the evaluation job's named transforms into ``pipeline``."""
+def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, model, labels: dict, description: str, run_id=None, codec=None,
+          staging=None):
+    """Wire the evaluation job's named transforms into ``pipeline``; its tables are written
+    under ``staging`` (pipeline.jobs.table_staging) and moved into ``evaluation/`` when complete."""
+    staging = staging or table_staging(job.output, run_id, job)
     dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit, evaluation.dataset_root)
     input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
     if evaluation.estimates:
         paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels, codec)).with_outputs(TRACKS, main="pairs")
     else:
         mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
-        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id, progress=False)
+        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id, progress=False, staging=staging)
         paired = (
             {
                 "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
@@ -98,11 +104,11 @@ def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOpt
         )
     scored = paired.pairs | "Evaluate" >> beam.ParDo(EvaluateTrack(labels)).with_outputs(TRACKS, main="windows")
     track_rows = (scored[TRACKS], paired[TRACKS], input_failures) | "AllTrackRows" >> beam.Flatten()
-    folder = storage.join(evaluation_output(job.output))
-    scored.windows | "WriteWindows" >> beam.io.WriteToParquet(
-        storage.join(folder, "windows"), schema=WINDOW_SCHEMA, file_name_suffix=".parquet", num_shards=1
-    )
-    track_rows | "WriteTracks" >> beam.io.WriteToParquet(storage.join(folder, "tracks"), schema=TRACK_SCHEMA, file_name_suffix=".parquet", num_shards=1)
+    folder, staged = evaluation_output(job.output), storage.join(staging, "evaluation")
+    scored.windows | "WriteWindows" >> WriteStaged(
+        lambda prefix: beam.io.WriteToParquet(prefix, schema=WINDOW_SCHEMA, file_name_suffix=".parquet", num_shards=1), staged, folder, "windows")
+    track_rows | "WriteTracks" >> WriteStaged(
+        lambda prefix: beam.io.WriteToParquet(prefix, schema=TRACK_SCHEMA, file_name_suffix=".parquet", num_shards=1), staged, folder, "tracks")
     track_rows | "Report" >> WriteReport(job.output, description)
     track_rows | "ProgressOfRows" >> beam.Map(_progress_of_row) | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(job.output)))
 
@@ -119,9 +125,17 @@ def evaluation_output(output: str) -> str:
     return storage.join(output, "evaluation")
 
 
-def clear_evaluation(output: str) -> None:
-    """evaluation/ describes the latest run: drop an earlier run's files."""
-    storage.delete_matching(storage.join(evaluation_output(output), "*"))
+# What a run writes under evaluation/ (each file replaced when the new one is written).
+EVALUATION_FILES = ("windows-00000-of-00001.parquet", "tracks-00000-of-00001.parquet", "table.md", "table.csv", "track_medians.csv",
+                    "track_medians.md", "sdr_boxplot.png")
+
+
+def drop_stale_evaluation(output: str) -> None:
+    """evaluation/ describes the latest run: after the job, drop files it did not write (an
+    earlier layout's shards). Earlier results are never removed before the new ones are written."""
+    folder = evaluation_output(output)
+    kept = {storage.join(folder, name) for name in EVALUATION_FILES}
+    storage.delete([uri for uri in storage.list_matching(folder, "*") if uri not in kept])
 
 
 # Spleeter's `evaluate` flags -> ours (its -a/--adapter and --verbose have no meaning here).
@@ -151,7 +165,7 @@ def _counts_from_tracks(output: str) -> dict:
 
     import pyarrow.parquet as pq
 
-    rows = [r for path in storage.matching(storage.join(evaluation_output(output), "tracks-*.parquet"))
+    rows = [r for path in storage.list_matching(evaluation_output(output), "tracks-*.parquet")
             for r in pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()]
     return {
         "tracks_evaluated": len({r["track_id"] for r in rows if r["status"] == "ok"}),
@@ -173,6 +187,7 @@ def run(argv=None) -> int:
     require("stembeam evaluate", {"--dataset": evaluation.dataset, "--output": job.output})
     check_options(job)
     total = dataset_tracks(evaluation.dataset, evaluation.split, job.limit)
+    table_staging(job.output, None, options, check_only=True)
     with output_session(job.output, "stembeam evaluate") as run_id:
         model = None
         if evaluation.estimates:
@@ -184,12 +199,16 @@ def run(argv=None) -> int:
             labels = {"model": job.model, "filter": filter_name(job)}
             description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
                 f", {model.precision} U-nets" if model.precision != "float32" else "")
-        clear_evaluation(job.output)
+        staging = table_staging(job.output, run_id, options)
         pipeline = beam.Pipeline(options=options)
         # With --estimates a codec chooses among files only when it was given.
         codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
-        build(pipeline, job, evaluation, model, labels, description, run_id, codec)
-        result, status = run_with_progress(pipeline, options, job.output, total, {})
+        build(pipeline, job, evaluation, model, labels, description, run_id, codec, staging)
+        try:
+            result, status = run_with_progress(pipeline, options, job.output, total, {})
+        finally:
+            drop_staging(staging)
+        drop_stale_evaluation(job.output)
         if model is not None:
             model.finish()
             drop_stale_metadata(job.output)

@@ -14,7 +14,7 @@ import time
 import apache_beam as beam
 
 from pipeline.corpus import output_session
-from pipeline.jobs import announce, help_requested, parse, require, run_with_progress, summary, timing
+from pipeline.jobs import announce, drop_staging, help_requested, parse, require, run_with_progress, summary, table_staging, timing
 from pipeline.options import FeatureOptions, StembeamOptions
 from transforms import storage
 from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
@@ -30,24 +30,32 @@ def _marker(output: str, folder: str) -> str:
 
 
 def _job(output: str, track_id: str, sources: dict) -> FeatureTrack:
-    folder = Track(track_id, "").folder_name
+    # The mixture's uri: a default id (name + 8 hex digits of the uri) keeps its plain folder name.
+    folder = Track(track_id, sources[MIXTURE].uri if MIXTURE in sources else "").folder_name
     return FeatureTrack(track_id, folder, tuple(sorted(sources.items())), _marker(output, folder))
 
 
 def _pipeline_output_tracks(root: str, output: str):
-    """FeatureTracks from a pipeline output's metadata tables (ok stem rows, mixture = source_uri)."""
+    """FeatureTracks from a pipeline output's metadata tables (ok stem rows, mixture = source_uri),
+    each with its stems' identity (transforms.features.latest_stems)."""
+    import dataclasses
+
     import pyarrow.parquet as pq
 
     from model.features.analysis import SourceInput
+    from transforms.features import latest_stems
 
-    stems = {}
-    for uri in storage.matching(storage.join(root, "metadata", "*.parquet")):
+    stems, rows = {}, []
+    for uri in storage.list_matching(storage.join(root, "metadata"), "*.parquet"):
         with storage.local_copy(uri) as path:
-            for row in pq.read_table(path, columns=["track_id", "source_uri", "stem", "stem_uri", "status"]).to_pylist():
-                if row["status"] == "ok" and row["stem"]:
-                    stems.setdefault(row["track_id"], {MIXTURE: SourceInput(row["source_uri"])})[row["stem"]] = SourceInput(row["stem_uri"])
+            rows += pq.read_table(path, columns=["track_id", "source_uri", "stem", "stem_uri", "status", "created_at"]).to_pylist()
+    for row in rows:
+        if row["status"] == "ok" and row["stem"]:
+            stems.setdefault(row["track_id"], {MIXTURE: SourceInput(row["source_uri"])})[row["stem"]] = SourceInput(row["stem_uri"])
+    identities = latest_stems(rows)
     for track_id in sorted(stems):
-        yield _job(output, track_id, stems[track_id])
+        identity = identities.get(track_id)
+        yield dataclasses.replace(_job(output, track_id, stems[track_id]), stems_created_at=identity.isoformat() if identity else None)
 
 
 def _folder_tracks(root: str, output: str):
@@ -67,7 +75,7 @@ def _folder_tracks(root: str, output: str):
 def list_feature_tracks(root: str, output: str):
     """FeatureTracks of the input ``root`` (a pipeline output or a folder of track folders), and
     ``(track_id, uri, reason)`` for what cannot be used."""
-    is_pipeline_output = bool(storage.matching(storage.join(root, "metadata", "*.parquet")))
+    is_pipeline_output = bool(storage.list_matching(storage.join(root, "metadata"), "*.parquet"))
     return (_pipeline_output_tracks if is_pipeline_output else _folder_tracks)(root, output)
 
 
@@ -94,15 +102,16 @@ class ListFeatureTracks(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("errors", track)
 
 
-def build(pipeline: beam.Pipeline, job: StembeamOptions, features: FeatureOptions) -> None:
-    """Wire the job: list the input's tracks, analyse each, write the tables."""
+def build(pipeline: beam.Pipeline, job: StembeamOptions, features: FeatureOptions, staging: str | None = None) -> None:
+    """Wire the job: list the input's tracks, analyse each, write the tables (through ``staging``)."""
     listed = (
         pipeline
         | "InputUri" >> beam.Create([features.input])
         | "ListTracks" >> beam.ParDo(ListFeatureTracks(job.output)).with_outputs("errors", main="tracks")
     )
     jobs = listed.tracks | "Spread" >> beam.Reshuffle()
-    tables = jobs | "Features" >> ComputeFeatures(job.output, features.vocal_pitch, features.feature_frames, features.feature_plots, failed_tracks=listed.errors)
+    tables = jobs | "Features" >> ComputeFeatures(job.output, features.vocal_pitch, features.feature_frames, features.feature_plots, failed_tracks=listed.errors,
+                                                  staging=staging)
     root = progress_root(job.output)
     tables["sources"] | "ProgressOfSources" >> beam.FlatMap(_mixture_mark) | "MarkAnalysed" >> beam.ParDo(MarkProgress(root))
     listed.errors | "ProgressOfErrors" >> beam.Map(lambda row: (row["track_id"], FAILED, None, row["error"] or "")) | "MarkUnusable" >> beam.ParDo(MarkProgress(root))
@@ -119,10 +128,15 @@ def run(argv=None) -> int:
     total = sum(1 for _ in list_feature_tracks(features.input, job.output))
     warm_up_in_background(options, features.vocal_pitch)
     # One job at a time per output (the features of a pipeline output may share its folder).
-    with output_session(job.output, "stembeam features"):
+    table_staging(job.output, None, options, check_only=True)
+    with output_session(job.output, "stembeam features") as run_id:
+        staging = table_staging(job.output, run_id, options)
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, job, features)
-        result, status = run_with_progress(pipeline, options, job.output, total, {})
+        build(pipeline, job, features, staging)
+        try:
+            result, status = run_with_progress(pipeline, options, job.output, total, {})
+        finally:
+            drop_staging(staging)
         drop_stale_feature_tables(job.output, features.feature_frames)
     counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
     announce(LOGGER, (

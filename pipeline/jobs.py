@@ -2,9 +2,12 @@
 flags, progress while the job runs, the closing summary."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions, _BeamArgumentParser
@@ -118,16 +121,90 @@ def run_with_progress(pipeline, options: PipelineOptions, output: str, total: in
     from transforms.progress import progress_root, read_tally
 
     root = progress_root(output)
-    storage.delete_matching(storage.join(root, "*"))
-    spooled = storage.join(spool.work_root(output), "spool", "*", "*.npy") if segment_seconds else None
+    storage.delete([root])
+    spooled = storage.join(spool.work_root(output), "spool") if segment_seconds else None
     interval = options.view_as(JobOptions).progress_interval
     if options.view_as(GoogleCloudOptions).template_location:
         interval = 0  # the job is only described, not run
     with Monitor(lambda: read_tally(root, spooled, segment_seconds), total, lengths, interval) as monitor:
         result = pipeline.run()
         result.wait_until_finish()
-    storage.delete_matching(storage.join(root, "*"))
+    storage.delete([root])
     return result, monitor.status
+
+
+def table_staging(output: str, run_id, options: PipelineOptions, check_only: bool = False):
+    """Where the job's Beam file sinks write before their files are moved into ``output``
+    (storage.staging_folder); UsageError naming --temp_location when a remote output with glob
+    characters has none (or one with glob characters itself). ``check_only``: that check alone,
+    nothing created (before the job takes its output)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from transforms import storage
+
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    try:
+        if check_only:
+            return storage.check_staging(output, temp_location)
+        return storage.staging_folder(output, run_id, temp_location)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def drop_staging(folder: str) -> None:
+    """Remove a staging folder once the job's files were moved out of it (or the job failed)."""
+    from transforms import storage
+
+    try:
+        storage.delete([folder])
+    except Exception:  # noqa: BLE001 - under _work/ the next run sweeps it; elsewhere it is temporary space
+        pass
+
+
+RUN_TEMP_PREFIX = "stembeam-run-"
+
+
+@contextlib.contextmanager
+def private_tempdir():
+    """Point Python's temporary folder (``tempfile.tempdir``) at a folder of this run,
+    ``$TMPDIR/stembeam-run-<pid>-*``, removed at the end: Beam leaves empty folders there on
+    every run (``beam-requirements-cache``, its job server's ``beam-temp*``, the stager's
+    ``tmp*``). Such folders of runs whose process is gone (killed) are removed first."""
+    base = tempfile.gettempdir()
+    sweep_dead_run_tempdirs(base)
+    folder = tempfile.mkdtemp(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-", dir=base)
+    previous = tempfile.tempdir
+    tempfile.tempdir = folder
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_dead_run_tempdirs(base: str) -> None:
+    """Remove ``stembeam-run-<pid>-*`` folders under ``base`` whose process is gone."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(RUN_TEMP_PREFIX):
+            continue
+        pid = name[len(RUN_TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or not ours to judge)
+    return True
 
 
 def dataset_tracks(dataset: str, split, limit) -> int:

@@ -4,21 +4,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 
 from model.config import ModelConfig, get_config, load_config_file
 from model.training import TRAIN, VALIDATION
-from pipeline.jobs import UsageError, announce, dataset_tracks, help_requested, parse, require, run_with_progress, summary, timing
+from pipeline.corpus import output_session
+from pipeline.jobs import (
+    UsageError, announce, dataset_tracks, drop_staging, help_requested, parse, require, run_with_progress, summary, table_staging, timing,
+)
 from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
 from transforms import storage
 from transforms.dataset import ReadDataset
 from transforms.progress import DONE, FAILED, MarkProgress, progress_root
+from transforms.staged import WriteStaged
 from transforms.training_examples import ERRORS, SUMMARY, MakeExamples
 
 LOGGER = logging.getLogger("stembeam.prepare")
@@ -49,7 +53,11 @@ class _WriteStats(beam.DoFn):
     def __init__(self, output, config, options):
         self._output, self._config, self._options = output, config, options
 
-    def process(self, _, summaries, errors):
+    def process(self, _, summaries, errors, *written):
+        # After the new records are in place (``written``: their uris): drop other shards (an
+        # earlier run's with another --shards), then the stats, which say the records are complete.
+        kept = {uri for uris in written for uri in uris}
+        storage.delete([uri for split in (TRAIN, VALIDATION) for uri in storage.list_matching(self._output, f"{split}-*.tfrecord") if uri not in kept])
         stats = statistics(summaries, errors, self._config, self._options)
         storage.write_bytes_atomic(storage.join(self._output, STATS_FILE), json.dumps(stats, indent=2).encode("utf-8"))
         storage.write_bytes_atomic(storage.join(self._output, CONFIG_FILE), self._config.to_json().encode("utf-8"))
@@ -58,12 +66,15 @@ class _WriteStats(beam.DoFn):
 
 def build(
     pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, dataset_uri: str, output: str, limit=None,
-    root: Optional[str] = None, split: Optional[str] = None, mix_name: str = "mix",
+    root: Optional[str] = None, split: Optional[str] = None, mix_name: str = "mix", staging: Optional[str] = None,
 ) -> None:
     """Wire the training-data job's named transforms into ``pipeline``: every split of the
     dataset (``test``/``valid`` tracks become validation records; ``split`` puts every track in
     that split instead, as Spleeter's separate train and validation CSVs do). ``root``: the
-    folder a manifest's relative paths start from."""
+    folder a manifest's relative paths start from. The records are written under ``staging``
+    (storage.staging_folder) and each shard moved into ``output`` when complete; stats.json last."""
+    staging = staging or storage.staging_folder(output)
+    written = []
     dataset = pipeline | "ReadDataset" >> ReadDataset(dataset_uri, "all", limit, root, mix_name)
     tracks = dataset["tracks"]
     if split is not None:
@@ -72,11 +83,13 @@ def build(
         MakeExamples(config, options.seed, options.repeat, options.augment, options.mixture_from_stems)
     ).with_outputs(ERRORS, SUMMARY, main="examples")
     for split in (TRAIN, VALIDATION):
-        (
+        written.append(
             made.examples
             | f"Only{split.title()}" >> beam.Filter(lambda item, wanted: item[0] == wanted, split)
             | f"{split.title()}Bytes" >> beam.Values()
-            | f"Write{split.title()}" >> beam.io.WriteToTFRecord(storage.join(output, split), file_name_suffix=".tfrecord", num_shards=options.shards)
+            | f"Write{split.title()}" >> WriteStaged(
+                lambda prefix: beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord", num_shards=options.shards),
+                storage.join(staging, "records"), output, split)
         )
     errors = (dataset[ERRORS], made[ERRORS]) | "AllErrors" >> beam.Flatten()
     # marked on each branch: a Flatten of two stages would only run once both have finished
@@ -87,32 +100,76 @@ def build(
         pipeline
         | "StatsTrigger" >> beam.Create([None])
         | "WriteStats" >> beam.ParDo(
-            _WriteStats(output, config, options), beam.pvalue.AsList(made[SUMMARY]), beam.pvalue.AsList(errors)
+            _WriteStats(output, config, options), beam.pvalue.AsList(made[SUMMARY]), beam.pvalue.AsList(errors),
+            *(beam.pvalue.AsList(uris) for uris in written),
         )
     )
 
 
-def clear_records(output: str) -> None:
-    """The folder describes the latest run: drop an earlier run's records and stats."""
-    storage.delete_matching(*(storage.join(output, pattern) for pattern in ("train-*.tfrecord", "validation-*.tfrecord", STATS_FILE)))
+def _file_identity(uri: str):
+    """``[size, modification time]`` of the file at exactly ``uri`` (never a pattern: os.stat
+    locally, following a symlink to its file; remote, its filesystem's metadata of that one
+    path, gs://: the object's update time, which each new generation changes); None when it
+    cannot be read."""
+    if storage.is_local(uri):
+        try:
+            info = os.stat(storage.local_path(uri))
+        except OSError:
+            return None
+        return [info.st_size, info.st_mtime_ns]
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        meta = FileSystems.get_filesystem(uri).metadata(uri)
+    except Exception:  # noqa: BLE001 - missing (or unreadable: the job will say why)
+        return None
+    return [meta.size_in_bytes, meta.last_updated_in_seconds]
+
+
+def source_stamp(csv_uri: str, root: str, split: str, seed: int, mix_name: str, config: ModelConfig) -> str:
+    """What the records of a Spleeter dataset CSV are made from: the arguments, the sha256 of
+    the CSV's bytes, and the size and modification time of every file its rows list (as the job
+    resolves them against ``root``). Editing the CSV, or rewriting or touching a listed file,
+    changes the stamp, so the records are made again."""
+    import hashlib
+
+    from transforms.dataset import DatasetTrack, list_dataset
+
+    csv_sha256 = hashlib.sha256(storage.read_bytes(csv_uri)).hexdigest()
+    listed = set()
+    for item in list_dataset(csv_uri, "all", root, mix_name):
+        if isinstance(item, DatasetTrack):
+            listed.add(item.mixture.uri)
+            listed.update(signal.uri for _, signal in item.stems)
+    files = {uri: _file_identity(uri) for uri in sorted(listed)}
+    return json.dumps({
+        "csv": csv_uri, "root": root, "split": split, "seed": seed, "mix_name": mix_name, "config": json.loads(config.to_json()),
+        "csv_sha256": csv_sha256, "files": files,
+    }, sort_keys=True)
 
 
 def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, split: str, seed: int, mix_name: str = "mix", beam_args=()) -> dict:
     """Records of one Spleeter dataset CSV (paths relative to ``root``), all in ``split``, under
     ``output``; reused as they are when ``output`` already holds this very CSV's records (Spleeter's
     ``training_cache``/``validation_cache``). Returns the statistics."""
-    stamp = json.dumps({"csv": csv_uri, "root": root, "split": split, "seed": seed, "mix_name": mix_name, "config": json.loads(config.to_json())}, sort_keys=True)
+    stamp = source_stamp(csv_uri, root, split, seed, mix_name, config)
     source = storage.join(output, SOURCE_FILE)
-    if FileSystems.exists(source) and FileSystems.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(source).decode("utf-8") == stamp:
+    if storage.exists(source) and storage.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(source).decode("utf-8") == stamp:
         return json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     options = parse([f"--seed={seed}", *beam_args], "prepare-dataset")
-    storage.delete_matching(source)
-    clear_records(output)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, options.view_as(PrepareOptions), config, csv_uri, output, root=root, split=split, mix_name=mix_name)
-    pipeline.run().wait_until_finish()
-    stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
-    storage.write_bytes_atomic(source, stamp.encode("utf-8"))
+    table_staging(output, None, options, check_only=True)
+    # One job at a time per output; the earlier records stay until the new ones are written.
+    with output_session(output, "stembeam prepare-dataset") as run_id:
+        storage.delete([source])
+        staging = table_staging(output, run_id, options)
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, options.view_as(PrepareOptions), config, csv_uri, output, root=root, split=split, mix_name=mix_name, staging=staging)
+        try:
+            pipeline.run().wait_until_finish()
+        finally:
+            drop_staging(staging)
+        stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
+        storage.write_bytes_atomic(source, stamp.encode("utf-8"))
     return stats
 
 
@@ -133,10 +190,16 @@ def run(argv=None) -> int:
     except (ValueError, OSError) as error:
         raise UsageError(f"--model_config {job.model_config}: {error}") from None
     total = dataset_tracks(dataset, "all", limit)
-    clear_records(output)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, job, config, dataset, output, limit, options.view_as(EvaluateOptions).dataset_root)
-    result, status = run_with_progress(pipeline, options, output, total, {})
+    table_staging(output, None, options, check_only=True)
+    # One job at a time per output; the earlier records and stats stay until the new ones are written.
+    with output_session(output, "stembeam prepare-dataset") as run_id:
+        staging = table_staging(output, run_id, options)
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, job, config, dataset, output, limit, options.view_as(EvaluateOptions).dataset_root, staging=staging)
+        try:
+            result, status = run_with_progress(pipeline, options, output, total, {})
+        finally:
+            drop_staging(staging)
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     # Runners without metrics: the same counts from the stats the job wrote.
     counts = summary(result, ("examples_written", "tracks_failed")) or {

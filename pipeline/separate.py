@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Dict, List, Sequence
 
-from model.audio import CODECS, AudioDecodeError, load_audio, write_audio
+from model.audio import CODECS, AudioDecodeError, AudioEncodeError, load_audio, write_audio
 from model.load import load_separator
 from model.separation import separate_waveform
 
@@ -98,7 +98,7 @@ def separate_files(
             for instrument, signal in stems.items():
                 target = stem_path(output_dir, path, instrument, codec, filename_format)
                 write_audio(target, signal, config.sample_rate, codec, bitrate)
-        except (AudioDecodeError, ValueError, OSError) as error:
+        except (AudioDecodeError, AudioEncodeError, ValueError, OSError) as error:
             message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
             errors.append(message)
             report(f"error: {message}")

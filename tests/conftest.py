@@ -22,11 +22,12 @@ os.environ["STEMBEAM_NO_DOWNLOAD"] = "1"
 needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference data not found at {SHARED}")
 
 
-def stem_folder(output: str, track_id: str) -> str:
-    """Where the corpus job writes ``track_id``'s stems (ids with capitals get a hash suffix)."""
+def stem_folder(output: str, track_id: str, source_uri: str = "") -> str:
+    """Where the corpus job writes ``track_id``'s stems (ids with capitals get a hash suffix;
+    a default id needs its ``source_uri``)."""
     from transforms.records import Track
 
-    return os.path.join(output, "stems", Track(track_id, "").folder_name)
+    return os.path.join(output, "stems", Track(track_id, source_uri).folder_name)
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:

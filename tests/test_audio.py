@@ -47,6 +47,20 @@ def test_mono_is_duplicated_and_rates_resampled(tmp_path):
     assert abs(np.argmax(spectrum) * 44100 / 36000 - 440) < 3  # still a 440 Hz tone
 
 
+@pytest.mark.parametrize("rate,ext", [(48000, "flac"), (44100, "m4a")])
+def test_mono_that_ffmpeg_decodes_is_duplicated_at_full_level(tmp_path, rate, ext):
+    """Mono read through ffmpeg (a rate to resample, a format tensorflow-io cannot read) keeps its
+    level: ffmpeg's own upmix would put it 3.01 dB lower than the same mono at 44.1 kHz in wav."""
+    reference = tmp_path / "mono.wav"
+    _ffmpeg_write(reference, _tone(channels=1), 44100)
+    other = tmp_path / f"mono.{ext}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(reference), "-ar", str(rate), "-ac", "1", str(other)], check=True)
+    base, out = load_audio(str(reference)), load_audio(str(other))
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    level = lambda x: 10 * np.log10(np.mean(x[4000:40000].astype(np.float64) ** 2))  # noqa: E731
+    assert abs(level(out) - level(base)) < 0.05
+
+
 def test_surround_is_downmixed_to_stereo(tmp_path):
     path = tmp_path / "surround.flac"
     _ffmpeg_write(path, _tone(channels=6), 44100, ["-channel_layout", "5.1"])

@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from model.audio import AudioDecodeError, decode_to_file, read_raw
@@ -17,7 +18,7 @@ from model.separation import pad_segment, segment_count, segment_start
 from transforms import spool, storage
 from transforms.records import Chunk, Track
 from transforms.timing import timer
-from transforms.resume import changed_fields, source_identity, track_key
+from transforms.resume import changed_fields, key_run_here, source_identity, track_key
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
@@ -43,6 +44,28 @@ def read_marker(uri: str) -> dict | None:
         return None
 
 
+def missing_stems(stored: dict, folder: str) -> list:
+    """The stem files of a marker's rows that are gone from the track's ``folder`` or (markers
+    that record sizes) no longer have the size written: a marker vouches for a track only while
+    all its stems are there."""
+    sizes = stored.get("stem_bytes") or {}
+    missing = []
+    for row in stored.get("rows", []):
+        if not row.get("stem_uri"):
+            continue
+        name = row["stem_uri"].rstrip("/").rsplit("/", 1)[-1]
+        uri = storage.join(folder, name)
+        try:
+            # Stat the path itself: FileSystems.match would read brackets in it as a pattern.
+            size = FileSystems.get_filesystem(uri).metadata(uri).size_in_bytes
+        except Exception:  # noqa: BLE001 - missing or unreadable: the stem is not there
+            missing.append(name)
+            continue
+        if name in sizes and sizes[name] != size:
+            missing.append(name)
+    return missing
+
+
 class DecodeAndChunk(beam.DoFn):
     """Track -> Chunk per segment; tagged ``errors`` ``(track_id, uri, reason)``; tagged
     ``done``: stored metadata rows of tracks a previous run finished with the same resume key
@@ -59,9 +82,7 @@ class DecodeAndChunk(beam.DoFn):
     def _decode_dir(self):
         """Local work space that the next run on the output sweeps (a killed job leaves
         nothing behind), also for remote outputs."""
-        folder = spool.local_work_dir(self._output)
-        os.makedirs(folder, exist_ok=True)
-        return folder
+        return spool.local_work_dir(self._output, create=True)
 
     def _finished_rows(self, track: Track):
         if not self._skip_existing:
@@ -69,10 +90,19 @@ class DecodeAndChunk(beam.DoFn):
         stored = read_marker(marker_uri(self._output, track))
         if stored is None:
             return None
-        wanted = track_key(self._key, track, track.source_identity)
+        if stored.get("track_id") != track.track_id:
+            # The folder once held another id's track (ids that changed between runs).
+            LOGGER.info("%s: separated again, its folder's marker is of track %r", track.track_id, stored.get("track_id"))
+            return None
+        # The precision this worker runs (a bfloat16 request on a CPU without it runs float32).
+        wanted = track_key(key_run_here(self._key), track, track.source_identity)
         changed = changed_fields(stored.get("key"), wanted)
         if changed:
             LOGGER.info("%s: separated again, its marker differs in %s", track.track_id, ", ".join(changed))
+            return None
+        missing = missing_stems(stored, track_folder(self._output, track))
+        if missing:
+            LOGGER.info("%s: separated again, its stems are missing or changed: %s", track.track_id, ", ".join(missing))
             return None
         return stored["rows"]
 

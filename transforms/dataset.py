@@ -82,7 +82,7 @@ def stem_candidates(folder: str) -> dict:
     """``{stem: [uri, ...]}`` of the files in ``folder`` named after a stem (``vocals.wav``,
     ``vocals.mp3``, ...), sorted; hidden files (``.tmp-*``) never match."""
     found = {}
-    for uri in storage.matching(storage.join(folder, "*")):
+    for uri in storage.list_matching(folder, "*"):
         base = _name(uri).split(".", 1)[0]
         if base in STEM_NAMES:
             found.setdefault(base, []).append(uri)
@@ -104,10 +104,10 @@ def _folder_tracks(root: str) -> Iterator[DatasetTrack]:
     """Tracks at the root, then under each split folder (one level down)."""
     for depth in (0, 1):
         stars = ["*"] * depth
-        for mixture in storage.matching(storage.join(root, *stars, "*", MIXTURE + ".*")):
+        for mixture in storage.list_matching(root, *stars, "*", MIXTURE + ".*"):
             split = _name(_parent(_parent(mixture))) if depth else None
             yield _folder_track(mixture, split)
-        for stem_file in storage.matching(storage.join(root, *stars, "*" + STEM_MP4)):
+        for stem_file in storage.list_matching(root, *stars, "*" + STEM_MP4):
             yield _stem_mp4_track(stem_file, _name(_parent(stem_file)) if depth else None)
 
 

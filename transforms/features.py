@@ -3,17 +3,18 @@ resumable through a per-track marker), WriteFeatureTables, and the corpus job's 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from model.features import FEATURE_VERSION
 from model.features.schema import FRAMES_SCHEMA, SOURCE_COLUMNS, SOURCES_SCHEMA, TRACK_COLUMNS, TRACKS_SCHEMA
 from transforms import storage
 from transforms.records import Track
+from transforms.staged import WriteStaged
 
 TRACKS, FRAMES = "tracks", "frames"
 MIXTURE = "mixture"
@@ -21,15 +22,33 @@ CORPUS_MARKER = ".features.json"  # beside the stems marker: {output}/stems/{tra
 TABLES = ("sources", "tracks", "frames")
 
 
+STEMS_CREATED_AT = "stems_created_at"  # every feature row: the identity of the stems it was computed from
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureTrack:
     """One track to analyse: ``sources`` ``((name, SourceInput), ...)``, ``folder`` its safe
-    file name (for the plot), ``marker`` the uri of its stored result."""
+    file name (for the plot), ``marker`` the uri of its stored result, ``stems_created_at`` the
+    identity of its stems (latest_stems: ISO time of the newest ``created_at`` of its ok metadata
+    rows; None for stems that are not a pipeline output's), stamped on every row it gives."""
 
     track_id: str
     folder: str
     sources: tuple
     marker: str
+    stems_created_at: Optional[str] = None
+
+
+def latest_stems(rows) -> dict:
+    """``{track_id: datetime}``: the identity of each track's stems in metadata rows, the latest
+    ``created_at`` of its ``ok`` stem rows. Every (re)write of a track's stems gives it new rows
+    with new times, so rows computed from other stems carry another identity."""
+    latest = {}
+    for row in rows:
+        if row.get("status") == "ok" and row.get("stem") and row.get("created_at") is not None:
+            track_id = row["track_id"]
+            latest[track_id] = max(latest.get(track_id, row["created_at"]), row["created_at"])
+    return latest
 
 
 def features_root(output: str) -> str:
@@ -47,7 +66,89 @@ def drop_stale_feature_tables(output: str, frames: bool) -> None:
     of another layout) are dropped."""
     root = features_root(output)
     kept = {storage.join(root, f"{name}-00000-of-00001.parquet") for name in TABLES if frames or name != "frames"}
-    storage.delete_matching(*(p for name in TABLES for p in storage.matching(storage.join(root, f"{name}-*.parquet")) if p not in kept))
+    storage.delete([p for name in TABLES for p in storage.list_matching(root, f"{name}-*.parquet") if p not in kept])
+
+
+def current_stems(output: str) -> Optional[dict]:
+    """latest_stems of ``{output}/metadata/`` (the stems the latest run lists), None without a metadata table."""
+    import pyarrow.parquet as pq
+
+    files = storage.list_matching(storage.join(output, "metadata"), "*.parquet")
+    if not files:
+        return None
+    rows = []
+    for uri in files:
+        with storage.local_copy(uri) as path:
+            rows += pq.read_table(path, columns=["track_id", "stem", "status", "created_at"]).to_pylist()
+    return latest_stems(rows)
+
+
+def _without_stale_rows(uri: str, name: str, current: dict, stale: dict, kept: set) -> int:
+    """Rewrite the table at ``uri`` without the rows whose ``stems_created_at`` is not their
+    track's identity in ``current`` (None both for a track without stems in the metadata and for
+    a row without an identity); a table of an older layout (no such column) loses every row.
+    The new table is written aside and replaces the old one whole (storage.move); nothing is
+    written when every row is current. ``stale`` gets ``{track_id: mixture uri}`` of what was
+    dropped, ``kept`` the track ids kept. Streams row group by row group; returns the number of rows dropped."""
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = {"sources": SOURCES_SCHEMA, "tracks": TRACKS_SCHEMA, "frames": FRAMES_SCHEMA}[name]
+    fd, local = tempfile.mkstemp(suffix=".parquet")
+    os.close(fd)
+    try:
+        with storage.local_copy(uri) as path, pq.ParquetFile(path) as table:
+            stamped = STEMS_CREATED_AT in table.schema_arrow.names
+            columns = ["track_id"] + ([STEMS_CREATED_AT] if stamped else []) + (["source", "source_uri"] if name == "sources" else [])
+            keys = table.read(columns=columns).to_pylist()
+            keep = [stamped and current.get(row["track_id"]) == row[STEMS_CREATED_AT] for row in keys]
+            for row, current_row in zip(keys, keep):
+                if current_row:
+                    kept.add(row["track_id"])
+                    continue
+                stale.setdefault(row["track_id"], None)
+                if row.get("source") == MIXTURE:
+                    stale[row["track_id"]] = row["source_uri"]
+            dropped = keep.count(False)
+            if not dropped:
+                return 0
+            if not stamped:
+                pq.write_table(schema.empty_table(), local)
+            else:
+                with pq.ParquetWriter(local, table.schema_arrow) as writer:
+                    first = 0
+                    for group in range(table.num_row_groups):
+                        piece = table.read_row_group(group)
+                        writer.write_table(piece.filter(pa.array(keep[first : first + piece.num_rows], pa.bool_())))
+                        first += piece.num_rows
+        storage.move(local, uri)
+    finally:
+        if os.path.exists(local):
+            os.unlink(local)
+    return dropped
+
+
+def drop_stale_feature_rows(output: str) -> dict:
+    """After every pipeline run (with or without ``--features``), under the output's lock: drop
+    from each feature table the rows computed from other stems than the ones ``metadata/`` now
+    lists (their ``stems_created_at`` is not the track's latest stem ``created_at``: the track was
+    separated again, by this run or by a killed one whose markers this run reused, or it has no
+    stems any more), and the plots of those tracks. A reader joining metadata to features thus
+    never gets features of other stems. ``{table: rows dropped}``; nothing without a metadata table."""
+    current = current_stems(output)
+    if current is None:
+        return {}
+    root, dropped, stale, kept = features_root(output), {}, {}, set()
+    for name in TABLES:
+        for uri in storage.list_matching(root, f"{name}-*.parquet"):
+            dropped[name] = dropped.get(name, 0) + _without_stale_rows(uri, name, current, stale, kept)
+    # A dropped track's plot shows those stems too (its folder named as the job that drew it
+    # named it: from the track id and the mixture's uri).
+    storage.delete([plot_uri(output, Track(track_id, uri or "").folder_name) for track_id, uri in stale.items() if track_id not in kept])
+    return dropped
 
 
 def error_rows(track_id: str, sources: dict, reason: str) -> tuple:
@@ -65,10 +166,9 @@ def error_rows(track_id: str, sources: dict, reason: str) -> tuple:
 def _file_identity(uri: str):
     """``[size, mtime]`` of a file (local or remote), None when it cannot be listed."""
     try:
-        found = [m for result in FileSystems.match([uri]) for m in result.metadata_list]
+        return list(storage.stat(uri))  # that very file: its name is never a pattern
     except Exception:  # noqa: BLE001 - a missing file is an identity too: it is recomputed once it appears
         return None
-    return [found[0].size_in_bytes, found[0].last_updated_in_seconds] if found else None
 
 
 class AnalyseTracks(beam.DoFn):
@@ -95,19 +195,20 @@ class AnalyseTracks(beam.DoFn):
         sources = {
             name: [source.uri, source.offset, source.duration, source.stream, _file_identity(source.uri)] for name, source in job.sources
         }
-        key = {"feature_version": FEATURE_VERSION, "vocal_pitch": self._pitch, "feature_frames": self._frames, "feature_plots": self._plots, "sources": sources}
+        key = {"feature_version": FEATURE_VERSION, "vocal_pitch": self._pitch, "feature_frames": self._frames, "feature_plots": self._plots, "sources": sources,
+               STEMS_CREATED_AT: job.stems_created_at}
         return json.loads(json.dumps(key))
 
     def _stored(self, job: FeatureTrack, key: dict) -> Optional[dict]:
         try:
-            if not FileSystems.exists(job.marker):
+            if not storage.exists(job.marker):
                 return None
             stored = json.loads(storage.read_bytes(job.marker))
         except Exception:  # noqa: BLE001 - an unreadable marker means: analyse again
             return None
         if stored.get("key") != key:
             return None
-        if self._plots and not FileSystems.exists(plot_uri(self._output, job.folder)):
+        if self._plots and not storage.exists(plot_uri(self._output, job.folder)):
             return None
         return stored
 
@@ -138,28 +239,32 @@ class AnalyseTracks(beam.DoFn):
                 sources, track = error_rows(job.track_id, {name: s.uri for name, s in job.sources}, f"{job.track_id}: features failed: {type(error).__name__}: {error}")
                 rows = {"sources": sources, "track": track, "frames": []}
             (self._failed if rows["track"]["status"] == "error" else self._done).inc()
-        yield from rows["sources"]
-        yield beam.pvalue.TaggedOutput(TRACKS, rows["track"])
+        # Every row says which stems it describes (drop_stale_feature_rows compares it with metadata/).
+        stamp = {STEMS_CREATED_AT: datetime.datetime.fromisoformat(job.stems_created_at) if job.stems_created_at else None}
+        yield from ({**row, **stamp} for row in rows["sources"])
+        yield beam.pvalue.TaggedOutput(TRACKS, {**rows["track"], **stamp})
         for frame in rows["frames"]:
-            yield beam.pvalue.TaggedOutput(FRAMES, frame)
+            yield beam.pvalue.TaggedOutput(FRAMES, {**frame, **stamp})
 
 
 class WriteFeatureTables(beam.PTransform):
-    """``{"sources", "tracks", "frames"}`` row PCollections -> ``{output}/features/{name}-*.parquet``."""
+    """``{"sources", "tracks", "frames"}`` row PCollections -> ``{output}/features/{name}-*.parquet``,
+    each written under ``staging`` (storage.staging_folder) and moved into place when complete."""
 
-    def __init__(self, output: str, frames: bool = False):
+    def __init__(self, output: str, frames: bool = False, staging: Optional[str] = None):
         super().__init__()
         self._output, self._frames = output, frames
+        self._staging = staging or storage.staging_folder(output)
 
     def expand(self, tables):
         schemas = {"sources": SOURCES_SCHEMA, "tracks": TRACKS_SCHEMA, "frames": FRAMES_SCHEMA}
         for name in TABLES:
             if name == "frames" and not self._frames:
                 continue
-            tables[name] | f"Write{name.title()}" >> beam.io.WriteToParquet(
-                storage.join(features_root(self._output), name), schema=schemas[name], file_name_suffix=".parquet", num_shards=1,
-                shard_name_template="-SSSSS-of-NNNNN",
-            )
+            def sink(prefix, schema=schemas[name]):
+                return beam.io.WriteToParquet(prefix, schema=schema, file_name_suffix=".parquet", num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
+
+            tables[name] | f"Write{name.title()}" >> WriteStaged(sink, storage.join(self._staging, "features"), features_root(self._output), name)
         return tables
 
 
@@ -168,10 +273,11 @@ class ComputeFeatures(beam.PTransform):
     (``failed_tracks``: track rows of what could not even be listed, added to the tracks table).
     No resource hint: on Dataflow this stage runs on CPU workers."""
 
-    def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False, failed_tracks=None):
+    def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False, failed_tracks=None,
+                 staging: Optional[str] = None):
         super().__init__()
         self._output, self._pitch, self._frames, self._plots = output, vocal_pitch, frames, plots
-        self._failed_tracks = failed_tracks
+        self._failed_tracks, self._staging = failed_tracks, staging
 
     def expand(self, jobs):
         rows = jobs | "Analyse" >> beam.ParDo(AnalyseTracks(self._output, self._pitch, self._frames, self._plots)).with_outputs(TRACKS, FRAMES, main="sources")
@@ -179,7 +285,7 @@ class ComputeFeatures(beam.PTransform):
         if self._failed_tracks is not None:
             tracks = (tracks, self._failed_tracks) | "AllTrackRows" >> beam.Flatten()
         tables = {"sources": rows.sources, "tracks": tracks, "frames": rows[FRAMES]}
-        tables | "WriteTables" >> WriteFeatureTables(self._output, self._frames)
+        tables | "WriteTables" >> WriteFeatureTables(self._output, self._frames, self._staging)
         return tables
 
 
@@ -196,7 +302,9 @@ def _corpus_jobs(element, output: str):
     sources = {name: SourceInput(uri) for name, uri in stems.items()}
     sources[MIXTURE] = SourceInput(track.source_uri, track.offset or 0.0, track.duration, track.stream)
     marker = storage.join(output, "stems", track.folder_name, CORPUS_MARKER)
-    yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker)
+    # The same rows the metadata table gets: the identity a later run compares with.
+    identity = latest_stems(joined["rows"]).get(track_id)
+    yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker, identity.isoformat() if identity else None)
 
 
 def warm_up_in_background(options, vocal_pitch: bool) -> None:
@@ -211,7 +319,7 @@ def warm_up_in_background(options, vocal_pitch: bool) -> None:
         threading.Thread(target=warm_up, args=(vocal_pitch,), daemon=True).start()
 
 
-def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
+def add_to_corpus_job(tracks, rows, options, staging: Optional[str] = None) -> Optional[dict]:
     """The corpus job's features stage (when ``--features``): after the stem writers, every track
     with written (or previously finished) stems is analysed: its stems, and its mixture over the
     same span. The tables are rewritten whole (drop_stale_feature_tables after the job)."""
@@ -229,4 +337,4 @@ def add_to_corpus_job(tracks, rows, options) -> Optional[dict]:
         | "JoinTracksAndStems" >> beam.CoGroupByKey()
         | "FeatureJobs" >> beam.FlatMap(_corpus_jobs, output)
     )
-    return jobs | "Features" >> ComputeFeatures(output, features.vocal_pitch, features.feature_frames, features.feature_plots)
+    return jobs | "Features" >> ComputeFeatures(output, features.vocal_pitch, features.feature_frames, features.feature_plots, staging=staging)

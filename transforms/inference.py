@@ -28,8 +28,9 @@ def segment_inference_fn(
     model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, config: ModelConfig, mwf: bool,
     precision: str = "float32",
 ) -> Iterable[PredictionResult]:
-    """Beam inference_fn: segment samples ``[L, 2]`` -> soft-mask source signals ``[L, 2, S]``,
-    or with ``mwf`` ``(STFT [T, N//2+1, 2], source magnitudes [T, F, 2, S])``.
+    """Beam inference_fn: segment samples ``[L, 2]`` -> ``(outputs, precision that ran)``; outputs:
+    soft-mask source signals ``[L, 2, S]``, or with ``mwf`` ``(STFT [T, N//2+1, 2], source
+    magnitudes [T, F, 2, S])``.
 
     STFT, U-nets, masks and inverse STFT run as three TF calls per batch (model.segment_graph);
     silent segments (all samples zero) get zero signals without a model call.
@@ -48,7 +49,9 @@ def segment_inference_fn(
         silent = sum(not span.any() for span in batch)
         if silent:
             Metrics.counter("stembeam", "segments_silent").inc(silent)
-    return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs)]
+    # What ran (a worker without bfloat16 falls back to float32; a T4 runs mixed_float16), recorded
+    # with the stems and in their resume key.
+    return [PredictionResult(example, (output, separator.precision), model_id) for example, output in zip(batch, outputs)]
 
 
 _LAUNCHER_MODELS = {}
@@ -120,18 +123,19 @@ class _SpoolSegments(beam.DoFn):
 
     def process(self, element):
         chunk, result = element
+        inference, precision = result.inference
         if self._mwf:
-            spec, sources = result.inference
+            spec, sources = inference
             frames = segment_frames(chunk.index, chunk.n_samples, self._config)
             with timer(self._wiener_ms):
                 signals = wiener_segment(spec, sources, self._config, frames, self._block)
         else:
-            signals = result.inference
+            signals = inference
         uri = spool.spool_uri(self._output, chunk.track, chunk.index)
         with timer(self._spool_ms):
             spool.write_spool(uri, signals)
         self._chunks.inc()
-        yield chunk.track.track_id, chunk.reference(uri)
+        yield chunk.track.track_id, chunk.reference(uri, precision)
 
 
 class SeparateChunks(beam.PTransform):

@@ -63,13 +63,13 @@ class Tally:
         return {key: sec for key, status, sec in self.marks.values() if status == DECODED and sec is not None}
 
 
-def read_tally(root: str, spool_pattern: Optional[str] = None, segment_seconds: float = 0.0) -> Tally:
-    """The marks under ``root`` (one listing), and ``segment_seconds`` per file matching
-    ``spool_pattern`` (a second listing)."""
+def read_tally(root: str, spool_folder: Optional[str] = None, segment_seconds: float = 0.0) -> Tally:
+    """The marks under ``root`` (one listing), and ``segment_seconds`` per spooled segment
+    ``{spool_folder}/<track>/<index>.npy`` (a second listing); both folders taken literally."""
     tally = Tally()
-    if spool_pattern:
-        tally.inflight = len(storage.matching(spool_pattern)) * segment_seconds
-    for path in storage.matching(storage.join(root, "*")):
+    if spool_folder:
+        tally.inflight = len(storage.list_matching(spool_folder, "*", "*.npy")) * segment_seconds
+    for path in storage.list_matching(root, "*"):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         parts = name.split(".")
         if len(parts) != 4:

@@ -28,7 +28,8 @@ METADATA_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("pipeline_version", pa.string()),
-        # U-net arithmetic: float32 or bfloat16 (--precision; float32 when this CPU fell back).
+        # U-net arithmetic that ran: float32, bfloat16 (oneDNN on a CPU), mixed_bfloat16 or
+        # mixed_float16 (Keras on a GPU); float32 when --precision bfloat16 fell back.
         ("precision", pa.string()),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -54,9 +55,14 @@ class Track:
         """The track's folder under ``stems/``: the id itself when it is a safe, lower-case path
         component of at most FOLDER_BYTES bytes; else the id made safe (cut to fit) plus 8 hex
         digits of its sha1. So ``a/b`` and ``a_b`` differ, and so do ``Song`` and ``song`` on
-        filesystems that ignore case (macOS, Windows)."""
+        filesystems that ignore case (macOS, Windows). A safe id that itself ends like a hashed
+        name (``-`` and 8 hex digits, e.g. ``_-rf-836830ee``) is hashed too, unless it is the
+        row's default id (whose 8 digits hash its uri), so no plain id takes the folder of
+        another id's hashed name: folder names are injective over ids (up to a collision of
+        32-bit sha1 prefixes)."""
         safe = safe_component(self.track_id)
-        if safe == self.track_id and safe.casefold() == safe and len(safe.encode("utf-8")) <= FOLDER_BYTES:
+        if (safe == self.track_id and safe.casefold() == safe and len(safe.encode("utf-8")) <= FOLDER_BYTES
+                and (not _HASHED_NAME.search(safe) or safe == default_track_id(self.source_uri))):
             return safe
         return f"{_cut_to_bytes(safe, FOLDER_BYTES - 9)}-{hashlib.sha1(self.track_id.encode('utf-8')).hexdigest()[:8]}"
 
@@ -75,10 +81,12 @@ class Chunk:
     n_samples: int
     span: Optional[np.ndarray] = None
     spool: Optional[str] = None
+    # The U-nets' arithmetic that separated it (model.precision.effective_precision), set by inference.
+    precision: Optional[str] = None
 
-    def reference(self, spool: Optional[str] = None) -> "Chunk":
+    def reference(self, spool: Optional[str] = None, precision: Optional[str] = None) -> "Chunk":
         """This chunk without its samples (what travels once the samples are used)."""
-        return Chunk(self.track, self.index, self.count, self.n_samples, None, spool)
+        return Chunk(self.track, self.index, self.count, self.n_samples, None, spool, precision or self.precision)
 
 
 def default_track_id(uri: str) -> str:
@@ -96,6 +104,9 @@ def _cut_to_bytes(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
+
+# How every hashed folder name ends; a plain id ending so is hashed as well.
+_HASHED_NAME = re.compile(r"-[0-9a-f]{8}$")
 
 _UNSAFE = re.compile(r"[\x00-\x1f/\\:*?\"<>|]")
 

@@ -127,8 +127,11 @@ class _WriteFiles(beam.DoFn):
         }
         for uri, text in files.items():
             storage.write_bytes_atomic(uri, text.encode("utf-8"))
+        boxplot = storage.join(folder, "sdr_boxplot.png")
         if table:
-            storage.write_bytes_atomic(storage.join(folder, "sdr_boxplot.png"), sdr_boxplot_png(track_rows, f"SDR per stem: {self._description}, {tracks} tracks"))
+            storage.write_bytes_atomic(boxplot, sdr_boxplot_png(track_rows, f"SDR per stem: {self._description}, {tracks} tracks"))
+        else:
+            storage.delete([boxplot])  # an earlier run's plot would describe other scores
         yield table
 
 

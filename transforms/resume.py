@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from apache_beam.io.filesystems import FileSystems
-
 from model.audio import LOSSLESS_CODECS
+from model.precision import effective_precision
+from transforms import storage
 from transforms.records import Track
 
 # Raised when the code changes what a given key produces.
@@ -32,13 +32,26 @@ def job_key(model_name: str, model_fingerprint: str, codec: str, bitrate: str, f
     }
 
 
+def key_run_here(job: dict) -> dict:
+    """The job key with its ``precision`` (the one asked for) replaced by what it runs as on this
+    machine (model.precision.effective_precision): float32 keys carry no precision field, as
+    before --precision existed; otherwise ``bfloat16``, ``mixed_bfloat16`` or ``mixed_float16``."""
+    if "precision" not in job:
+        return job
+    return with_precision(job, effective_precision(job["precision"]))
+
+
+def with_precision(job: dict, precision: str) -> dict:
+    """The job key for stems made with the U-net arithmetic ``precision``."""
+    key = {name: value for name, value in job.items() if name != "precision"}
+    return key if precision == "float32" else {**key, "precision": precision}
+
+
 def source_identity(uri: str) -> tuple:
     """``(size, modification time)`` of the source file (local, or gs://: the object's update
-    time, which every new generation changes), through Beam FileSystems."""
-    metadata = FileSystems.match([uri])[0].metadata_list
-    if not metadata:
-        raise FileNotFoundError(f"{uri}: file not found")
-    return (metadata[0].size_in_bytes, metadata[0].last_updated_in_seconds)
+    time, which every new generation changes) of the file at exactly ``uri``: a name with
+    ``[ ]``, ``*`` or ``?`` is never read as a pattern (that gave one file another's identity)."""
+    return storage.stat(uri)
 
 
 def track_key(job: dict, track: Track, identity: tuple | None) -> dict:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tempfile
 
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import storage
 from transforms.records import Track
@@ -25,14 +25,46 @@ def work_root(output: str) -> str:
     return storage.join(output, WORK)
 
 
-def local_work_dir(output: str) -> str:
+def local_work_dir(output: str, create: bool = False) -> str:
     """A local folder for decoded samples and staged stems: under ``{output}/_work/`` for a local
-    output; for a remote one, a folder of this machine's temporary space named after the output.
-    Either way the next run on the output sweeps it (clear_leftovers), so a killed job leaves
-    nothing behind for long."""
+    output; for a remote one, ``$TMPDIR/stembeam-work-<uid>/<16 hex digits of the output's sha1>``,
+    private like the model cache: folders of this user, mode 0700 (a looser one is made 0700;
+    one owned by another user, or a symbolic link, is refused with PermissionError), as their
+    names are predictable in a shared temporary space. ``create``: make the folder (callers
+    about to write in it); else only an existing one is checked. Either way the next run on the
+    output sweeps it (clear_leftovers), so a killed job leaves nothing behind for long."""
     if storage.is_local(output):
-        return os.path.join(storage.local_path(work_root(output)), "local")
-    return os.path.join(tempfile.gettempdir(), "stembeam-work", hashlib.sha1(output.encode("utf-8")).hexdigest()[:16])
+        path = os.path.join(storage.local_path(work_root(output)), "local")
+        if create:
+            os.makedirs(path, exist_ok=True)
+        return path
+    owner = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+    root = _private_work_folder(os.path.join(tempfile.gettempdir(), "stembeam-work" + owner), create)
+    return _private_work_folder(os.path.join(root, hashlib.sha1(output.encode("utf-8")).hexdigest()[:16]), create)
+
+
+def _private_work_folder(path: str, create: bool) -> str:
+    """``path`` as a folder only this user can enter (0700); refused when it is another user's,
+    a symbolic link or not a folder."""
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if create:
+            raise
+        return path
+    if not stat.S_ISDIR(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+        raise PermissionError(f"{path}: the local work folder is {kind}; remove it or set $TMPDIR to another folder")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise PermissionError(f"{path}: the local work folder is owned by uid {info.st_uid}, not by this user; remove it or set $TMPDIR to another folder")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def spool_uri(output: str, track: Track, index: int) -> str:
@@ -59,10 +91,9 @@ def read_spool(uri: str) -> np.ndarray:
 
 
 def delete_quietly(uris) -> None:
-    """Remove spool files or folders; ones already gone are fine."""
-    existing = [uri for uri in uris if uri and FileSystems.exists(uri)]
-    if existing:
-        try:
-            FileSystems.delete(existing)
-        except Exception:  # noqa: BLE001 - a leftover is removed again at the end of the job
-            pass
+    """Remove spool files or folders (gs://: the prefix ``uri/`` too, where FileSystems.exists
+    sees nothing); ones already gone are fine; never a glob."""
+    try:
+        storage.delete([uri for uri in uris if uri])
+    except Exception:  # noqa: BLE001 - a leftover is removed again at the end of the job
+        pass

@@ -17,7 +17,8 @@ from model.separation import OverlapAdd
 from transforms import spool, storage
 from transforms.audio import marker_uri, read_marker, track_folder
 from transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
-from transforms.resume import track_key
+from transforms.resume import track_key, with_precision
+from transforms.staged import WriteStaged
 from transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
@@ -80,7 +81,7 @@ class WriteStems(beam.DoFn):
                 for k, writer in enumerate(writers.values()):
                     writer.write(piece[..., k])
 
-    def _write(self, track: Track, chunks, key: dict, marker: str) -> list:
+    def _write(self, track: Track, chunks, key: dict, marker: str, precision: str) -> list:
         folder = track_folder(self._output, track)
         sample_rate = self._config.sample_rate
         uris = {stem: storage.join(folder, f"{stem}.{CODECS[self._codec][0]}") for stem in self._config.instruments}
@@ -89,8 +90,7 @@ class WriteStems(beam.DoFn):
             if storage.is_local(folder):
                 staging = folder
             else:
-                os.makedirs(spool.local_work_dir(self._output), exist_ok=True)
-                staging = stack.enter_context(tempfile.TemporaryDirectory(prefix="stems-", dir=spool.local_work_dir(self._output)))
+                staging = stack.enter_context(tempfile.TemporaryDirectory(prefix="stems-", dir=spool.local_work_dir(self._output, create=True)))
             for stem, uri in uris.items():
                 local = uri if storage.is_local(uri) else os.path.join(staging, os.path.basename(uri))
                 writers[stem] = AudioWriter(local, sample_rate, self._config.n_channels, self._codec, self._bitrate)
@@ -101,43 +101,49 @@ class WriteStems(beam.DoFn):
                     writer.abort()
                 raise
             # From here on stems are replaced: the old marker must not vouch for a mix of old and new.
-            storage.delete_matching(marker)
+            storage.delete([marker])
             with timer(self._encode_ms):
                 for writer in writers.values():
                     writer.close()
                 for stem, uri in uris.items():
                     if not storage.is_local(uri):
                         storage.put_file(writers[stem].path, uri)
+            # The stems' sizes let a rerun see a stem deleted or truncated since (transforms/audio.py).
+            sizes = {os.path.basename(uri): os.path.getsize(writers[stem].path) for stem, uri in uris.items()}
         rows = [
             metadata_row(
                 track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
                 self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
-                "ok", None, self._version, self._key.get("precision", "float32"),
+                "ok", None, self._version, precision,
             )
             for stem, uri in uris.items()
         ]
-        record = {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows)}
+        record = {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows), "stem_bytes": sizes}
         storage.write_bytes_atomic(marker, json.dumps(record, ensure_ascii=False).encode("utf-8"))
         return rows
 
     def process(self, element):
         track, chunks = element
         track: Track
-        key = track_key(self._key, track, track.source_identity)
+        # What the U-nets ran as, as the inference reported it (segments retried on another kind
+        # of worker could differ: then all of them are named).
+        precision = "+".join(sorted({chunk.precision or "float32" for chunk in chunks}))
+        key = track_key(with_precision(self._key, precision), track, track.source_identity)
         marker = marker_uri(self._output, track)
         stored = read_marker(marker) if self._run_id else None
-        if stored is not None and stored.get("run_id") == self._run_id and stored.get("key") == key:
+        if (stored is not None and stored.get("run_id") == self._run_id and stored.get("key") == key
+                and stored.get("track_id") == track.track_id):
             # A retried bundle: this run already wrote the track.
             spool.delete_quietly([chunk.spool for chunk in chunks])
             yield from rows_from_json(stored["rows"])
             return
         try:
-            rows = self._write(track, chunks, key, marker)
+            rows = self._write(track, chunks, key, marker, precision)
         except (AudioEncodeError, ValueError) as error:
             self._failed.inc()
             spool.delete_quietly([chunk.spool for chunk in chunks])
             yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec,
-                            self._version, self._key.get("precision", "float32"))
+                            self._version, precision)
             return
         spool.delete_quietly([chunk.spool for chunk in chunks])
         self._ok.inc()
@@ -159,17 +165,17 @@ class ToErrorRows(beam.DoFn):
 
 
 class WriteMetadata(beam.PTransform):
-    """Metadata rows -> ``{output}/metadata/tracks-*.parquet`` with METADATA_SCHEMA."""
+    """Metadata rows -> ``{output}/metadata/tracks-*.parquet`` with METADATA_SCHEMA: written
+    under ``staging`` (storage.staging_folder; never a prefix under the output, see
+    transforms/staged.py), then moved into ``metadata/``, replacing the old table."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, staging: str | None = None):
         super().__init__()
         self._output = output
+        self._staging = staging or storage.staging_folder(output)
 
     def expand(self, rows):
-        return rows | "WriteParquet" >> beam.io.WriteToParquet(
-            storage.join(self._output, "metadata", "tracks"),
-            schema=METADATA_SCHEMA,
-            file_name_suffix=".parquet",
-            num_shards=1,
-            shard_name_template="-SSSSS-of-NNNNN",
-        )
+        def sink(prefix):
+            return beam.io.WriteToParquet(prefix, schema=METADATA_SCHEMA, file_name_suffix=".parquet", num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
+
+        return rows | "WriteParquet" >> WriteStaged(sink, storage.join(self._staging, "metadata"), storage.join(self._output, "metadata"), "tracks")

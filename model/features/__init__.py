@@ -5,4 +5,5 @@ memory does not grow with the track's length. ``analysis.analyse_track`` ties th
 """
 
 # Bump when any feature's definition changes: stored per-track results of another version are recomputed.
-FEATURE_VERSION = "1"
+# 2: share_db from mean squares, frame rms_db window-compensated, exact 10 ms loudness ticks, stems_created_at.
+FEATURE_VERSION = "2"

@@ -1,4 +1,12 @@
-"""pyarrow schemas of the three feature tables (``features/{sources,tracks,frames}-*.parquet``); units in the names."""
+"""pyarrow schemas of the three feature tables (``features/{sources,tracks,frames}-*.parquet``); units in the names.
+
+Levels: ``*_dbfs`` and ``rms_db`` are dB re full scale (1.0; a full-scale sine's RMS is -3.01 dBFS),
+``*_lufs`` BS.1770-4 loudness, ``*_lu`` loudness units, ``share_db`` dB re the mixture, ``*_s``
+seconds, ``*_hz`` Hz. ``stems_created_at`` (every table): the identity of the stems a row was
+computed from, the latest ``created_at`` of the track's ok stem rows in ``metadata/`` (null when
+the stems are not a pipeline output's); rows whose track's stems differ are dropped after every
+pipeline run (transforms.features.drop_stale_feature_rows).
+"""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -12,8 +20,8 @@ SOURCES_SCHEMA = pa.schema([
     ("integrated_lufs", pa.float64()),
     ("loudness_range_lu", pa.float64()),
     ("sample_peak_dbfs", pa.float64()),
-    ("rms_dbfs", pa.float64()),
-    ("share_db", pa.float64()),
+    ("rms_dbfs", pa.float64()),  # RMS over all samples and channels, dBFS
+    ("share_db", pa.float64()),  # 10 log10(source mean square / mixture mean square), per sample and channel, dB
     ("spectral_centroid_hz_mean", pa.float64()),
     ("spectral_centroid_hz_std", pa.float64()),
     ("spectral_flatness_mean", pa.float64()),
@@ -23,6 +31,7 @@ SOURCES_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("feature_version", pa.string()),
+    ("stems_created_at", pa.timestamp("us", tz="UTC")),
 ])
 
 SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64())])
@@ -48,18 +57,20 @@ TRACKS_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("error", pa.string()),
     ("feature_version", pa.string()),
+    ("stems_created_at", pa.timestamp("us", tz="UTC")),
 ])
 
 FRAMES_SCHEMA = pa.schema([
     ("track_id", pa.string()),
     ("source", pa.string()),
     ("frame_hop_s", pa.float64()),
-    ("rms_db", pa.list_(pa.float32())),
+    ("rms_db", pa.list_(pa.float32())),  # frame RMS of the 22.05 kHz mono mix, dBFS (Hann power gain compensated), every frame_hop_s
     ("vocal_active", pa.list_(pa.bool_())),
     ("f0_hz", pa.list_(pa.float32())),
     ("short_term_hop_s", pa.float64()),
-    ("short_term_lufs", pa.list_(pa.float32())),
+    ("short_term_lufs", pa.list_(pa.float32())),  # 3 s windows, value i starting at i x short_term_hop_s (exact within a sample)
     ("feature_version", pa.string()),
+    ("stems_created_at", pa.timestamp("us", tz="UTC")),
 ])
 
 SOURCE_COLUMNS = tuple(SOURCES_SCHEMA.names)

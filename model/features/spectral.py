@@ -8,13 +8,21 @@ from model.features.framing import ANALYSIS_RATE, HOP, N_FFT
 
 N_MELS = 128
 N_MFCC = 13
-SILENT_FRAME_DB = -60.0  # frames quieter than this (RMS, dBFS) are left out of the spectral means
+SILENT_FRAME_DB = -60.0  # frames quieter than this (frame RMS, dBFS: rms_db) are left out of the spectral means
 RMS_FLOOR_DB = -120.0
 
 
+# Mean of the squared analysis window (librosa.stft's periodic Hann: 3/8, -4.26 dB): what a
+# windowed frame's power is scaled by, compensated so a frame's level is its samples' RMS.
+WINDOW_POWER = float(np.mean(np.square(librosa.filters.get_window("hann", N_FFT, fftbins=True))))
+
+
 def rms_db(magnitude: np.ndarray) -> np.ndarray:
-    """Frame RMS in dBFS from ``magnitude [1 + N_FFT/2, n]`` (Parseval, as librosa.feature.rms), ``[n]``, floored at -120."""
-    rms = librosa.feature.rms(S=magnitude, frame_length=N_FFT)[0]
+    """Frame RMS in dBFS (20 log10 re 1.0 = full scale; a full-scale sine reads -3.01 dB) from the
+    Hann-windowed ``magnitude [1 + N_FFT/2, n]``, ``[n]``, floored at -120: Parseval's sum (as
+    librosa.feature.rms) divided by the window's power gain WINDOW_POWER, i.e. the RMS of the
+    frame's 2048 samples (of the mono mix at 22.05 kHz) weighted by the window and normalised."""
+    rms = librosa.feature.rms(S=magnitude, frame_length=N_FFT)[0].astype(np.float64) / np.sqrt(WINDOW_POWER)
     return (20.0 * np.log10(np.maximum(rms, 10 ** (RMS_FLOOR_DB / 20)))).astype(np.float32)
 
 
