@@ -1,4 +1,4 @@
-"""The corpus job: manifest -> decode -> chunk -> RunInference -> regroup -> mask/Wiener -> stems + Parquet."""
+"""The corpus job: manifest -> per track, in one stage: decode -> chunk -> RunInference -> mask/Wiener -> stems -> Parquet."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -27,15 +27,15 @@ from pipeline.jobs import (
 )
 from pipeline.options import FeatureOptions, StembeamOptions
 from pipeline.output_lock import OutputLock
-from transforms import features, spool, storage
-from transforms.audio import DONE, DecodeAndChunk
-from transforms.inference import separate_chunks, share_with_workers_in_process
+from transforms import features, storage, workspace
+from transforms.audio import DONE, ERRORS
+from transforms.inference import share_with_workers_in_process
 from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
 from transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
 from transforms.records import Track
-from transforms.regroup import RegroupTracks
 from transforms.resume import job_key
-from transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, WriteStems, rows_from_json
+from transforms.tracks import SeparateTracks
+from transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, rows_from_json
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
@@ -169,14 +169,14 @@ SINK_FOLDERS = ("", "metadata", "features", "evaluation")
 
 
 def clear_leftovers(output: str) -> None:
-    """Remove the spool, the staged tables and progress marks (``_work/``, local or gs://), local
-    work files, unfinished stem files and Beam's ``beam-temp-*`` folders (also those of an
+    """Remove the staged tables and progress marks (``_work/``, local or gs://), local work files
+    (decoded samples), unfinished stem files and Beam's ``beam-temp-*`` folders (also those of an
     earlier, killed run). Called only while the job holds the output's lock."""
-    spool.delete_quietly([spool.work_root(output)])
-    shutil.rmtree(spool.local_work_dir(output), ignore_errors=True)
-    spool.delete_quietly(storage.list_matching(storage.join(output, "stems"), "*", TEMP_PREFIX + "*"))
+    workspace.delete_quietly([workspace.work_root(output)])
+    shutil.rmtree(workspace.local_work_dir(output), ignore_errors=True)
+    workspace.delete_quietly(storage.list_matching(storage.join(output, "stems"), "*", TEMP_PREFIX + "*"))
     for folder in SINK_FOLDERS:
-        spool.delete_quietly(storage.list_matching(storage.join(output, folder) if folder else output, "beam-temp-*"))
+        workspace.delete_quietly(storage.list_matching(storage.join(output, folder) if folder else output, "beam-temp-*"))
 
 
 @contextlib.contextmanager
@@ -221,20 +221,17 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     staging = staging or table_staging(options.output, run_id, options)
     config, model_name, codec = model.config, options.model, options.codec
     key = resume_key(options, model)
-    decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
-        DecodeAndChunk(config, options.output, key, options.skip_existing)
-    ).with_outputs("errors", DONE, main="chunks")
-    parts = decoded.chunks | "Separate" >> separate_chunks(
-        config, model.keras_uri, options.output, options.batch_size, options.mwf, options.mwf_block_frames, options.inference_accelerator,
-        model.precision,
+    step = SeparateTracks(
+        config, options.output, key, model.keras_uri, skip_existing=options.skip_existing, batch_size=options.batch_size, mwf=options.mwf,
+        mwf_block_frames=options.mwf_block_frames, precision=model.precision, bitrate=options.bitrate, version=__version__, run_id=run_id,
     )
-    grouped = parts | "Regroup" >> RegroupTracks()
-    written = grouped.tracks | "WriteStems" >> beam.ParDo(
-        WriteStems(config, options.output, key, options.bitrate, __version__, run_id)
-    )
-    previous = decoded[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
+    if options.inference_accelerator:
+        step = step.with_resource_hints(accelerator=options.inference_accelerator)
+    separated = tracks | "SeparateTracks" >> step
+    written = separated["rows"]
+    previous = separated[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
     failures = (
-        (input_errors, decoded.errors, grouped.errors)
+        (input_errors, separated[ERRORS])
         | "AllFailures" >> beam.Flatten()
         | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision))
     )
@@ -246,10 +243,12 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         first, root = config.instruments[0], progress_root(options.output)
         written | "WrittenProgress" >> beam.FlatMap(metadata_progress, first) | "MarkWritten" >> beam.ParDo(MarkProgress(root))
         previous | "SkippedProgress" >> beam.FlatMap(metadata_progress, first, SKIPPED) | "MarkSkipped" >> beam.ParDo(MarkProgress(root))
-        for name, errors in (("Input", input_errors), ("Decode", decoded.errors), ("Regroup", grouped.errors)):
+        for name, errors in (("Input", input_errors), ("Decode", separated[ERRORS])):
             errors | f"{name}FailedProgress" >> beam.Map(_failed_progress) | f"Mark{name}Failed" >> beam.ParDo(MarkProgress(root))
-        decoded.chunks | "DecodedProgress" >> beam.FlatMap(_decoded_progress, config.sample_rate) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
-    features.add_to_corpus_job(tracks, rows, options, staging)  # only with --features
+        separated[DECODED] | "DecodedProgress" >> beam.Map(_decoded_progress) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
+    wanted = options.view_as(FeatureOptions)
+    if wanted.features:
+        features.add_to_corpus_job(tracks, rows, options.output, wanted, in_process(options), staging)
     return rows
 
 
@@ -258,9 +257,9 @@ def _failed_progress(error) -> tuple:
     return track_id, FAILED, None, reason
 
 
-def _decoded_progress(chunk, sample_rate: int):
-    if chunk.index == 0:
-        yield chunk.track.track_id, DECODED, chunk.n_samples / sample_rate, ""
+def _decoded_progress(element) -> tuple:
+    track_id, seconds = element
+    return track_id, DECODED, seconds, ""
 
 
 def build(pipeline: beam.Pipeline, options: StembeamOptions, model: PreparedModel, run_id: str | None = None, staging: str | None = None) -> None:
@@ -321,7 +320,7 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
             result.wait_until_finish()
         else:
             try:
-                result, status = run_with_progress(pipeline, options, job.output, total, lengths, model.config.segment_samples / model.config.sample_rate)
+                result, status = run_with_progress(pipeline, options, job.output, total, lengths)
             finally:
                 drop_staging(staging)
         model.finish()

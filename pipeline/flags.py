@@ -47,7 +47,7 @@ def add_pipeline_args(parser) -> None:
     parser.add_argument("--no_skip_existing", dest="skip_existing", action="store_false", default=True, help="separate finished tracks again")
     parser.add_argument(
         "--inference_accelerator", default=None,
-        help="resource hint for the separation step (inference, Wiener filter, spooling), e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' "
+        help="resource hint for the separation step (decoding, inference, Wiener filter, writing the stems), e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' "
         "(launch/dataflow.py sets it)",
     )
 

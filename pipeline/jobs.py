@@ -109,24 +109,22 @@ def timing(started: float, audio_seconds: float) -> str:
     return f"{clock(wall)} wall{speed}"
 
 
-def run_with_progress(pipeline, options: PipelineOptions, output: str, total: int, lengths: dict, segment_seconds: float = 0.0):
+def run_with_progress(pipeline, options: PipelineOptions, output: str, total: int, lengths: dict):
     """Run ``pipeline`` and wait for it, showing the progress of its marks under ``output``
-    (transforms/progress.py; cleared first) and, with ``segment_seconds``, of the segments in
-    its spool: ``(result, last progress Status)``."""
+    (transforms/progress.py; cleared first): ``(result, last progress Status)``."""
     from pipeline.options import JobOptions
     from pipeline.progress import Monitor
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from transforms import spool, storage
+    from transforms import storage
     from transforms.progress import progress_root, read_tally
 
     root = progress_root(output)
     storage.delete([root])
-    spooled = storage.join(spool.work_root(output), "spool") if segment_seconds else None
     interval = options.view_as(JobOptions).progress_interval
     if options.view_as(GoogleCloudOptions).template_location:
         interval = 0  # the job is only described, not run
-    with Monitor(lambda: read_tally(root, spooled, segment_seconds), total, lengths, interval) as monitor:
+    with Monitor(lambda: read_tally(root), total, lengths, interval) as monitor:
         result = pipeline.run()
         result.wait_until_finish()
     storage.delete([root])

@@ -1,6 +1,6 @@
 """One job at a time per output: a lock file that names the job holding it.
 
-Two jobs writing one output would delete each other's spool and temporaries and interleave
+Two jobs writing one output would delete each other's work files and temporaries and interleave
 their markers, so a second job refuses to start while the first is alive. The lock
 ``{output}/.stembeam-job.json`` holds the job, its run id, host, pid, start time and a heartbeat
 renewed every HEARTBEAT seconds; it is taken exclusively, so two jobs starting at the same

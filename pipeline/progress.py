@@ -41,10 +41,8 @@ class Status:
         decoded = tally.decoded()
         waiting = {key: decoded.get(key, sec) for key, sec in lengths.items() if key not in finished_keys}
         waiting.update({key: sec for key, sec in decoded.items() if key not in finished_keys})
-        # segments inferred but not yet written count as done (see transforms/progress.py)
-        inflight = min(tally.inflight, sum(decoded.get(key, 0.0) for key in waiting))
-        self.audio_done = tally.seconds(DONE, SKIPPED) + inflight
-        self.separated = tally.seconds(DONE) + inflight
+        self.audio_done = tally.seconds(DONE, SKIPPED)
+        self.separated = tally.seconds(DONE)
         known = [sec for _, status, sec in tally.marks.values() if status in (DONE, SKIPPED, DECODED) and sec]
         mean = sum(known) / len(known) if known else None
         left = max(0, total - self.finished)
@@ -65,8 +63,8 @@ class Status:
             self.eta = None
 
     def fraction(self) -> float:
-        """How full the bar is: audio done of the total when known (a batch runner writes
-        every track at the end, so tracks alone would sit at 0 %), else tracks finished."""
+        """How full the bar is: audio done of the total when known (long and short tracks
+        weigh what they cost), else tracks finished."""
         if self.finished >= self.total:
             return 1.0
         if self.total_audio:

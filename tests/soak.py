@@ -126,7 +126,7 @@ def _bytes(path, data):
 def check(rows, output: str, folder: str, before: set) -> tuple[list, dict]:
     """Problems found, and ``{category: Counter(ok/error)}``."""
     from model.audio import TEMP_PREFIX, load_audio
-    from transforms import spool
+    from transforms import workspace
     from transforms.records import default_track_id
 
     problems = []
@@ -162,7 +162,7 @@ def check(rows, output: str, folder: str, before: set) -> tuple[list, dict]:
             if name.startswith(TEMP_PREFIX) or name == "_work":
                 problems.append(f"leftover temporary: {os.path.join(root, name)}")
     leftovers = set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*"))) - before
-    leftovers |= set(glob.glob(os.path.join(spool.local_work_dir(output), "*")))
+    leftovers |= set(glob.glob(os.path.join(workspace.local_work_dir(output), "*")))
     if leftovers:
         problems.append(f"decode temporaries left: {sorted(leftovers)[:3]}")
     after = set(os.listdir(os.path.dirname(os.path.abspath(output))))

@@ -65,7 +65,7 @@ def gcs(tmp_path_factory):
 def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     """Manifest, audio, model and outputs all in gs:// buckets of the emulator: the stems come
     back byte-identical to a local run's, the Parquet rows are right, the broken file is a row."""
-    from transforms.spool import local_work_dir
+    from transforms.workspace import local_work_dir
 
     client, env = gcs
     output = "gs://stembeam-out/run"
@@ -143,18 +143,29 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     proto = beam_runner_api_pb2.Pipeline.FromString(client.bucket(bucket).blob(folder.rsplit("/", 1)[0] + "/pipeline.pb").download_as_bytes())
     transforms = proto.components.transforms
     names = {t.unique_name for t in transforms.values()}
-    for step in ("ReadManifest", "DecodeAndChunk", "Separate/RunInference", "Regroup", "WriteStems", "WriteMetadata"):
+    chain = ("SeparateTracks/DecodeAndChunk", "SeparateTracks/Separate/KeyBySegment", "SeparateTracks/Separate/RunInference",
+             "SeparateTracks/Separate/Filter", "SeparateTracks/WriteStems")
+    for step in ("ReadManifest", *chain, "WriteMetadata"):
         assert step in names, step
 
     def hints(name):
         (transform,) = [t for t in transforms.values() if t.unique_name == name]
         return dict(proto.components.environments[transform.environment_id].resource_hints) if transform.environment_id else {}
 
-    # The whole separation step runs on the accelerator worker, fused: segments go in, only spool
-    # references come out; decoding and writing stay on CPU workers.
-    for step in ("Separate", "Separate/KeyBySegment", "Separate/RunInference", "Separate/Spool"):
-        assert hints(step)["beam:resources:accelerator:v1"] == gpu.encode(), step
-    for step in ("DecodeAndChunk", "Regroup", "WriteStems"):
+    # The whole per-track chain, decoding to the stems' markers, runs on the accelerator worker:
+    # no shuffle inside it, and only its small outputs (rows, error tuples, stored rows, track
+    # lengths) leave it; the manifest rows (Track references) come in.
+    inside = {tid: t for tid, t in transforms.items() if t.unique_name.startswith("SeparateTracks/")}
+    leaves = [t for t in inside.values() if not t.subtransforms]
+    assert leaves and all(hints(t.unique_name)["beam:resources:accelerator:v1"] == gpu.encode() for t in leaves)
+    shuffles = {"beam:transform:group_by_key:v1", "beam:transform:reshuffle:v1", "beam:transform:group_into_batches:v1"}
+    assert not [t.unique_name for t in leaves if t.spec.urn in shuffles]
+    produced = {pc for t in leaves for pc in t.outputs.values()}
+    (composite,) = [t for t in transforms.values() if t.unique_name == "SeparateTracks"]
+    crossing = {pc for t in transforms.values() if not t.subtransforms and not t.unique_name.startswith("SeparateTracks/")
+                for pc in t.inputs.values() if pc in produced}
+    assert crossing <= set(composite.outputs.values()) and set(composite.outputs) == {"rows", "errors", "done", "decoded"}
+    for step in [t.unique_name for t in transforms.values() if not t.subtransforms and t.unique_name.startswith(("ReadManifest/", "WriteMetadata/"))]:
         assert "beam:resources:accelerator:v1" not in hints(step), step
 
 
@@ -273,12 +284,12 @@ def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
 
 @pytest.mark.slow  # about 130 s: `make test-slow`
 def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
-    """SIGKILL one SDK worker process mid-job (segments already spooled). The runner fails the
+    """SIGKILL one SDK worker process mid-job (the track decoded). The runner fails the
     job with an error, or retries; either way, after at most one rerun the stems are byte-identical
     to an uninterrupted local run's and no partial file or spool is left."""
     client, _ = gcs
     endpoint, pool, env = worker_pool
-    song = tmp_path / "long.flac"  # 48 s: 5 segments, so the job is still running after the first is spooled
+    song = tmp_path / "long.flac"  # 48 s: 5 segments, so the job is still running once it is decoded
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-stream_loop", "-1", "-i", "file:" + os.path.join(CC0, "2.Lithium", "mixture.flac"),
                     "-t", "48", "-c:a", "flac", "file:" + str(song)], check=True)
     data = client.bucket("stembeam-data")
@@ -294,7 +305,7 @@ def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
     deadline = time.time() + 300
     while killed is None and job.poll() is None and time.time() < deadline:
         workers = subprocess.run(["pgrep", "-P", str(pool.pid)], capture_output=True, text=True).stdout.split()
-        if workers and _blobs(client, "stembeam-out", "killed/_work/spool/"):
+        if workers and _blobs(client, "stembeam-out", "killed/_work/progress/"):
             killed = int(workers[0])
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.1)

@@ -95,16 +95,16 @@ def test_mwf_pipeline_runs_give_identical_stems(tmp_path, monkeypatch):
     """The same ``--mwf --mwf_block_frames 256`` job (20 s of two real songs) into three fresh
     outputs gives the same float32 signals for every segment and byte-identical stems."""
     from pipeline.corpus import run
-    from transforms import spool
+    from transforms import write
 
-    segments = {}  # (run, segment file) -> sha1 of the segment's float32 signals
-    write_spool = spool.write_spool
+    segments = {}  # (run, track, segment) -> sha1 of the segment's float32 signals
+    add = write._TrackInFlight.add
 
-    def recording_write_spool(uri, signals):
-        segments[attempt, "/".join(uri.split("/")[-2:])] = hashlib.sha1(np.ascontiguousarray(signals, np.float32).tobytes()).hexdigest()
-        write_spool(uri, signals)
+    def recording_add(flight, signals, precision):
+        segments[attempt, flight.track.track_id, flight.next] = hashlib.sha1(np.ascontiguousarray(signals, np.float32).tobytes()).hexdigest()
+        add(flight, signals, precision)
 
-    monkeypatch.setattr(spool, "write_spool", recording_write_spool)
+    monkeypatch.setattr(write._TrackInFlight, "add", recording_add)
     manifest = tmp_path / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -123,9 +123,9 @@ def test_mwf_pipeline_runs_give_identical_stems(tmp_path, monkeypatch):
                     files[song, stem] = handle.read()
             assert np.abs(read_wav(os.path.join(folder, "vocals.wav"))).max() > 0.01
         stems.append(files)
-    names = sorted({name for _, name in segments})
+    names = sorted({(track, index) for _, track, index in segments})
     assert len(names) == 4 and len(segments) == 12, sorted(segments)  # 2 segments per track
-    differing = [(attempt, name) for attempt in (1, 2) for name in names if segments[attempt, name] != segments[0, name]]
+    differing = [(attempt, name) for attempt in (1, 2) for name in names if segments[(attempt, *name)] != segments[(0, *name)]]
     assert not differing, f"(run, segment) with other float32 signals than run 0: {differing}"
     for attempt in (1, 2):
         for key in stems[0]:

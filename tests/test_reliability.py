@@ -113,16 +113,17 @@ def _markers(output):
 
 
 def test_killed_job_resumes_to_byte_identical_stems(tmp_path):
-    """SIGKILL mid-inference, then again once tracks are being written; the third run finishes
-    and every stem equals an uninterrupted run's, byte for byte; no temporaries remain."""
+    """SIGKILL while the first tracks are decoded, then again once tracks are being written; the
+    third run finishes and every stem equals an uninterrupted run's, byte for byte; no
+    temporaries remain."""
     rows = [(os.path.join(CC0, song, "mixture.flac"), f"{song}-{copy}") for copy in range(3) for song in CC0_SONGS]
     manifest = _manifest(tmp_path / "manifest.csv", rows)
     reference = str(tmp_path / "reference")
     subprocess.run(_job(manifest, reference), cwd=REPO, check=True, capture_output=True)
     output = str(tmp_path / "out")
-    spool = os.path.join(output, "_work", "spool")
+    decoding = os.path.join(output, "_work", "local")
     killed_at = []
-    for moment, ready in (("mid-inference", lambda: os.path.isdir(spool) and len(os.listdir(spool)) >= 3), ("mid-writing", lambda: len(_markers(output)) >= 1)):
+    for moment, ready in (("decoding", lambda: os.path.isdir(decoding) and len(os.listdir(decoding)) >= 1), ("mid-writing", lambda: len(_markers(output)) >= 1)):
         process = subprocess.Popen(_job(manifest, output), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reached = _wait_for(ready, process)
         process.send_signal(signal.SIGKILL)

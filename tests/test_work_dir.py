@@ -1,4 +1,4 @@
-"""The local work folder of a gs:// output (transforms/spool.py local_work_dir): its name is
+"""The local work folder of a gs:// output (transforms/workspace.py local_work_dir): its name is
 predictable in the shared temporary space, so it is private like the model cache: this user's,
 0700; another user's folder (or a symbolic link) is refused, a looser mode made 0700."""
 import os
@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from transforms.spool import local_work_dir
+from transforms.workspace import local_work_dir
 
 OUTPUT = "gs://stembeam-out/run"
 

@@ -7,64 +7,85 @@ import numpy as np
 import pytest
 
 from model.config import SPLEETER_2STEMS, ModelConfig
-from transforms import spool
 from transforms.records import Chunk, Track
 from transforms.resume import job_key
 from transforms.write import WriteStems
 
 KEY = job_key("spleeter:2stems", "f" * 64, "wav", "128k", "soft")
+SEGMENT = SPLEETER_2STEMS.segment_samples
 
 
-def _spooled_track(output, track_id="t", samples=44100):
-    """A one-segment track whose separated signals sit in the spool: ``(Track, [Chunk])``."""
-    track = Track(track_id, "/music/t.wav", source_identity=(10, 1.0))
-    uri = spool.spool_uri(output, track, 0)
-    signals = np.random.default_rng(0).uniform(-0.5, 0.5, (SPLEETER_2STEMS.segment_samples, 2, 2)).astype(np.float32)
-    spool.write_spool(uri, signals)
-    return track, [Chunk(track, 0, 1, samples, None, uri)]
+def _segments(track_id="t", count=1, samples=44100, value=None):
+    """The ``(Chunk reference, [L, 2, 2] signals)`` elements of a ``count``-segment track, in order."""
+    track = Track(track_id, f"/music/{track_id}.wav", source_identity=(10, 1.0))
+    rng = np.random.default_rng(len(track_id))
+    for index in range(count):
+        signals = rng.uniform(-0.5, 0.5, (SEGMENT, 2, 2)).astype(np.float32) if value is None else np.full((SEGMENT, 2, 2), value, np.float32)
+        yield Chunk(track, index, count, samples), signals
 
 
 def _writer(output, run_id="run1"):
-    return WriteStems(SPLEETER_2STEMS, output, KEY, "128k", "test", run_id)
+    writer = WriteStems(SPLEETER_2STEMS, output, KEY, "128k", "test", run_id)
+    writer.start_bundle()
+    return writer
 
 
-def test_a_retried_bundle_finds_its_track_done(tmp_path):
-    """The spool is removed only after the marker: a retry of a finished track (its spool gone)
-    yields the same rows from this run's marker instead of an error row."""
+def _bundle(writer, elements) -> list:
+    """Rows of one bundle: process every element, then finish_bundle (its rows unwrapped)."""
+    rows = [row for element in elements for row in writer.process(element)]
+    return rows + [value.value for value in writer.finish_bundle() or ()]
+
+
+def test_a_track_is_written_when_its_last_segment_arrives(tmp_path):
+    """Segments of two tracks interleaved as batches leave them (the end of one, the start of the
+    next): each track's stems and marker appear when its own last segment is in."""
     output = str(tmp_path)
-    element = _spooled_track(output)
-    first = list(_writer(output).process(element))
-    assert [r["status"] for r in first] == ["ok", "ok"]
-    assert not os.path.exists(element[1][0].spool)
-    again = list(_writer(output).process(element))
-    assert [(r["stem"], r["status"], r["rms"]) for r in again] == [(r["stem"], r["status"], r["rms"]) for r in first]
+    writer = _writer(output)
+    a, b = list(_segments("a", 3, 2 * SEGMENT)), list(_segments("b", 2, SEGMENT + 5))
+    assert list(writer.process(a[0])) == [] and list(writer.process(a[1])) == []
+    assert list(writer.process(b[0])) == []
+    assert not os.path.exists(os.path.join(output, "stems", "a", ".stembeam.json"))
+    rows = list(writer.process(a[2]))
+    assert [(r["track_id"], r["status"]) for r in rows] == [("a", "ok"), ("a", "ok")]
+    assert os.path.exists(os.path.join(output, "stems", "a", ".stembeam.json"))
+    assert not os.path.exists(os.path.join(output, "stems", "b", ".stembeam.json"))
+    rows = list(writer.process(b[1])) + [v.value for v in writer.finish_bundle() or ()]
+    assert [(r["track_id"], r["duration_s"]) for r in rows] == [("b", (SEGMENT + 5) / 44100)] * 2
 
 
-def test_another_runs_marker_does_not_make_a_retry(tmp_path):
-    """--no_skip_existing: a marker from an earlier run with the same key is rewritten, not trusted."""
+def test_a_track_split_across_bundles_is_an_error_row_never_a_partial_track(tmp_path):
+    """Segments 0..1 of 3 in one bundle and 2 in the next (a runner splitting a bundle inside a
+    track): two error rows naming the track, no stem, no marker, no temporary file."""
     output = str(tmp_path)
-    list(_writer(output, "run1").process(_spooled_track(output)))
-    marker = os.path.join(output, "stems", "t", ".stembeam.json")
-    list(_writer(output, "run2").process(_spooled_track(output)))
-    assert json.load(open(marker))["run_id"] == "run2"
+    segments = list(_segments("split", 3, 2 * SEGMENT))
+    first = _bundle(_writer(output), segments[:2])
+    second = _bundle(_writer(output), segments[2:])
+    assert [(r["track_id"], r["status"]) for r in first + second] == [("split", "error"), ("split", "error")]
+    assert "only segments 0..1 of 3 arrived in this bundle" in first[0]["error"] and "/music/split.wav" in first[0]["error"]
+    assert "segment 2 of 3 arrived" in second[0]["error"]
+    assert os.listdir(os.path.join(output, "stems", "split")) == []
+    # Out of order within a bundle: the same.
+    swapped = list(_segments("swapped", 3, 2 * SEGMENT))
+    rows = _bundle(_writer(output), [swapped[0], swapped[2], swapped[1]])
+    assert [(r["track_id"], r["status"]) for r in rows] == [("swapped", "error")]
+    assert os.listdir(os.path.join(output, "stems", "swapped")) == []
 
 
 def test_disk_and_network_errors_raise_for_a_retry_and_data_errors_are_rows(tmp_path, monkeypatch):
     output = str(tmp_path)
-    element = _spooled_track(output)
 
     def broken_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("transforms.storage.write_bytes_atomic", broken_disk)
     with pytest.raises(OSError, match="No space left"):
-        list(_writer(output).process(element))
-    assert os.path.exists(element[1][0].spool)  # kept for the retry
+        _bundle(_writer(output), _segments())
+    # No marker vouches for the stems, so the retry (or the next run) writes the track again.
+    assert [n for n in os.listdir(os.path.join(output, "stems", "t")) if n.startswith(".tmp-") or n == ".stembeam.json"] == []
     monkeypatch.undo()
-    nan = np.full((SPLEETER_2STEMS.segment_samples, 2, 2), np.nan, np.float32)
-    spool.write_spool(element[1][0].spool, nan)
-    (row,) = list(_writer(output).process(element))
-    assert row["status"] == "error" and "NaN or Inf" in row["error"] and "/music/t.wav" in row["error"]
+    (row,) = _bundle(_writer(output), _segments("u", value=np.nan))
+    assert row["status"] == "error" and "NaN or Inf" in row["error"] and "/music/u.wav" in row["error"]
+    assert os.listdir(os.path.join(output, "stems", "u")) == []
 
 
 @pytest.mark.parametrize("instruments", [("../../x", "other"), ("/etc/passwd", "b"), (".hidden", "b"), ("-rf", "b"), ("a", "a")])

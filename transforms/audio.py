@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 from model.audio import AudioDecodeError, decode_to_file, read_raw
 from model.config import ModelConfig
 from model.separation import pad_segment, segment_count, segment_start
-from transforms import spool, storage
+from transforms import storage, workspace
 from transforms.records import Chunk, Track
 from transforms.timing import timer
 from transforms.resume import changed_fields, key_run_here, source_identity, track_key
@@ -24,6 +24,7 @@ LOGGER = logging.getLogger("stembeam.pipeline")
 
 ERRORS = "errors"
 DONE = "done"
+DECODED = "decoded"
 MARKER = ".stembeam.json"
 
 
@@ -67,28 +68,32 @@ def missing_stems(stored: dict, folder: str) -> list:
 
 
 class DecodeAndChunk(beam.DoFn):
-    """Track -> Chunk per segment; tagged ``errors`` ``(track_id, uri, reason)``; tagged
+    """Track -> Chunk per segment, all from one call (so a track's segments stay in one bundle,
+    in order: transforms/write.py WriteStems); tagged ``errors`` ``(track_id, uri, reason)``;
+    tagged ``decoded``: ``(track_id, seconds)`` once the track's length is known; tagged
     ``done``: stored metadata rows of tracks a previous run finished with the same resume key
-    (transforms.resume: model and weights, output options, filter, span and source file)."""
+    (transforms.resume: model and weights, output options, filter, span and source file), or
+    that this run (``run_id``) already wrote, when a bundle is retried."""
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True):
+    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True, run_id: str | None = None):
         self._config = config
         self._output = output
         self._key = key
         self._skip_existing = skip_existing
+        self._run_id = run_id
         self._skipped = Metrics.counter("stembeam", "tracks_skipped")
         self._decode_ms = Metrics.distribution("stembeam", "decode_ms")
 
     def _decode_dir(self):
         """Local work space that the next run on the output sweeps (a killed job leaves
         nothing behind), also for remote outputs."""
-        return spool.local_work_dir(self._output, create=True)
+        return workspace.local_work_dir(self._output, create=True)
 
     def _finished_rows(self, track: Track):
-        if not self._skip_existing:
-            return None
         stored = read_marker(marker_uri(self._output, track))
         if stored is None:
+            return None
+        if not self._skip_existing and not (self._run_id and stored.get("run_id") == self._run_id):
             return None
         if stored.get("track_id") != track.track_id:
             # The folder once held another id's track (ids that changed between runs).
@@ -130,6 +135,7 @@ class DecodeAndChunk(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {type(error).__name__}: {error}"))
                 return
             count = segment_count(n_samples, self._config)
+            yield beam.pvalue.TaggedOutput(DECODED, (track.track_id, n_samples / self._config.sample_rate))
             for index in range(count):
                 start = time.perf_counter()
                 span = pad_segment(read_raw(raw, segment_start(index, self._config), self._config.segment_samples), self._config)

@@ -1,4 +1,4 @@
-"""SeparateChunks: segment samples -> RunInference (Spleeter's graph per segment) -> spooled source signals."""
+"""SeparateChunks: segment samples -> RunInference (Spleeter's graph per batch of segments) -> source signals."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -13,7 +13,7 @@ from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHand
 
 from model.config import ModelConfig
 from model.separation import segment_frames, wiener_segment
-from transforms import spool, storage
+from transforms import storage
 from transforms.records import Chunk
 from transforms.timing import timer
 
@@ -83,6 +83,16 @@ class KerasFileModelHandler(TFModelHandlerNumpy):
             return keras.models.load_model(path, **self._load_model_args)
 
 
+class SegmentModelHandler(KeyedModelHandler):
+    """KeyedModelHandler over ``(Chunk reference, samples)`` that counts the batches whose
+    segments come from more than one track (``stembeam:batches_across_tracks``)."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        if len({chunk.track.track_id for chunk, _ in batch}) > 1:
+            Metrics.counter("stembeam", "batches_across_tracks").inc()
+        return super().run_inference(batch, model, inference_args)
+
+
 def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: bool = False, precision: str = "float32") -> KeyedModelHandler:
     """Keyed TF handler for the U-nets' ``model.keras``, fed segment samples; one batch may
     mix segments of different tracks; ``precision`` of the U-nets (model.precision).
@@ -91,7 +101,7 @@ def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: boo
     adaptive batching picked sizes from 1 to ``batch_size`` by timing, so peak memory (one
     batch's activations) changed from run to run. Stems do not depend on the batch size.
     """
-    return KeyedModelHandler(
+    return SegmentModelHandler(
         KerasFileModelHandler(
             keras_uri,
             model_type=ModelType.SAVED_MODEL,
@@ -108,18 +118,17 @@ class _KeyBySegment(beam.DoFn):
         yield chunk.reference(), chunk.span
 
 
-class _SpoolSegments(beam.DoFn):
-    """(Chunk, prediction) -> ``(track_id, Chunk with its spool uri)``; the Wiener filter
-    (blocks of ``mwf_block_frames`` within the segment) runs here."""
+class FilterSegments(beam.DoFn):
+    """``(Chunk reference, prediction)`` -> ``(Chunk reference with the precision that ran,
+    source signals [L, 2, S] float32)``; the Wiener filter (blocks of ``mwf_block_frames``
+    within the segment) runs here, the soft masks ran in the inference."""
 
-    def __init__(self, config: ModelConfig, output: str, mwf: bool, mwf_block_frames: int):
+    def __init__(self, config: ModelConfig, mwf: bool, mwf_block_frames: int):
         self._config = config
-        self._output = output
         self._mwf = mwf
         self._block = mwf_block_frames
         self._chunks = Metrics.counter("stembeam", "chunks_inferred")
         self._wiener_ms = Metrics.distribution("stembeam", "wiener_ms")
-        self._spool_ms = Metrics.distribution("stembeam", "spool_write_ms")
 
     def process(self, element):
         chunk, result = element
@@ -131,23 +140,20 @@ class _SpoolSegments(beam.DoFn):
                 signals = wiener_segment(spec, sources, self._config, frames, self._block)
         else:
             signals = inference
-        uri = spool.spool_uri(self._output, chunk.track, chunk.index)
-        with timer(self._spool_ms):
-            spool.write_spool(uri, signals)
         self._chunks.inc()
-        yield chunk.track.track_id, chunk.reference(uri, precision)
+        yield chunk.reference(precision=precision), signals
 
 
 class SeparateChunks(beam.PTransform):
-    """Chunk (with samples) -> ``(track_id, Chunk with the spool uri of its [L, 2, S] signals)``."""
+    """Chunk (with samples) -> ``(Chunk reference, its [L, 2, S] source signals)``, in the order
+    the chunks came, batched across tracks by RunInference."""
 
-    def __init__(self, config: ModelConfig, keras_uri: str, output: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
+    def __init__(self, config: ModelConfig, keras_uri: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
                  precision: str = "float32"):
         super().__init__()
         self._precision = precision
         self._config = config
         self._keras_uri = keras_uri
-        self._output = output
         self._batch_size = batch_size
         self._mwf = mwf
         self._block = mwf_block_frames
@@ -157,16 +163,5 @@ class SeparateChunks(beam.PTransform):
             chunks
             | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
             | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf, self._precision))
-            | "Spool" >> beam.ParDo(_SpoolSegments(self._config, self._output, self._mwf, self._block))
+            | "Filter" >> beam.ParDo(FilterSegments(self._config, self._mwf, self._block))
         )
-
-
-def separate_chunks(config: ModelConfig, keras_uri: str, output: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
-                    accelerator: str | None = None, precision: str = "float32") -> beam.PTransform:
-    """SeparateChunks, with the ``accelerator`` resource hint (if any) on the whole step: keying,
-    inference, the Wiener filter and spooling then run in one environment, fused, on the
-    accelerator worker, and only spool references leave it (runners do not fuse across
-    environments, so a hint on RunInference alone would ship every segment's samples in and its
-    signals out)."""
-    step = SeparateChunks(config, keras_uri, output, batch_size, mwf, mwf_block_frames, precision)
-    return step.with_resource_hints(accelerator=accelerator) if accelerator else step

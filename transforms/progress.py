@@ -8,9 +8,8 @@ A mark's name says everything (listing the folder is the only read):
 ``decoded`` (the track's length is known; not finished). A retried bundle rewrites the same
 name, so nothing is counted twice.
 
-Batch runners finish a stage before the next starts (the DirectRunner's and Dataflow's
-shuffles): every track is inferred before the first is written. So the audio done also counts
-the segments inferred so far, which the job parks in its spool until the track is written.
+Each track is decoded, separated and written within one stage (pipeline/corpus.py), so ``done``
+marks come as tracks finish, all through the run.
 """
 from __future__ import annotations
 
@@ -43,11 +42,9 @@ def mark_name(track_id: str, status: str, seconds: Optional[float], reason: str 
 
 @dataclasses.dataclass
 class Tally:
-    """What the marks say: ``{mark: (track key, status, seconds or None)}``, and the seconds of
-    audio inferred but not yet written (``inflight``)."""
+    """What the marks say: ``{mark: (track key, status, seconds or None)}``."""
 
     marks: dict = dataclasses.field(default_factory=dict)
-    inflight: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(1 for _, s, _ in self.marks.values() if s == status)
@@ -63,12 +60,9 @@ class Tally:
         return {key: sec for key, status, sec in self.marks.values() if status == DECODED and sec is not None}
 
 
-def read_tally(root: str, spool_folder: Optional[str] = None, segment_seconds: float = 0.0) -> Tally:
-    """The marks under ``root`` (one listing), and ``segment_seconds`` per spooled segment
-    ``{spool_folder}/<track>/<index>.npy`` (a second listing); both folders taken literally."""
+def read_tally(root: str) -> Tally:
+    """The marks under ``root`` (one listing; the folder taken literally)."""
     tally = Tally()
-    if spool_folder:
-        tally.inflight = len(storage.list_matching(spool_folder, "*", "*.npy")) * segment_seconds
     for path in storage.list_matching(root, "*"):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         parts = name.split(".")

@@ -71,8 +71,8 @@ class Track:
 class Chunk:
     """Segment ``index`` of ``count`` of a track of ``n_samples``.
 
-    It carries its samples ``span [segment_samples, 2]`` into inference, and after
-    inference (span dropped) the ``spool`` uri of its separated signals.
+    It carries its samples ``span [segment_samples, 2]`` into inference; after inference
+    (span dropped) it names the U-nets' arithmetic that separated it.
     """
 
     track: Track
@@ -80,13 +80,12 @@ class Chunk:
     count: int
     n_samples: int
     span: Optional[np.ndarray] = None
-    spool: Optional[str] = None
     # The U-nets' arithmetic that separated it (model.precision.effective_precision), set by inference.
     precision: Optional[str] = None
 
-    def reference(self, spool: Optional[str] = None, precision: Optional[str] = None) -> "Chunk":
+    def reference(self, precision: Optional[str] = None) -> "Chunk":
         """This chunk without its samples (what travels once the samples are used)."""
-        return Chunk(self.track, self.index, self.count, self.n_samples, None, spool, precision or self.precision)
+        return Chunk(self.track, self.index, self.count, self.n_samples, None, precision or self.precision)
 
 
 def default_track_id(uri: str) -> str:

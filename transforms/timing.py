@@ -12,8 +12,6 @@ STAGES = {
     "unets_ms": "U-nets (TF)",
     "masks_istft_ms": "ratio masks, inverse STFT and the segment's own overlap-add (TF)",
     "wiener_ms": "multichannel Wiener filter (--mwf)",
-    "spool_write_ms": "parking each segment's signals in the spool",
-    "spool_read_ms": "reading them back, in order, for writing",
     "overlap_add_ms": "overlap-adding consecutive segments (numpy)",
     "encode_ms": "encoding and writing the stems, the marker",
 }

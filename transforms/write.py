@@ -1,22 +1,25 @@
 """WriteStems (audio files + a per-track marker) and WriteMetadata (Parquet)."""
 from __future__ import annotations
 
-import contextlib
 import datetime
-import itertools
 import json
 import os
+import shutil
 import tempfile
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from model.audio import CODECS, AudioEncodeError, AudioWriter
 from model.config import ModelConfig
 from model.separation import OverlapAdd
-from transforms import spool, storage
+from transforms import storage, workspace
 from transforms.audio import marker_uri, read_marker, track_folder
-from transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
+from transforms.records import METADATA_SCHEMA, Chunk, Track, error_row, metadata_row
 from transforms.resume import track_key, with_precision
 from transforms.staged import WriteStaged
 from transforms.timing import timer
@@ -34,18 +37,95 @@ def rows_from_json(rows) -> list:
     return [{"precision": "float32", **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
 
 
+class _TrackInFlight:
+    """One track being written: an AudioWriter per stem, fed its segments in order.
+
+    ``add(signals)`` overlap-adds the next segment's ``[L, 2, S]`` signals and encodes the
+    stretch that no later segment touches (memory: one segment's overlap); ``close()`` encodes
+    the rest, cropped to the track's length, and renames every stem into place."""
+
+    def __init__(self, track: Track, count: int, n_samples: int, config: ModelConfig, uris: dict, staging: str | None, codec: str,
+                 bitrate: str, timers: tuple):
+        self.track, self.count, self.next = track, count, 0
+        self.uris = uris
+        self.precisions = set()
+        self._remaining = n_samples
+        self._adder = OverlapAdd(config)
+        self._add_ms, self._encode_ms = timers
+        self._staging = staging
+        self.writers = {}
+        try:
+            if staging is not None:
+                os.makedirs(staging, mode=0o700, exist_ok=True)
+            for stem, uri in uris.items():
+                local = uri if staging is None else os.path.join(staging, os.path.basename(uri))
+                self.writers[stem] = AudioWriter(local, config.sample_rate, config.n_channels, codec, bitrate)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _encode(self, piece: np.ndarray) -> None:
+        piece = piece[: self._remaining]
+        self._remaining -= piece.shape[0]
+        with timer(self._encode_ms):
+            for k, writer in enumerate(self.writers.values()):
+                writer.write(piece[..., k])
+
+    def add(self, signals: np.ndarray, precision: str | None) -> None:
+        with timer(self._add_ms):
+            piece = self._adder.add(signals)
+        self._encode(piece)
+        self.precisions.add(precision or "float32")
+        self.next += 1
+
+    @property
+    def complete(self) -> bool:
+        return self.next == self.count
+
+    def finish_signals(self) -> None:
+        self._encode(self._adder.finish())
+
+    def close(self) -> dict:
+        """Rename every stem into place (remote: upload the staged file); ``{file name: bytes}``."""
+        with timer(self._encode_ms):
+            for writer in self.writers.values():
+                writer.close()
+            sizes = {}
+            for stem, uri in self.uris.items():
+                if not storage.is_local(uri):
+                    storage.put_file(self.writers[stem].path, uri)
+                sizes[os.path.basename(uri)] = os.path.getsize(self.writers[stem].path)
+        self._drop_staging()
+        return sizes
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+        self._drop_staging()
+
+    def _drop_staging(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+
 class WriteStems(beam.DoFn):
-    """``(Track, its spooled Chunks in order)`` -> metadata rows, one per stem.
+    """``(Chunk reference, its [L, 2, S] source signals)``, segments of each track in order ->
+    metadata rows, one per stem (or an error row per track).
 
-    The segments are overlap-added as they stream from the spool into one AudioWriter per
-    stem (memory: one segment), cropped to the track's length. An earlier marker is removed
-    before the first stem is replaced, each stem appears under its name only when complete,
-    and the track's marker (its resume key and rows) is written last: a marker always means
-    every stem of its key is in place. The spool is removed only after the marker, so a retried
-    bundle finds either its spool or this run's marker (and then yields the stored rows).
+    All segments of a track come from one DecodeAndChunk call, so they are in one bundle, in
+    order (RunInference's batches keep their order; one batch may end one track and start the
+    next). Each track's segments are overlap-added as they arrive into one AudioWriter per stem
+    (memory: one segment per track in flight; at most a batch's worth of tracks are), cropped to
+    the track's length. When its last segment is in, an earlier marker is removed, the stems are
+    renamed into place, and the track's marker (its resume key, rows and stem sizes) is written
+    last: a marker always means every stem of its key is in place, and it is written while the
+    job goes on with other tracks. A track whose segments come out of order, or that is still
+    incomplete when the bundle ends (split across bundles), is an error row naming it: its
+    partial files are removed, never renamed.
 
-    Only errors of the track's data (non-finite samples, the encoder refusing it) become
-    error rows; disk and network failures raise, so the runner retries the bundle.
+    Only errors of the track's data (non-finite samples, the encoder refusing it) become error
+    rows; disk and network failures raise, so the runner retries the bundle (a retried bundle
+    skips the tracks this run finished: DecodeAndChunk finds their markers).
     """
 
     def __init__(self, config: ModelConfig, output: str, key: dict, bitrate: str, version: str, run_id: str | None = None):
@@ -60,95 +140,102 @@ class WriteStems(beam.DoFn):
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
         self._seconds = Metrics.counter("stembeam", "audio_seconds_separated")
-        self._read_ms = Metrics.distribution("stembeam", "spool_read_ms")
-        self._add_ms = Metrics.distribution("stembeam", "overlap_add_ms")
-        self._encode_ms = Metrics.distribution("stembeam", "encode_ms")
+        self._timers = (Metrics.distribution("stembeam", "overlap_add_ms"), Metrics.distribution("stembeam", "encode_ms"))
+        self._open = {}
+        self._broken = set()
 
-    def _stream(self, chunks, writers) -> None:
-        adder = OverlapAdd(self._config)
-        remaining = chunks[0].n_samples
-        for chunk in itertools.chain(chunks, [None]):
-            if chunk is None:
-                piece = adder.finish()
-            else:
-                with timer(self._read_ms):
-                    signals = spool.read_spool(chunk.spool)
-                with timer(self._add_ms):
-                    piece = adder.add(signals)
-            piece = piece[:remaining]
-            remaining -= piece.shape[0]
-            with timer(self._encode_ms):
-                for k, writer in enumerate(writers.values()):
-                    writer.write(piece[..., k])
+    def start_bundle(self):
+        self._open, self._broken = {}, set()
 
-    def _write(self, track: Track, chunks, key: dict, marker: str, precision: str) -> list:
+    def _start(self, chunk: Chunk) -> _TrackInFlight:
+        track = chunk.track
         folder = track_folder(self._output, track)
-        sample_rate = self._config.sample_rate
         uris = {stem: storage.join(folder, f"{stem}.{CODECS[self._codec][0]}") for stem in self._config.instruments}
-        writers = {}
-        with contextlib.ExitStack() as stack:
-            if storage.is_local(folder):
-                staging = folder
-            else:
-                staging = stack.enter_context(tempfile.TemporaryDirectory(prefix="stems-", dir=spool.local_work_dir(self._output, create=True)))
-            for stem, uri in uris.items():
-                local = uri if storage.is_local(uri) else os.path.join(staging, os.path.basename(uri))
-                writers[stem] = AudioWriter(local, sample_rate, self._config.n_channels, self._codec, self._bitrate)
-            try:
-                self._stream(chunks, writers)
-            except BaseException:
-                for writer in writers.values():
-                    writer.abort()
-                raise
+        staging = None
+        if not storage.is_local(folder):
+            staging = tempfile.mkdtemp(prefix="stems-", dir=workspace.local_work_dir(self._output, create=True))
+        return _TrackInFlight(track, chunk.count, chunk.n_samples, self._config, uris, staging, self._codec, self._bitrate, self._timers)
+
+    def _error(self, track: Track, reason: str, precision: str | None = None) -> dict:
+        self._failed.inc()
+        return error_row(track.track_id, track.source_uri, f"{track.source_uri}: {reason}", self._model_name, self._codec, self._version,
+                         precision or self._key.get("precision", "float32"))
+
+    def _fail(self, track_id: str, reason: str):
+        flight = self._open.pop(track_id, None)
+        if flight is not None:
+            flight.abort()
+        self._broken.add(track_id)
+        return flight
+
+    def process(self, element):
+        chunk, signals = element
+        track: Track = chunk.track
+        track_id = track.track_id
+        if track_id in self._broken:
+            return
+        flight = self._open.get(track_id)
+        if flight is None and chunk.index == 0:
+            flight = self._open[track_id] = self._start(chunk)
+        if flight is None or chunk.index != flight.next:
+            arrived = "none" if flight is None else f"0..{flight.next - 1}"
+            self._fail(track_id, "out of order")
+            yield self._error(track, f"segment {chunk.index} of {chunk.count} arrived after segments {arrived}; the track was not written")
+            return
+        try:
+            flight.add(signals, chunk.precision)
+            if not flight.complete:
+                return
+            flight.finish_signals()
+        except (AudioEncodeError, ValueError) as error:
+            self._fail(track_id, str(error))
+            yield self._error(track, f"writing stems failed: {error}", "+".join(sorted(flight.precisions)) or None)
+            return
+        except BaseException:
+            self._fail(track_id, "raised")
+            raise
+        del self._open[track_id]
+        yield from self._finish(flight)
+
+    def _finish(self, flight: _TrackInFlight):
+        track = flight.track
+        # What the U-nets ran as, as the inference reported it (segments retried on another kind
+        # of worker could differ: then all of them are named).
+        precision = "+".join(sorted(flight.precisions))
+        key = track_key(with_precision(self._key, precision), track, track.source_identity)
+        marker = marker_uri(self._output, track)
+        try:
             # From here on stems are replaced: the old marker must not vouch for a mix of old and new.
             storage.delete([marker])
-            with timer(self._encode_ms):
-                for writer in writers.values():
-                    writer.close()
-                for stem, uri in uris.items():
-                    if not storage.is_local(uri):
-                        storage.put_file(writers[stem].path, uri)
-            # The stems' sizes let a rerun see a stem deleted or truncated since (transforms/audio.py).
-            sizes = {os.path.basename(uri): os.path.getsize(writers[stem].path) for stem, uri in uris.items()}
+            sizes = flight.close()
+        except BaseException:
+            flight.abort()
+            raise
+        sample_rate = self._config.sample_rate
         rows = [
             metadata_row(
                 track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
-                self._config.n_channels, writers[stem].frames / sample_rate, writers[stem].rms, writers[stem].peak,
+                self._config.n_channels, flight.writers[stem].frames / sample_rate, flight.writers[stem].rms, flight.writers[stem].peak,
                 "ok", None, self._version, precision,
             )
-            for stem, uri in uris.items()
+            for stem, uri in flight.uris.items()
         ]
         record = {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows), "stem_bytes": sizes}
         storage.write_bytes_atomic(marker, json.dumps(record, ensure_ascii=False).encode("utf-8"))
-        return rows
-
-    def process(self, element):
-        track, chunks = element
-        track: Track
-        # What the U-nets ran as, as the inference reported it (segments retried on another kind
-        # of worker could differ: then all of them are named).
-        precision = "+".join(sorted({chunk.precision or "float32" for chunk in chunks}))
-        key = track_key(with_precision(self._key, precision), track, track.source_identity)
-        marker = marker_uri(self._output, track)
-        stored = read_marker(marker) if self._run_id else None
-        if (stored is not None and stored.get("run_id") == self._run_id and stored.get("key") == key
-                and stored.get("track_id") == track.track_id):
-            # A retried bundle: this run already wrote the track.
-            spool.delete_quietly([chunk.spool for chunk in chunks])
-            yield from rows_from_json(stored["rows"])
-            return
-        try:
-            rows = self._write(track, chunks, key, marker, precision)
-        except (AudioEncodeError, ValueError) as error:
-            self._failed.inc()
-            spool.delete_quietly([chunk.spool for chunk in chunks])
-            yield error_row(track.track_id, track.source_uri, f"{track.source_uri}: writing stems failed: {error}", self._model_name, self._codec,
-                            self._version, precision)
-            return
-        spool.delete_quietly([chunk.spool for chunk in chunks])
         self._ok.inc()
-        self._seconds.inc(int(round(chunks[0].n_samples / self._config.sample_rate)))
+        self._seconds.inc(int(round(flight.writers[self._config.instruments[0]].frames / sample_rate)))
         yield from rows
+
+    def finish_bundle(self):
+        # A track still open here had segments left for another bundle: never a partial track.
+        for track_id in list(self._open):
+            flight = self._fail(track_id, "split")
+            row = self._error(flight.track, f"only segments 0..{flight.next - 1} of {flight.count} arrived in this bundle; the track was not written")
+            yield WindowedValue(row, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def teardown(self):
+        for track_id in list(self._open):
+            self._fail(track_id, "teardown")
 
 
 class ToErrorRows(beam.DoFn):

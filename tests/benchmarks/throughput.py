@@ -6,7 +6,7 @@ the other, over the same files (copies of the three 30 s cc0 mixtures; 7 copies:
   - `stembeam pipeline` (DirectRunner) in float32 and with --precision bfloat16,
 and prints seconds of audio per wall-clock second, each job's ratio to the official one, and
 where each job's wall time went (start-up phases; decode, model, inverse STFT and overlap-add,
-encode/write, spool, summed from the job's Beam metrics (transforms/timing.py); what is left is
+encode/write, summed from the job's Beam metrics (transforms/timing.py); what is left is
 the runner's own cost). Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
 --help` take (a fresh process each); after, the same job with ``--features`` and with
 ``--features --vocal_pitch``, and what the features add to the job's wall time (target:
@@ -48,7 +48,6 @@ BREAKDOWN = (
     ("model: STFT + U-nets", ("stft_ms", "unets_ms")),
     ("inverse STFT + overlap-add", ("masks_istft_ms", "overlap_add_ms", "wiener_ms")),
     ("encode/write", ("encode_ms",)),
-    ("spool write + read", ("spool_write_ms", "spool_read_ms")),
 )
 
 

@@ -1,22 +1,16 @@
-"""The spool: per-segment separated signals parked between inference and writing.
-
-Only small references cross the regrouping shuffle, so no runner has to hold a whole
-track in memory; the writer streams the spooled segments back in order. It lives under
-``{output}/_work/`` (local or gs://), named by track and segment, so a retried bundle
-rewrites the same file; it is removed as each track is written and at the end of the job.
+"""A job's work space: ``{output}/_work/`` (progress marks, staged tables; local or gs://) and
+the local folder of each track in flight (its decoded samples; a gs:// output's stems before
+their upload). Each track's files go as soon as it is written; what a killed job left is swept
+by the next run on the output (pipeline/corpus.py clear_leftovers).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import tempfile
 
-import numpy as np
-
 from transforms import storage
-from transforms.records import Track
 
 WORK = "_work"
 
@@ -67,32 +61,9 @@ def _private_work_folder(path: str, create: bool) -> str:
     return path
 
 
-def spool_uri(output: str, track: Track, index: int) -> str:
-    return storage.join(work_root(output), "spool", track.folder_name, f"{index:06d}.npy")
-
-
-def write_spool(uri: str, signals: np.ndarray) -> None:
-    """Park one segment's ``[L, 2, S]`` float32 signals at ``uri``."""
-    signals = np.ascontiguousarray(signals, dtype=np.float32)
-    if storage.is_local(uri):
-        path = storage.local_path(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, signals, allow_pickle=False)  # the name is unique to the segment: no rename needed
-        return
-    buffer = io.BytesIO()
-    np.save(buffer, signals, allow_pickle=False)
-    storage.write_bytes_atomic(uri, buffer.getvalue())
-
-
-def read_spool(uri: str) -> np.ndarray:
-    if storage.is_local(uri):
-        return np.load(storage.local_path(uri), allow_pickle=False)
-    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
-
-
 def delete_quietly(uris) -> None:
-    """Remove spool files or folders (gs://: the prefix ``uri/`` too, where FileSystems.exists
-    sees nothing); ones already gone are fine; never a glob."""
+    """Remove files or folders (gs://: the prefix ``uri/`` too, where FileSystems.exists sees
+    nothing); ones already gone are fine; never a glob."""
     try:
         storage.delete([uri for uri in uris if uri])
     except Exception:  # noqa: BLE001 - a leftover is removed again at the end of the job
