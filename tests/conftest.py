@@ -30,6 +30,27 @@ def stem_folder(output: str, track_id: str, source_uri: str = "") -> str:
     return os.path.join(output, "stems", Track(track_id, source_uri).folder_name)
 
 
+def write_manifest(path, rows, columns=("uri", "track_id")) -> str:
+    """A CSV manifest of ``rows`` under ``columns``; its path."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return str(path)
+
+
+def run_corpus(manifest, output, *flags) -> tuple:
+    """The corpus job in this process: ``(separated, already done, failed)``."""
+    from pipeline.corpus import COUNTERS, run_pipeline
+    from pipeline.jobs import summary
+
+    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
+    counts = summary(result, COUNTERS)
+    return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
+
+
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     """10 log10(|ref|^2 / |ref - est|^2)."""
     reference = reference.astype(np.float64)

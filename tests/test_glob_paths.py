@@ -2,7 +2,6 @@
 datasets whose names hold ``[ ]`` (glob characters); results replaced only once the new ones are
 written; what killed runs leave (Beam's ``beam-temp-*``, ``$TMPDIR`` folders, gs:// ``_work/``)
 swept."""
-import csv
 import io
 import json
 import os
@@ -16,9 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.audio import load_audio, write_audio
-from pipeline.corpus import COUNTERS, run_pipeline
-from pipeline.jobs import summary
-from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, stem_folder
+from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 from tests.test_cloud import gcs  # noqa: F401 - the GCS emulator fixture
 
 pytestmark = needs_shared
@@ -37,19 +34,7 @@ def _wav(path, audio, start, seconds):
     return str(path)
 
 
-def _manifest(path, rows, columns=("uri", "track_id")):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return str(path)
-
-
-def _run(manifest, output, *flags):
-    """The corpus job in this process: ``(separated, already done, failed)``."""
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
-    counts = summary(result, COUNTERS)
-    return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
+_manifest, _run = write_manifest, run_corpus
 
 
 def _tree(root, skip=()):

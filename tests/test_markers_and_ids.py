@@ -1,7 +1,6 @@
 """A marker vouches only for what is there: deleted or changed stems, ids that once shared a
 folder, the checkpoint a folder's ``checkpoint`` file names; ``separate`` goes on past a file the
 encoder refuses (issue 20, items 3, 11, 14, 15)."""
-import csv
 import json
 import os
 import shutil
@@ -11,9 +10,7 @@ import pytest
 import soundfile
 
 from model.audio import load_audio
-from pipeline.corpus import COUNTERS, run_pipeline
-from pipeline.jobs import summary
-from tests.conftest import EXAMPLE, MODELS, needs_shared, snr_db, stem_folder
+from tests.conftest import EXAMPLE, MODELS, needs_shared, run_corpus, snr_db, stem_folder, write_manifest
 from transforms.records import Track
 
 pytestmark = needs_shared
@@ -21,18 +18,10 @@ OFFICIAL = os.path.join(MODELS, "2stems")
 
 
 def _manifest(path, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("uri", "track_id", "duration"))
-        writer.writerows(rows)
-    return str(path)
+    return write_manifest(path, rows, ("uri", "track_id", "duration"))
 
 
-def _run(manifest, output, *flags):
-    """``(separated, already done, failed)`` of a corpus job run in this process."""
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
-    counts = summary(result, COUNTERS)
-    return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
+_run = run_corpus
 
 
 def _rows(output):

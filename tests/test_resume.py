@@ -1,6 +1,5 @@
 """Reruns never keep stale stems: the resume key, a redo killed half way, ids that cannot
 collide, retry-safe writers, one job per output, the model export cache (issue 11)."""
-import csv
 import json
 import os
 import shutil
@@ -12,27 +11,13 @@ import numpy as np
 import pytest
 
 from model.audio import load_audio, write_audio
-from pipeline.corpus import COUNTERS, run_pipeline
-from pipeline.jobs import summary
-from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, stem_folder
+from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 
 pytestmark = needs_shared
 OFFICIAL = os.path.join(MODELS, "2stems")
 
 
-def _manifest(path, rows, columns=("uri", "track_id")):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return str(path)
-
-
-def _run(manifest, output, *flags):
-    """Run the corpus job in this process: ``(separated, already done, failed)``."""
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
-    counts = summary(result, COUNTERS)
-    return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
+_manifest, _run = write_manifest, run_corpus
 
 
 def _marker(output, track_id):
