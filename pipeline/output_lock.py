@@ -23,8 +23,8 @@ and only while the path still is that file); on GCS with ``if_generation_match=<
 it wrote last>``. A lock found gone or replaced (deleted by hand and taken by another job, or on
 GCS taken over after this job's heartbeats failed for STALE_AFTER) is lost: the heartbeat logs
 an error naming the new holder and stops, and the job is stopped: its main thread gets SIGINT,
-as from Ctrl-C (when Python handles SIGINT, as it does unless the process was started with it
-ignored), and leaving the ``with`` block raises OutputLost (``error: ...`` and exit code 1 from
+as from Ctrl-C (SIGUSR1 with Python's Ctrl-C handler when the process was started with SIGINT
+ignored, as nohup and background jobs are), and leaving the ``with`` block raises OutputLost (``error: ...`` and exit code 1 from
 the command line) instead of releasing. The output is the new holder's: the lost job neither
 removes the lock nor sweeps the output (``lock.check()`` before the last sweep). Releasing
 removes the lock only while it is still this job's.
@@ -269,6 +269,7 @@ class OutputLock:
         self._guard = threading.Lock()
         self._running = False  # inside the with block: a lost lock interrupts the main thread
         self._main = None
+        self._signal, self._previous_handler = signal.SIGINT, None
         self.lost = threading.Event()
         self._lost_message = ""
         if self._uri.startswith("gs://"):
@@ -291,6 +292,11 @@ class OutputLock:
             )
         if threading.current_thread() is threading.main_thread():
             self._main = threading.main_thread().ident
+            # A process started with SIGINT ignored (nohup, a shell's background job, a CI runner)
+            # is interrupted through SIGUSR1 instead, for the job's life only.
+            self._signal = signal.SIGINT if callable(signal.getsignal(signal.SIGINT)) else signal.SIGUSR1
+            if self._signal != signal.SIGINT:
+                self._previous_handler = signal.signal(signal.SIGUSR1, signal.default_int_handler)
         self._running = True
         self._thread = threading.Thread(target=self._beat, name="stembeam-lock-heartbeat", daemon=True)
         self._thread.start()
@@ -319,8 +325,8 @@ class OutputLock:
         LOGGER.error("stembeam: %s", self._lost_message)
         self.lost.set()
         with self._guard:
-            if self._running and self._main is not None and callable(signal.getsignal(signal.SIGINT)):
-                signal.pthread_kill(self._main, signal.SIGINT)
+            if self._running and self._main is not None:
+                signal.pthread_kill(self._main, self._signal)
 
     def check(self) -> None:
         """OutputLost when another job took the lock while this one ran."""
@@ -339,6 +345,9 @@ class OutputLock:
                 raise
             self._stop.set()
             self._thread.join()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGUSR1, self._previous_handler)
+            self._previous_handler = None
         if self.lost.is_set():
             self._lock.close()
             raise OutputLost(self._lost_message)
