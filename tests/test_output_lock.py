@@ -189,6 +189,16 @@ def _read_json(path):
         return None
 
 
+def _ended(proc, timeout=20.0) -> tuple:
+    """``(exit code or None when it had to be killed, stderr)`` of a lock holder told to stop."""
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    return code, proc.stderr.read()
+
+
 def _wait_for(predicate, timeout=30.0):
     deadline = time.time() + timeout
     while not predicate():
@@ -210,12 +220,7 @@ def test_the_heartbeat_renews_only_its_own_local_lock(tmp_path):
     other = _record(run_id="other1", job="stembeam evaluate")
     lock_file.unlink()
     lock_file.write_text(json.dumps(other))
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = None
-    stderr = proc.stderr.read()
+    code, stderr = _ended(proc)
     assert json.loads(lock_file.read_text()) == other, "the heartbeat overwrote another job's lock"
     assert code == 1, stderr
     assert "stembeam evaluate (run other1" in stderr and "lost" in stderr
@@ -340,12 +345,7 @@ def test_the_heartbeat_renews_only_its_own_gcs_lock(gcs):
     other = _record(run_id="other1", host="elsewhere.example", job="stembeam evaluate")
     client.bucket("locks").blob("beating/.stembeam-job.json").delete()
     client.bucket("locks").blob("beating/.stembeam-job.json").upload_from_string(json.dumps(other))
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = None
-    stderr = proc.stderr.read()
+    code, stderr = _ended(proc)
     assert _gcs_lock(client, output) == other, "the heartbeat overwrote another job's lock"
     assert code == 1, stderr
     assert "stembeam evaluate (run other1" in stderr and "lost" in stderr
