@@ -8,8 +8,7 @@ from typing import Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
-from apache_beam.ml.inference.tensorflow_inference import ModelType, TFModelHandlerNumpy
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from model.config import ModelConfig
 from model.separation import segment_frames, wiener_segment
@@ -64,14 +63,23 @@ def share_with_workers_in_process(keras_uri: str, model) -> None:
     _LAUNCHER_MODELS[keras_uri] = model
 
 
-class KerasFileModelHandler(TFModelHandlerNumpy):
-    """TFModelHandlerNumpy over a ``model.keras`` file, reusing the launcher's model in-process.
+class KerasFileModelHandler(ModelHandler):
+    """RunInference's handler for a ``model.keras`` file (the numpy-in, ``inference_fn``-out
+    contract of Beam's TFModelHandlerNumpy), reusing the launcher's model in-process.
 
     Other workers read the file through Beam FileSystems into a local temporary copy (once per
     process: RunInference shares the loaded model), so a gs:// model is read like every other
     gs:// input, with the same credentials, emulator and retries, and not through TensorFlow's
-    own GCS filesystem.
+    own GCS filesystem. Built on Beam's base ModelHandler rather than TFModelHandlerNumpy,
+    whose module imports tensorflow-hub (0.3 s of every worker's start-up) for hub models only.
     """
+
+    def __init__(self, model_uri: str, inference_fn, *, load_model_args: dict | None = None, min_batch_size: int | None = None,
+                 max_batch_size: int | None = None):
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        self._model_uri = model_uri
+        self._inference_fn = inference_fn
+        self._load_model_args = dict(load_model_args or {})
 
     def load_model(self):
         model = _LAUNCHER_MODELS.get(self._model_uri)
@@ -81,6 +89,18 @@ class KerasFileModelHandler(TFModelHandlerNumpy):
 
         with storage.local_copy(self._model_uri) as path:
             return keras.models.load_model(path, **self._load_model_args)
+
+    def update_model_path(self, model_path: str | None = None):
+        self._model_uri = model_path or self._model_uri
+
+    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        return self._inference_fn(model, batch, inference_args or {}, self._model_uri)
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(element.nbytes for element in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "BeamML_TF_Numpy"
 
 
 class SegmentModelHandler(KeyedModelHandler):
@@ -104,9 +124,8 @@ def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: boo
     return SegmentModelHandler(
         KerasFileModelHandler(
             keras_uri,
-            model_type=ModelType.SAVED_MODEL,
+            functools.partial(segment_inference_fn, config=config, mwf=mwf, precision=precision),
             load_model_args={"compile": False},
-            inference_fn=functools.partial(segment_inference_fn, config=config, mwf=mwf, precision=precision),
             min_batch_size=batch_size,
             max_batch_size=batch_size,
         )
