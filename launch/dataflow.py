@@ -1,6 +1,6 @@
 """Submit the corpus job to Google Cloud Dataflow with GPU inference.
 
-    python -m launch.dataflow --project P --region R --bucket gs://B --image IMAGE \\
+    python -m stembeam.launch.dataflow --project P --region R --bucket gs://B --image IMAGE \\
         -- --manifest gs://B/manifest.csv --output gs://B/out [--model gs://B/models/2stems] [--mwf] ...
 
 Everything after ``--`` goes to ``stembeam pipeline``. ``--dry-run FILE`` builds and stages the
@@ -53,7 +53,7 @@ def dataflow_args(args) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m launch.dataflow", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stembeam.launch.dataflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--bucket", required=True, help="gs://bucket[/prefix] for temp and staging files")
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args = build_parser().parse_args(argv[:split])
     pipeline_argv = argv[split + 1 :] + dataflow_args(args)
-    from pipeline.corpus import run, run_pipeline
+    from stembeam.pipeline.corpus import run, run_pipeline
 
     if not args.dry_run:
         return run(pipeline_argv)

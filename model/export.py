@@ -12,9 +12,9 @@ import os
 import keras
 import tensorflow as tf
 
-from model import segment_graph
-from model.config import ModelConfig
-from model.load import CONFIG_FILE, KERAS_FILE
+from stembeam.model import segment_graph
+from stembeam.model.config import ModelConfig
+from stembeam.model.load import CONFIG_FILE, KERAS_FILE
 
 SAVED_MODEL_DIR = "saved_model"
 

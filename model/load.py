@@ -7,10 +7,10 @@ import os
 import keras
 import tensorflow as tf
 
-from model import checkpoint
-from model.config import CONFIGS, ModelConfig, get_config, load_config_file
-from model.resolve import is_config_file, resolve_model_dir
-from model.unet import build_model
+from stembeam.model import checkpoint
+from stembeam.model.config import CONFIGS, ModelConfig, get_config, load_config_file
+from stembeam.model.resolve import is_config_file, resolve_model_dir
+from stembeam.model.unet import build_model
 
 CONFIG_FILE = "stembeam.json"
 KERAS_FILE = "model.keras"
@@ -72,7 +72,7 @@ def load_model(name: str, model_dir: str | None = None):
 
 def load_separator(name: str, model_dir: str | None = None, precision: str = "float32"):
     """``(config, SegmentSeparator)`` for a model name or folder, its U-nets in ``precision``."""
-    from model.segment_graph import SegmentSeparator
+    from stembeam.model.segment_graph import SegmentSeparator
 
     config, model = load_model(name, model_dir)
     return config, SegmentSeparator(model, config, precision)

@@ -88,7 +88,7 @@ def mixed_precision_model(model, config, policy: str):
     mixed_float16: variables float32, computation in the reduced type), same weights."""
     import keras
 
-    from model.unet import build_model
+    from stembeam.model.unet import build_model
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)

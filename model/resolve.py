@@ -93,7 +93,7 @@ def is_config_file(name: str) -> bool:
 def _config_model_dir(path: str, download: bool | None) -> str:
     """The folder a Spleeter configuration's ``model_dir`` names: a folder (relative to the
     current directory, as Spleeter reads it), else a model name looked up as usual."""
-    from model.config import load_config_file
+    from stembeam.model.config import load_config_file
 
     if not tf.io.gfile.exists(path):
         raise ModelNotFoundError(f"configuration {path} not found")

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from model import spectral
-from model.config import ModelConfig
-from model.precision import effective_precision, mixed_precision_model, onednn_bfloat16
+from stembeam.model import spectral
+from stembeam.model.config import ModelConfig
+from stembeam.model.precision import effective_precision, mixed_precision_model, onednn_bfloat16
 
 
 def _hann(frame_length, dtype):

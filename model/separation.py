@@ -13,8 +13,8 @@ from typing import Dict, Iterator, Tuple
 
 import numpy as np
 
-from model import spectral
-from model.config import ModelConfig
+from stembeam.model import spectral
+from stembeam.model.config import ModelConfig
 
 
 def segment_count(n_samples: int, config: ModelConfig) -> int:

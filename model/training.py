@@ -16,7 +16,7 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 import tensorflow as tf
 
-from model.config import ModelConfig
+from stembeam.model.config import ModelConfig
 
 MIX = "mix"
 # Checkpoints kept (each about three times the weights: model and Adam's two moments).
@@ -26,7 +26,7 @@ TRAIN, VALIDATION = "train", "validation"
 
 def segment_magnitudes(spans: np.ndarray, config: ModelConfig) -> np.ndarray:
     """``spans [B, segment_samples, 2]`` -> ``[B, T, F, 2]`` magnitudes, as inference computes them."""
-    from model import segment_graph
+    from stembeam.model import segment_graph
 
     spans = tf.convert_to_tensor(spans, tf.float32)
     return segment_graph.magnitudes(segment_graph.stft(spans, config), config).numpy()
@@ -160,7 +160,7 @@ class Trainer:
     ):
         import keras
 
-        from model.unet import build_model
+        from stembeam.model.unet import build_model
 
         keras.utils.set_random_seed(seed)
         self.config, self.model_dir = config, model_dir
@@ -211,7 +211,7 @@ class Trainer:
             latest = os.path.join(self._checkpoints, os.path.basename(self._manager.latest_checkpoint))
             return f"resumed at step {int(self.step.numpy())} from {latest}"
         if init:
-            from model.load import load_model
+            from stembeam.model.load import load_model
 
             init_config, init_model = load_model(init, init if os.path.isdir(init) else None)
             if init_config.instruments != self.config.instruments:
@@ -278,8 +278,8 @@ class Trainer:
         """``model.keras``, ``saved_model/``, ``stembeam.json`` and a name-based checkpoint with
         the official variable names (``model.index`` / ``model.data-*``) in ``directory``
         (default: the model folder), so ``stembeam separate -p`` and the pipeline load it."""
-        from model.checkpoint import save_official_checkpoint
-        from model.export import export_model
+        from stembeam.model.checkpoint import save_official_checkpoint
+        from stembeam.model.export import export_model
 
         directory = directory or self.model_dir
         export_model(self.model, self.config, directory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from model.config import ModelConfig
+from stembeam.model.config import ModelConfig
 
 
 MASK_CHANNELS = 2

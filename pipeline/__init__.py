@@ -1,3 +1,2 @@
 """stembeam's jobs and command line: wiring of model/ and transforms/, and their options."""
-
-__version__ = "0.1.0"
+from stembeam import __version__  # noqa: F401 - recorded in every metadata row

@@ -1,6 +1,6 @@
-"""``python -m pipeline ...``: the corpus job (same as ``stembeam pipeline``)."""
+"""``python -m stembeam.pipeline ...``: the corpus job (same as ``stembeam pipeline``)."""
 import sys
 
-from pipeline.cli import exit_now, main
+from stembeam.pipeline.cli import exit_now, main
 
 exit_now(main(["pipeline", *sys.argv[1:]]))

@@ -6,13 +6,13 @@ import os
 import sys
 import traceback
 
-from pipeline import console
-from pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, help_requested
+from stembeam.pipeline import console
+from stembeam.pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, help_requested
 
 
 
 def _separate(args) -> int:
-    from pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
+    from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
 
     try:
         errors = separate_files(
@@ -39,8 +39,8 @@ def _separate(args) -> int:
 
 
 def _export(args) -> int:
-    from model.export import export_model
-    from model.load import load_model
+    from stembeam.model.export import export_model
+    from stembeam.model.load import load_model
 
     config, model = load_model(args.params_filename, args.model_dir)
     export_model(model, config, args.output_path)
@@ -49,31 +49,31 @@ def _export(args) -> int:
 
 
 def _pipeline(argv) -> int:
-    from pipeline.corpus import run
+    from stembeam.pipeline.corpus import run
 
     return run(argv)
 
 
 def _evaluate(argv) -> int:
-    from pipeline.evaluation import run
+    from stembeam.pipeline.evaluation import run
 
     return run(argv)
 
 
 def _prepare(argv) -> int:
-    from pipeline.prepare import run
+    from stembeam.pipeline.prepare import run
 
     return run(argv)
 
 
 def _train(argv) -> int:
-    from pipeline.train import run
+    from stembeam.pipeline.train import run
 
     return run(argv)
 
 
 def _features(argv) -> int:
-    from pipeline.features import run
+    from stembeam.pipeline.features import run
 
     return run(argv)
 
@@ -82,7 +82,7 @@ JOBS = {"features": _features, "pipeline": _pipeline, "evaluate": _evaluate, "pr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.audio import CODECS  # numpy only: --help stays quick
+    from stembeam.model.audio import CODECS  # numpy only: --help stays quick
 
     parser = argparse.ArgumentParser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - one line for the user, the traceback with --verbose
-        resolve = sys.modules.get("model.resolve")  # imported by whatever loads a model (not by --help)
+        resolve = sys.modules.get("stembeam.model.resolve")  # imported by whatever loads a model (not by --help)
         if resolve is not None and isinstance(error, resolve.ModelNotFoundError):
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -176,7 +176,7 @@ def exit_now(code: int) -> None:
 
 
 def entry() -> None:
-    """The ``stembeam`` program (console script, ``python -m pipeline.cli``): main() as the
+    """The ``stembeam`` program (console script, ``python -m stembeam``): main() as the
     whole life of the process."""
     try:
         code = main()

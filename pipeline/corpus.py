@@ -19,23 +19,23 @@ import time
 
 import apache_beam as beam
 
-from model.audio import CODECS, TEMP_PREFIX
-from pipeline import __version__
-from pipeline.jobs import (
+from stembeam.model.audio import CODECS, TEMP_PREFIX
+from stembeam.pipeline import __version__
+from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
     timing,
 )
-from pipeline.options import FeatureOptions, StembeamOptions
-from pipeline.output_lock import OutputLock
-from transforms import features, storage, workspace
-from transforms.audio import DONE, ERRORS
-from transforms.inference import share_with_workers_in_process
-from transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
-from transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
-from transforms.records import Track
-from transforms.resume import job_key
-from transforms.tracks import SeparateTracks
-from transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, rows_from_json
+from stembeam.pipeline.options import FeatureOptions, StembeamOptions
+from stembeam.pipeline.output_lock import OutputLock
+from stembeam.transforms import features, storage, workspace
+from stembeam.transforms.audio import DONE, ERRORS
+from stembeam.transforms.inference import share_with_workers_in_process
+from stembeam.transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
+from stembeam.transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
+from stembeam.transforms.records import Track
+from stembeam.transforms.resume import job_key
+from stembeam.transforms.tracks import SeparateTracks
+from stembeam.transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, rows_from_json
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
@@ -64,8 +64,8 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     and traced (in ``precision``) while the job starts, and no export is written. A
     ``dry_run`` writes nothing.
     """
-    from model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
-    from model.resolve import resolve_model_dir
+    from stembeam.model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
+    from stembeam.model.resolve import resolve_model_dir
 
     remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
     if remote is not None:
@@ -91,7 +91,7 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     if not in_process:
         _save_export(load_model(model, model_dir)[1], target, source, stamp)
         return PreparedModel(config, uri, fingerprint, lambda: None, precision)
-    from model.precision import effective_precision
+    from stembeam.model.precision import effective_precision
 
     if effective_precision(precision) == "float32":
         precision = "float32"
@@ -112,8 +112,8 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
 def _load_and_trace(pending, model: str, model_dir, config, precision: str) -> None:
     """Load the Keras model into the ``pending`` future, then trace its segment graph (about a
     second); a failure is the future's (the workers') and the task's error."""
-    from model.load import load_model
-    from model.segment_graph import separator_for
+    from stembeam.model.load import load_model
+    from stembeam.model.segment_graph import separator_for
 
     try:
         _, keras_model = load_model(model, model_dir)
@@ -143,7 +143,7 @@ def _in_background(work) -> _Task:
 
 
 def _save_export(keras_model, target: str, source: str, stamp: str) -> None:
-    from model.load import KERAS_FILE
+    from stembeam.model.load import KERAS_FILE
 
     # The stamp vouches for the file: drop it before the file is replaced.
     storage.delete([source])

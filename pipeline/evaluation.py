@@ -8,18 +8,18 @@ import time
 
 import apache_beam as beam
 
-from pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
-from pipeline.jobs import (
+from stembeam.pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
+from stembeam.pipeline.jobs import (
     UsageError, announce, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing,
 )
-from pipeline.options import EvaluateOptions, StembeamOptions
-from transforms import storage
-from model.audio import CODECS
-from transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
-from transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
-from transforms.progress import DONE, FAILED, MarkProgress, progress_root
-from transforms.report import WriteReport
-from transforms.staged import WriteStaged
+from stembeam.pipeline.options import EvaluateOptions, StembeamOptions
+from stembeam.transforms import storage
+from stembeam.model.audio import CODECS
+from stembeam.transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
+from stembeam.transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
+from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
+from stembeam.transforms.report import WriteReport
+from stembeam.transforms.staged import WriteStaged
 
 LOGGER = logging.getLogger("stembeam.evaluate")
 COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_failed")

@@ -13,13 +13,13 @@ import time
 
 import apache_beam as beam
 
-from pipeline.corpus import output_session
-from pipeline.jobs import announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing
-from pipeline.options import FeatureOptions, StembeamOptions
-from transforms import storage
-from transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
-from transforms.progress import DONE, FAILED, MarkProgress, progress_root
-from transforms.records import Track
+from stembeam.pipeline.corpus import output_session
+from stembeam.pipeline.jobs import announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing
+from stembeam.pipeline.options import FeatureOptions, StembeamOptions
+from stembeam.transforms import storage
+from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
+from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
+from stembeam.transforms.records import Track
 
 LOGGER = logging.getLogger("stembeam.features")
 COUNTERS = ("features_tracks_ok", "features_tracks_reused", "features_tracks_failed")
@@ -42,8 +42,8 @@ def _pipeline_output_tracks(root: str, output: str):
 
     import pyarrow.parquet as pq
 
-    from model.features.analysis import SourceInput
-    from transforms.features import latest_stems
+    from stembeam.model.features.analysis import SourceInput
+    from stembeam.transforms.features import latest_stems
 
     stems, rows = {}, []
     for uri in storage.list_matching(storage.join(root, "metadata"), "*.parquet"):
@@ -60,8 +60,8 @@ def _pipeline_output_tracks(root: str, output: str):
 
 def _folder_tracks(root: str, output: str):
     """FeatureTracks of a folder of track folders (transforms.dataset's listing), or ``(track_id, uri, reason)``."""
-    from model.features.analysis import SourceInput
-    from transforms.dataset import DatasetTrack, list_dataset
+    from stembeam.model.features.analysis import SourceInput
+    from stembeam.transforms.dataset import DatasetTrack, list_dataset
 
     for item in list_dataset(root, split="all"):
         if not isinstance(item, DatasetTrack):

@@ -12,7 +12,7 @@ import time
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions, _BeamArgumentParser
 
-from pipeline.flags import JOB_HELP, help_requested  # noqa: F401 - re-exported for the jobs
+from stembeam.pipeline.flags import JOB_HELP, help_requested  # noqa: F401 - re-exported for the jobs
 
 # Runners that hand options Python does not know to a job server of another language (Flink's,
 # Spark's, Prism's): there an unknown option may be the runner's own and is passed on.
@@ -24,7 +24,7 @@ TYPO_CUTOFF = 0.85
 
 class UsageError(SystemExit):
     """A command line (or manifest) the job cannot run with: one line, exit code 1 (a
-    SystemExit, so ``python -m pipeline`` prints it and exits 1 as well)."""
+    SystemExit, so ``python -m stembeam.pipeline`` prints it and exits 1 as well)."""
 
 
 def _runner_name(argv) -> str:
@@ -102,7 +102,7 @@ def announce(logger, line: str) -> None:
 
 def timing(started: float, audio_seconds: float) -> str:
     """``12:03 wall, 28.1x real time``: wall time since ``started`` (time.monotonic())."""
-    from pipeline.progress import clock
+    from stembeam.pipeline.progress import clock
 
     wall = time.monotonic() - started
     speed = f", {audio_seconds / wall:.1f}x real time" if audio_seconds and wall > 0 else ""
@@ -112,12 +112,12 @@ def timing(started: float, audio_seconds: float) -> str:
 def run_with_progress(pipeline, options: PipelineOptions, output: str, total: int, lengths: dict):
     """Run ``pipeline`` and wait for it, showing the progress of its marks under ``output``
     (transforms/progress.py; cleared first): ``(result, last progress Status)``."""
-    from pipeline.options import JobOptions
-    from pipeline.progress import Monitor
+    from stembeam.pipeline.options import JobOptions
+    from stembeam.pipeline.progress import Monitor
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from transforms import storage
-    from transforms.progress import progress_root, read_tally
+    from stembeam.transforms import storage
+    from stembeam.transforms.progress import progress_root, read_tally
 
     root = progress_root(output)
     storage.delete([root])
@@ -138,7 +138,7 @@ def table_staging(output: str, run_id, options: PipelineOptions, check_only: boo
     nothing created (before the job takes its output)."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-    from transforms import storage
+    from stembeam.transforms import storage
 
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     try:
@@ -151,7 +151,7 @@ def table_staging(output: str, run_id, options: PipelineOptions, check_only: boo
 
 def drop_staging(folder: str) -> None:
     """Remove a staging folder once the job's files were moved out of it (or the job failed)."""
-    from transforms import storage
+    from stembeam.transforms import storage
 
     try:
         storage.delete([folder])
@@ -208,8 +208,8 @@ def _process_alive(pid: int) -> bool:
 def dataset_tracks(dataset: str, split, limit) -> int:
     """How many rows (tracks and unusable entries) the job over ``dataset`` will report, listed
     by the launcher before it starts; UsageError (one line) when there is nothing to read."""
-    from transforms.dataset import DatasetTrack, list_dataset
-    from transforms.manifest import ManifestError
+    from stembeam.transforms.dataset import DatasetTrack, list_dataset
+    from stembeam.transforms.manifest import ManifestError
 
     try:
         found = list(list_dataset(dataset, split))

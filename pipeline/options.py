@@ -2,7 +2,7 @@
 pipeline/flags.py (no Beam import, so --help is instant)."""
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import flags
+from stembeam.pipeline import flags
 
 
 class StembeamOptions(PipelineOptions):

@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 
-from transforms import storage
+from stembeam.transforms import storage
 
 LOGGER = logging.getLogger("stembeam.lock")
 LOCK_FILE = ".stembeam-job.json"

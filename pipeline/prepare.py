@@ -12,18 +12,18 @@ from typing import Optional
 import apache_beam as beam
 import tensorflow as tf
 
-from model.config import ModelConfig, get_config, load_config_file
-from model.training import TRAIN, VALIDATION
-from pipeline.corpus import output_session
-from pipeline.jobs import (
+from stembeam.model.config import ModelConfig, get_config, load_config_file
+from stembeam.model.training import TRAIN, VALIDATION
+from stembeam.pipeline.corpus import output_session
+from stembeam.pipeline.jobs import (
     UsageError, announce, dataset_tracks, drop_staging, help_requested, parse, require, run_with_progress, summary, table_staging, timing,
 )
-from pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
-from transforms import storage
-from transforms.dataset import ReadDataset
-from transforms.progress import DONE, FAILED, MarkProgress, progress_root
-from transforms.staged import WriteStaged
-from transforms.training_examples import ERRORS, SUMMARY, MakeExamples
+from stembeam.pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
+from stembeam.transforms import storage
+from stembeam.transforms.dataset import ReadDataset
+from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
+from stembeam.transforms.staged import WriteStaged
+from stembeam.transforms.training_examples import ERRORS, SUMMARY, MakeExamples
 
 LOGGER = logging.getLogger("stembeam.prepare")
 STATS_FILE = "stats.json"
@@ -133,7 +133,7 @@ def source_stamp(csv_uri: str, root: str, split: str, seed: int, mix_name: str, 
     changes the stamp, so the records are made again."""
     import hashlib
 
-    from transforms.dataset import DatasetTrack, list_dataset
+    from stembeam.transforms.dataset import DatasetTrack, list_dataset
 
     csv_sha256 = hashlib.sha256(storage.read_bytes(csv_uri)).hexdigest()
     listed = set()

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, track_key
+from stembeam.transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, track_key
 
 TTY_POLL_SECONDS = 2.0
 BAR_STEPS = 1000

@@ -5,9 +5,9 @@ import os
 import sys
 from typing import Dict, List, Sequence
 
-from model.audio import CODECS, AudioDecodeError, AudioEncodeError, load_audio, write_audio
-from model.load import load_separator
-from model.separation import separate_waveform
+from stembeam.model.audio import CODECS, AudioDecodeError, AudioEncodeError, load_audio, write_audio
+from stembeam.model.load import load_separator
+from stembeam.model.separation import separate_waveform
 
 DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
 
@@ -78,8 +78,8 @@ def separate_files(
 
     Raises FilenameCollisionError (nothing written, no model loaded) when ``filename_format``
     maps two stems to one path."""
-    from model.load import config_for_dir
-    from model.resolve import is_config_file, resolve_model_dir
+    from stembeam.model.load import config_for_dir
+    from stembeam.model.resolve import is_config_file, resolve_model_dir
 
     instruments = config_for_dir(resolve_model_dir(model, model_dir), model if ":" in model or is_config_file(model) else None).instruments
     planned_paths(files, output_dir, instruments, codec, filename_format)

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from model.config import SpleeterTraining
-from pipeline.flags import add_console_args
+from stembeam.model.config import SpleeterTraining
+from stembeam.pipeline.flags import add_console_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,8 +65,8 @@ def _settings(args, training):
 def _spleeter_records(config, training, root: str, model_dir: str, seed: int):
     """``(train records folder, validation records folder)`` built from the Spleeter config's
     CSVs (at ``training_cache`` / ``validation_cache``, default ``{model_dir}/records/``)."""
-    from pipeline.prepare import prepare_split
-    from model.training import TRAIN, VALIDATION
+    from stembeam.pipeline.prepare import prepare_split
+    from stembeam.model.training import TRAIN, VALIDATION
 
     train_cache = training.training_cache or os.path.join(model_dir, "records", TRAIN)
     validation_cache = training.validation_cache or os.path.join(model_dir, "records", VALIDATION)
@@ -90,7 +90,7 @@ def _check_records(data: str, config) -> None:
     """The records' config.json (written by prepare-dataset) must describe the same examples."""
     import tensorflow as tf
 
-    from model.config import ModelConfig
+    from stembeam.model.config import ModelConfig
 
     path = os.path.join(data, "config.json")
     if not tf.io.gfile.exists(path):
@@ -105,7 +105,7 @@ def _check_records(data: str, config) -> None:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from model.config import load_config_file
+    from stembeam.model.config import load_config_file
 
     config = training = None
     if args.config.lower().endswith(".json"):
@@ -144,8 +144,8 @@ def _op_determinism():
 def _train(args, settings: dict, training, config) -> int:
     """The training run: ``config`` and ``training`` come from a Spleeter config JSON, else
     (None) the model configuration is ``--config``'s."""
-    from model.training import Trainer
-    from pipeline.prepare import model_config
+    from stembeam.model.training import Trainer
+    from stembeam.pipeline.prepare import model_config
 
     model_dir = settings["model_dir"]
     if training is None:
@@ -170,7 +170,7 @@ def _train(args, settings: dict, training, config) -> int:
     trainer.export()
     step = int(trainer.step.numpy())
     if spleeter_layout:
-        from model.checkpoint import save_official_checkpoint
+        from stembeam.model.checkpoint import save_official_checkpoint
 
         # Spleeter's Estimator layout: model.ckpt-<step>.index/.data-* and `checkpoint` naming it.
         save_official_checkpoint(trainer.model, os.path.join(model_dir, f"model.ckpt-{step}"), step)

@@ -25,7 +25,7 @@ needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference 
 def stem_folder(output: str, track_id: str, source_uri: str = "") -> str:
     """Where the corpus job writes ``track_id``'s stems (ids with capitals get a hash suffix;
     a default id needs its ``source_uri``)."""
-    from transforms.records import Track
+    from stembeam.transforms.records import Track
 
     return os.path.join(output, "stems", Track(track_id, source_uri).folder_name)
 
@@ -43,8 +43,8 @@ def write_manifest(path, rows, columns=("uri", "track_id")) -> str:
 
 def run_corpus(manifest, output, *flags) -> tuple:
     """The corpus job in this process: ``(separated, already done, failed)``."""
-    from pipeline.corpus import COUNTERS, run_pipeline
-    from pipeline.jobs import summary
+    from stembeam.pipeline.corpus import COUNTERS, run_pipeline
+    from stembeam.pipeline.jobs import summary
 
     result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
     counts = summary(result, COUNTERS)
@@ -76,7 +76,7 @@ def official_graph():
 @pytest.fixture(scope="session")
 def two_stems():
     """``(config, SegmentSeparator)`` of the official 2-stems model loaded into Keras."""
-    from model.load import load_separator
+    from stembeam.model.load import load_separator
 
     if not os.path.isdir(MODELS):
         pytest.skip(f"reference data not found at {SHARED}")
@@ -86,7 +86,7 @@ def two_stems():
 @pytest.fixture(scope="session")
 def decoded():
     """Cache of decoded reference audio: ``decoded(path) -> [n, 2]``."""
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     cache = {}
 

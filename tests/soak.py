@@ -31,7 +31,7 @@ SR = 44100
 
 
 def _write(path, signal, rate=SR, codec="wav"):
-    from model.audio import write_audio
+    from stembeam.model.audio import write_audio
 
     write_audio(path, np.asarray(signal, np.float32), rate, codec)
     return path
@@ -46,7 +46,7 @@ def _tone(seconds, rate=SR, channels=2, seed=0):
 
 def generate(folder: str, long_minutes: float):
     """Files and manifest rows ``(uri, track_id or '', category)``."""
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     rng = random.Random(7)
     rows = []
@@ -125,9 +125,9 @@ def _bytes(path, data):
 
 def check(rows, output: str, folder: str, before: set) -> tuple[list, dict]:
     """Problems found, and ``{category: Counter(ok/error)}``."""
-    from model.audio import TEMP_PREFIX, load_audio
-    from transforms import workspace
-    from transforms.records import default_track_id
+    from stembeam.model.audio import TEMP_PREFIX, load_audio
+    from stembeam.transforms import workspace
+    from stembeam.transforms.records import default_track_id
 
     problems = []
     meta = pq.read_table(sorted(glob.glob(os.path.join(output, "metadata", "*.parquet")))).to_pylist()
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     output = os.path.join(workdir, "out")
     before = set(os.listdir(workdir)) | set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*")))
     start = time.perf_counter()
-    job = subprocess.run([sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output, *extra], cwd=REPO, capture_output=True, text=True)
+    job = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, *extra], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     summary = [line for line in job.stderr.splitlines() if line.startswith("stembeam pipeline:")]
     print(f"job exit code {job.returncode} after {seconds:.0f} s; {summary[-1] if summary else job.stderr[-3000:]}")

@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from model.audio import CODECS, LOSSLESS_CODECS, AudioDecodeError, load_audio, write_audio
+from stembeam.model.audio import CODECS, LOSSLESS_CODECS, AudioDecodeError, load_audio, write_audio
 from tests.conftest import EXAMPLE, snr_db
 
 

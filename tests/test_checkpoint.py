@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import checkpoint
-from model.config import get_config
-from model.unet import build_model
+from stembeam.model import checkpoint
+from stembeam.model.config import get_config
+from stembeam.model.unet import build_model
 from tests.conftest import MODELS, needs_shared
 
 

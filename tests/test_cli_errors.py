@@ -15,7 +15,7 @@ def test_bad_files_reported_and_others_written(tmp_path):
     empty.write_bytes(b"")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "separate", "-o", str(out), str(missing), str(text), EXAMPLE, str(empty)],
+        [sys.executable, "-m", "stembeam.pipeline.cli", "separate", "-o", str(out), str(missing), str(text), EXAMPLE, str(empty)],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -65,7 +65,7 @@ def gcs(tmp_path_factory):
 def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     """Manifest, audio, model and outputs all in gs:// buckets of the emulator: the stems come
     back byte-identical to a local run's, the Parquet rows are right, the broken file is a row."""
-    from transforms.workspace import local_work_dir
+    from stembeam.transforms.workspace import local_work_dir
 
     client, env = gcs
     output = "gs://stembeam-out/run"
@@ -74,13 +74,13 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     os.makedirs(killed, exist_ok=True)
     open(os.path.join(killed, "decoded.f32"), "wb").close()
     subprocess.run(
-        [sys.executable, "-m", "pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
+        [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
          "--model_dir", "gs://stembeam-models/spleeter/2stems"],
         check=True, cwd=REPO, env=env, capture_output=True,
     )
     local_manifest = tmp_path / "manifest.csv"
     local_manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
-    subprocess.run([sys.executable, "-m", "pipeline", "--manifest", str(local_manifest), "--output", str(tmp_path / "local")],
+    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(local_manifest), "--output", str(tmp_path / "local")],
                    check=True, cwd=REPO, capture_output=True)
 
     out = client.bucket("stembeam-out")
@@ -115,7 +115,7 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     for name, data in before.items():
         out.blob(name).upload_from_string(data)
     subprocess.run(
-        [sys.executable, "-m", "launch.dataflow", "--project", "stembeam-test", "--region", "us-central1", "--bucket", "gs://stembeam-out/df",
+        [sys.executable, "-m", "stembeam.launch.dataflow", "--project", "stembeam-test", "--region", "us-central1", "--bucket", "gs://stembeam-out/df",
          "--image", image, "--dry-run", str(job_file), "--",
          "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/df-run", "--model_dir", "gs://stembeam-models/spleeter/2stems",
          "--precision", "bfloat16"],
@@ -192,7 +192,7 @@ def local_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
     manifest = tmp / "manifest.csv"
     manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
-    subprocess.run([sys.executable, "-m", "pipeline", "--manifest", str(manifest), "--output", str(tmp / "out")], check=True, cwd=REPO, capture_output=True)
+    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(manifest), "--output", str(tmp / "out")], check=True, cwd=REPO, capture_output=True)
     return str(tmp / "out")
 
 
@@ -237,7 +237,7 @@ def test_separate_worker_processes_read_everything_from_gcs(gcs, worker_pool, lo
     endpoint, _, env = worker_pool
     started = time.time()
     job = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/pool",
+        [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/pool",
          "--model_dir", "gs://stembeam-models/spleeter/2stems", *_portable(endpoint)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -271,7 +271,7 @@ def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
                         "-c:a", "flac", "file:" + str(cut)], check=True)
         data.blob(f"musdb/2.Lithium/{name}.flac").upload_from_filename(str(cut))
     job = subprocess.run(
-        [sys.executable, "-m", "pipeline.evaluation", "--dataset", "gs://stembeam-data/musdb", "--output", "gs://stembeam-out/eval",
+        [sys.executable, "-m", "stembeam.pipeline.evaluation", "--dataset", "gs://stembeam-data/musdb", "--output", "gs://stembeam-out/eval",
          "--model_dir", "gs://stembeam-models/spleeter/2stems", *_portable(endpoint)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -297,8 +297,8 @@ def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
     data.blob("long/manifest.csv").upload_from_string("uri,track_id\nsong.flac,song\n")
     local = tmp_path / "local"
     (tmp_path / "m.csv").write_text(f"uri,track_id\n{song},song\n")
-    subprocess.run([sys.executable, "-m", "pipeline", "--manifest", str(tmp_path / "m.csv"), "--output", str(local)], check=True, cwd=REPO, capture_output=True)
-    command = [sys.executable, "-m", "pipeline", "--manifest", "gs://stembeam-data/long/manifest.csv", "--output", "gs://stembeam-out/killed",
+    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(tmp_path / "m.csv"), "--output", str(local)], check=True, cwd=REPO, capture_output=True)
+    command = [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/long/manifest.csv", "--output", "gs://stembeam-out/killed",
                "--model_dir", "gs://stembeam-models/spleeter/2stems", *_portable(endpoint)]
     job = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
@@ -330,7 +330,7 @@ def test_directrunner_worker_processes_give_the_same_stems(local_run, tmp_path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
     job = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"),
+        [sys.executable, "-m", "stembeam.pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"),
          "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )

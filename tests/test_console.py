@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.jobs import unknown_options
+from stembeam.pipeline.jobs import unknown_options
 from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared
-from transforms.manifest import ManifestError, check_manifest, parse_manifest
-from transforms.records import Track, default_track_id
+from stembeam.transforms.manifest import ManifestError, check_manifest, parse_manifest
+from stembeam.transforms.records import Track, default_track_id
 
 
 def _stembeam(*args):
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "stembeam.pipeline.cli", *args], capture_output=True, text=True, cwd=REPO)
     return result, (result.stdout + result.stderr).splitlines()
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpus import run as run_pipeline
-from pipeline.evaluation import run as run_evaluation
+from stembeam.pipeline.corpus import run as run_pipeline
+from stembeam.pipeline.evaluation import run as run_evaluation
 from tests.conftest import AUDIO, CC0, CC0_SONGS, needs_shared, snr_db, stem_folder
-from transforms.dataset import DatasetTrack, Signal, list_dataset
-from transforms.evaluate import METRICS
+from stembeam.transforms.dataset import DatasetTrack, Signal, list_dataset
+from stembeam.transforms.evaluate import METRICS
 
 pytestmark = needs_shared
 MUSDB_SAMPLE = os.path.join(AUDIO, "musdb18-sample")
@@ -42,7 +42,7 @@ def test_museval_regression_scores_through_the_job(tmp_path, capsys):
     be scored are error rows next to it."""
     import soundfile
 
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -88,7 +88,7 @@ def _scores_of(stems_folder, song, folder):
     """Per-window museval scores of written stems, computed here without the job."""
     import museval
 
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     refs = {name: load_audio(os.path.join(CC0, song, f"{name}.flac")).astype(np.float64) for name in ("vocals", "drums", "bass", "other")}
     references = [refs["vocals"], refs["drums"] + refs["bass"] + refs["other"]]
@@ -238,7 +238,7 @@ def test_dataset_layouts(tmp_path):
 def test_stem_mp4_references_are_musdbs_16_bit_samples():
     """Streams of a .stem.mp4 decode to 16-bit values (as musdb reads them), the mixture from
     stream 0, and accompaniment = drums + bass + other."""
-    from transforms.dataset import load_references
+    from stembeam.transforms.dataset import load_references
 
     track = [t for t in list_dataset(MUSDB_SAMPLE)][0]
     references = load_references(track)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.export import SAVED_MODEL_DIR, export_model
-from model.load import CONFIG_FILE, KERAS_FILE, load_model
+from stembeam.model.export import SAVED_MODEL_DIR, export_model
+from stembeam.model.load import CONFIG_FILE, KERAS_FILE, load_model
 from tests.conftest import EXAMPLE, needs_shared, snr_db
 
 
@@ -45,7 +45,7 @@ def test_saved_model_serving_signature_matches_official_graph(exported, official
 
 @needs_shared
 def test_separate_accepts_an_exported_folder(exported, tmp_path):
-    from pipeline.cli import main
+    from stembeam.pipeline.cli import main
 
     folder, _, _ = exported
     assert main(["separate", "--no-progress", "-p", folder, "-o", str(tmp_path), "-d", "2", EXAMPLE]) == 0

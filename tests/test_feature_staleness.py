@@ -25,7 +25,7 @@ def _manifest(path, b_duration):
 
 
 def _run(*argv):
-    from pipeline.corpus import run
+    from stembeam.pipeline.corpus import run
 
     assert run(list(argv)) == 0
 
@@ -86,7 +86,7 @@ class _NoMetadata(beam.PTransform):
 
 
 def test_redone_tracks_lose_their_feature_rows(tmp_path, monkeypatch):
-    import pipeline.corpus as corpus
+    import stembeam.pipeline.corpus as corpus
 
     output = str(tmp_path / "out")
     first = _manifest(tmp_path / "m1.csv", 3.0)
@@ -134,7 +134,7 @@ def test_features_job_rows_of_a_pipeline_output_carry_its_stems(tmp_path):
     track (--codec flac) drops them."""
     import soundfile
 
-    from pipeline.features import run as features_run
+    from stembeam.pipeline.features import run as features_run
 
     audio, rate = soundfile.read(EXAMPLE, frames=3 * 44100, dtype="float32")
     song = tmp_path / "song.wav"

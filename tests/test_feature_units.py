@@ -10,9 +10,9 @@ import scipy.signal
 import soundfile
 import soxr
 
-from model.features.analysis import SHORT_TERM_STEP_TICKS, SourceAnalyser, SourceInput, analyse_track
-from model.features.loudness import TICK_S, LoudnessMeter
-from model.features.spectral import SILENT_FRAME_DB
+from stembeam.model.features.analysis import SHORT_TERM_STEP_TICKS, SourceAnalyser, SourceInput, analyse_track
+from stembeam.model.features.loudness import TICK_S, LoudnessMeter
+from stembeam.model.features.spectral import SILENT_FRAME_DB
 from tests.conftest import CC0, needs_shared
 
 SINE_DBFS = 20 * np.log10(np.sqrt(0.5))  # -3.0103: RMS of a full-scale sine

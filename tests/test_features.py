@@ -11,11 +11,11 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from model.features.analysis import SourceAnalyser, SourceInput, analyse_track, warm_up
-from model.features.framing import ANALYSIS_RATE, FRAME_S
-from model.features.loudness import LoudnessMeter
-from model.features.rhythm import tempo_and_beats
-from model.features.vocals import vocal_activity
+from stembeam.model.features.analysis import SourceAnalyser, SourceInput, analyse_track, warm_up
+from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S
+from stembeam.model.features.loudness import LoudnessMeter
+from stembeam.model.features.rhythm import tempo_and_beats
+from stembeam.model.features.vocals import vocal_activity
 from tests.conftest import CC0, CC0_SONGS, needs_shared
 
 RATE = 44100
@@ -264,7 +264,7 @@ def _query_example(output, vocals_after, tempo_min, tempo_max):
 
 
 def _features_job(*argv):
-    from pipeline.features import run
+    from stembeam.pipeline.features import run
 
     assert run(list(argv)) == 0
 
@@ -302,7 +302,7 @@ def test_features_job_error_rows_resume_and_same_tables(tmp_path):
 
 def test_unchanged_track_is_not_recomputed(tmp_path, monkeypatch):
     """The rerun's reuse is real: analyse_track is not called for a stored track, and is for a touched one."""
-    import model.features.analysis as analysis
+    import stembeam.model.features.analysis as analysis
 
     data = tmp_path / "songs"
     _song_folder(data, "a", 120, 2.0, seconds=4.0)
@@ -321,7 +321,7 @@ def test_unchanged_track_is_not_recomputed(tmp_path, monkeypatch):
 def test_pipeline_with_features_on_one_short_track(tmp_path):
     """The corpus job with --features --feature_frames --feature_plots on a manifest row cut with
     offset/duration: the mixture is analysed over the stems' span; a rerun reuses the stored rows."""
-    from pipeline.corpus import run
+    from stembeam.pipeline.corpus import run
     from tests.conftest import EXAMPLE
 
     manifest = tmp_path / "m.csv"
@@ -404,7 +404,7 @@ def test_features_job_reads_and_writes_gcs(tmp_path):
         for name in ("mixture", "drums", "vocals"):
             bucket.blob(f"songs/a/{name}.wav").upload_from_filename(str(tmp_path / "songs" / "a" / f"{name}.wav"))
         job = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "features", "--input", "gs://features/songs", "--output", "gs://features/out", "--feature_plots"],
+            [sys.executable, "-m", "stembeam.pipeline.cli", "features", "--input", "gs://features/songs", "--output", "gs://features/out", "--feature_plots"],
             cwd=REPO, env=env, capture_output=True, text=True,
         )
         assert job.returncode == 0, job.stderr[-3000:]

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from model.audio import load_audio, write_audio
+from stembeam.model.audio import load_audio, write_audio
 from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 from tests.test_cloud import gcs  # noqa: F401 - the GCS emulator fixture
 
@@ -124,9 +124,9 @@ def test_evaluate_and_features_with_brackets_keep_earlier_results_when_a_rerun_f
     `estimates [x]`, into `eval [1]` next to `eval 1`: the track is scored and `eval 1` is not
     touched. A rerun that fails in the job keeps every earlier table (they used to be deleted
     before the job ran). `stembeam features` of that dataset into `features [1]` works too."""
-    import transforms.report
-    from pipeline.evaluation import run as evaluate
-    from pipeline.features import run as features
+    from stembeam.transforms import report as stembeam_report
+    from stembeam.pipeline.evaluation import run as evaluate
+    from stembeam.pipeline.features import run as features
 
     dataset = tmp_path / "data [v2]"
     _musdb_track(dataset / "test" / "Song [Live]", example, 0, 4)
@@ -148,7 +148,7 @@ def test_evaluate_and_features_with_brackets_keep_earlier_results_when_a_rerun_f
     def broken(self, track_rows):
         raise RuntimeError("the disk filled up")
 
-    monkeypatch.setattr(transforms.report._WriteFiles, "process", broken)
+    monkeypatch.setattr(stembeam_report._WriteFiles, "process", broken)
     with pytest.raises(Exception, match="disk filled up"):
         evaluate(argv)
     assert _tree(output, LEFT_BY_A_FAILED_JOB) == before
@@ -164,11 +164,11 @@ def test_prepare_dataset_with_brackets_locks_its_output_and_keeps_records_when_a
     records hold the track, `records 1` is untouched and `train` finds the records. While another
     job holds the output it refuses to start; a rerun that fails keeps the earlier records and
     stats (they used to be deleted first)."""
-    from model.config import SPLEETER_2STEMS
-    from model.training import TRAIN, read_examples, record_files
-    from pipeline.output_lock import OutputInUse
-    from pipeline.prepare import run as prepare
-    from transforms.training_examples import MakeExamples
+    from stembeam.model.config import SPLEETER_2STEMS
+    from stembeam.model.training import TRAIN, read_examples, record_files
+    from stembeam.pipeline.output_lock import OutputInUse
+    from stembeam.pipeline.prepare import run as prepare
+    from stembeam.transforms.training_examples import MakeExamples
 
     dataset = tmp_path / "data [v2]"
     _musdb_track(dataset / "Song [Live]", example, 0, 4)
@@ -279,7 +279,7 @@ def test_gcs_output_source_and_model_folder_with_brackets(gcs, tmp_path, monkeyp
     `Song L.mp3` and an output `runs/run[12]` beside run1/ and run2/. Without --temp_location the
     job is refused in one line naming it, nothing written; with it the job succeeds, the siblings
     are untouched, the source's identity is its own, nothing is left under the temp location."""
-    from pipeline.jobs import UsageError
+    from stembeam.pipeline.jobs import UsageError
 
     client, _ = gcs
     monkeypatch.setenv("STEMBEAM_CACHE", str(tmp_path / "cache"))
@@ -320,10 +320,10 @@ def test_training_in_folders_with_brackets_resumes_and_keeps_the_last_checkpoint
 
     import tensorflow as tf
 
-    from model.checkpoint import checkpoint_prefix, load_official_checkpoint, save_official_checkpoint
-    from model.config import SPLEETER_2STEMS
-    from model.training import TRAIN, Trainer, serialize_example
-    from model.unet import build_model
+    from stembeam.model.checkpoint import checkpoint_prefix, load_official_checkpoint, save_official_checkpoint
+    from stembeam.model.config import SPLEETER_2STEMS
+    from stembeam.model.training import TRAIN, Trainer, serialize_example
+    from stembeam.model.unet import build_model
 
     tiny = dataclasses.replace(SPLEETER_2STEMS, name="tiny:2stems", T=64, F=64, conv_n_filters=(4, 8, 8, 16, 16, 16))
     records, model_dir = tmp_path / "records [1]", str(tmp_path / "model [2]")

@@ -9,8 +9,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.manifest import ReadManifest
-from transforms.records import Track, default_track_id, safe_component
+from stembeam.transforms.manifest import ReadManifest
+from stembeam.transforms.records import Track, default_track_id, safe_component
 
 ROWS = [
     {"uri": "/data/a.flac", "track_id": "a", "offset": "1.5", "duration": "10"},

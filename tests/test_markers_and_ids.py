@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from model.audio import load_audio
+from stembeam.model.audio import load_audio
 from tests.conftest import EXAMPLE, MODELS, needs_shared, run_corpus, snr_db, stem_folder, write_manifest
-from transforms.records import Track
+from stembeam.transforms.records import Track
 
 pytestmark = needs_shared
 OFFICIAL = os.path.join(MODELS, "2stems")
@@ -66,7 +66,7 @@ def test_an_id_that_looks_like_a_hashed_folder_gets_its_own_folder(tmp_path, two
     assert hashed == "_-rf-836830ee"
     assert Track(hashed, "").folder_name != hashed
     # A default id (file name + 8 hex digits of its uri) keeps its plain name.
-    from transforms.records import default_track_id
+    from stembeam.transforms.records import default_track_id
 
     assert Track(default_track_id("/x/song.wav"), "/x/song.wav").folder_name == default_track_id("/x/song.wav")
     manifest = _manifest(tmp_path / "m.csv", [(two_songs[0], "-rf", ""), (two_songs[1], hashed, "")])
@@ -77,8 +77,8 @@ def test_an_id_that_looks_like_a_hashed_folder_gets_its_own_folder(tmp_path, two
         by_id.setdefault(row["track_id"], {})[row["stem"]] = row["stem_uri"]
     assert os.path.dirname(by_id["-rf"]["vocals"]) != os.path.dirname(by_id[hashed]["vocals"])
     for track_id, song in (("-rf", two_songs[0]), (hashed, two_songs[1])):
-        from model.separation import separate_waveform
-        from model.load import load_separator
+        from stembeam.model.separation import separate_waveform
+        from stembeam.model.load import load_separator
 
         _, separator = load_separator("spleeter:2stems")
         expected = separate_waveform(load_audio(song), separator)["vocals"]
@@ -103,8 +103,8 @@ def test_a_marker_is_trusted_only_for_the_track_id_it_names(tmp_path, two_songs)
 
 def test_the_fingerprint_follows_the_checkpoint_the_folder_names(tmp_path, two_songs):
     """A training folder with two checkpoints: pointing ``checkpoint`` at the other one redoes."""
-    from model.checkpoint import save_official_checkpoint
-    from model.load import load_model, weights_fingerprint
+    from stembeam.model.checkpoint import save_official_checkpoint
+    from stembeam.model.load import load_model, weights_fingerprint
 
     folder = tmp_path / "trained"
     os.makedirs(folder)
@@ -138,7 +138,7 @@ def test_the_fingerprint_follows_the_checkpoint_the_folder_names(tmp_path, two_s
 def test_separate_goes_on_past_a_file_the_encoder_refuses(tmp_path, two_songs, capsys):
     """A float wav near float32's limit separates into Inf/NaN, which no encoder takes: one error
     line for it, the next file is still written, exit code 1."""
-    from pipeline.cli import main
+    from stembeam.pipeline.cli import main
 
     huge = str(tmp_path / "huge.wav")
     soundfile.write(huge, np.full((44100, 2), 3e38, np.float32), 44100, subtype="FLOAT")

@@ -25,7 +25,7 @@ SONGS = ("3.Sodium", "1.Hydrogen")
 def wiener_inputs(two_stems, decoded):
     """``(config, spec [T, 2049, 2], sources [T, 1024, 2, 2], frames)``: the Wiener filter's
     inputs for the first segment of a real mixture and for its last (268 of 512 frames)."""
-    from model.separation import segment_count, segment_frames, segment_waveform
+    from stembeam.model.separation import segment_count, segment_frames, segment_waveform
 
     config, separator = two_stems
     waveform = decoded(os.path.join(CC0, "1.Hydrogen", "mixture.flac"))
@@ -57,7 +57,7 @@ def _churn(rng: np.random.Generator, kept: list) -> None:
 def test_wiener_segment_bits_do_not_depend_on_buffers_or_threads(wiener_inputs):
     """The same segment filtered from inputs at other alignments, on one worker thread and on two
     at once with the heap in other states, gives exactly the main thread's bits."""
-    from model.separation import wiener_segment
+    from stembeam.model.separation import wiener_segment
 
     config, specs, sources, frames = wiener_inputs
     reference = [wiener_segment(specs[k], sources[k], config, frames[k], BLOCK) for k in range(2)]
@@ -94,8 +94,8 @@ def test_wiener_segment_bits_do_not_depend_on_buffers_or_threads(wiener_inputs):
 def test_mwf_pipeline_runs_give_identical_stems(tmp_path, monkeypatch):
     """The same ``--mwf --mwf_block_frames 256`` job (20 s of two real songs) into three fresh
     outputs gives the same float32 signals for every segment and byte-identical stems."""
-    from pipeline.corpus import run
-    from transforms import write
+    from stembeam.pipeline.corpus import run
+    from stembeam.transforms import write
 
     segments = {}  # (run, track, segment) -> sha1 of the segment's float32 signals
     add = write._TrackInFlight.add
@@ -138,8 +138,8 @@ def test_filter_is_norberts_wiener(wiener_inputs):
     SIMD kernel, at most last-bit rounding elsewhere."""
     import norbert
 
-    from model import spectral
-    from model.separation import norbert_wiener
+    from stembeam.model import spectral
+    from stembeam.model.separation import norbert_wiener
 
     config, specs, sources, _ = wiener_inputs
     v = spectral.extend_bins(sources[0][:BLOCK], config.n_bins)

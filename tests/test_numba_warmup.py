@@ -29,7 +29,7 @@ barrier, results = threading.Barrier(2), {}
 
 def use(name):
     barrier.wait()
-    from model.features.analysis import SourceInput, analyse_track, warm_up
+    from stembeam.model.features.analysis import SourceInput, analyse_track, warm_up
     if name == "warm-up":
         warm_up()
     features = analyse_track("clicks", {"drums": SourceInput(sys.argv[1]), "mixture": SourceInput(sys.argv[1])})
@@ -74,11 +74,11 @@ def save_then_die(self, name, data):
         os.kill(os.getpid(), signal.SIGKILL)
 
 caching.IndexDataCacheFile._save_data = save_then_die
-from model.features.analysis import warm_up
+from stembeam.model.features.analysis import warm_up
 warm_up()
 """
 
-WARM_UP_WITH_PITCH = "from model.features.analysis import warm_up; warm_up(True)"
+WARM_UP_WITH_PITCH = "from stembeam.model.features.analysis import warm_up; warm_up(True)"
 
 
 def _start(script: str, cache, *args: str, **env) -> subprocess.Popen:
@@ -210,7 +210,7 @@ def test_warmed_up_analysis_compiles_nothing(tmp_path, clicks, warm_cache):
     shutil.copytree(warm_cache, cache)
     script = r"""
 import sys
-from model.features.analysis import SourceInput, _cache_files, analyse_track, librosa_cache_folders, warm_up
+from stembeam.model.features.analysis import SourceInput, _cache_files, analyse_track, librosa_cache_folders, warm_up
 warm_up(True)
 before = _cache_files(librosa_cache_folders())
 source = SourceInput(sys.argv[1])

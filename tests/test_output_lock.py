@@ -28,7 +28,7 @@ IN_STEP = 0.1  # seconds: both attempts that close to the trial's start make a r
 # the end, so the two starts are within a few microseconds).
 RACER = r"""
 import json, os, sys, time
-from pipeline.output_lock import OutputInUse, OutputLock
+from stembeam.pipeline.output_lock import OutputInUse, OutputLock
 
 base, name, outputs, trials, hold, period = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 with OutputLock(outputs.rstrip("/") + "/warm-up-" + name, name):  # clients made, credentials looked up
@@ -126,7 +126,7 @@ def test_a_stale_local_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
     """A lock file naming a dead pid of this host, or another host's job whose heartbeat is
     older than STALE_AFTER, is taken over; a live pid of this host, or another host's fresh
     heartbeat, refuses the job with a message naming the holder."""
-    from pipeline.output_lock import LOCK_FILE, STALE_AFTER, OutputInUse, OutputLock
+    from stembeam.pipeline.output_lock import LOCK_FILE, STALE_AFTER, OutputInUse, OutputLock
 
     output = tmp_path / "out"
     output.mkdir()
@@ -148,7 +148,7 @@ def test_a_stale_local_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 HOLDER = r"""
 import sys, time
-from pipeline import output_lock
+from stembeam.pipeline import output_lock
 output_lock.HEARTBEAT = float(sys.argv[2])
 with output_lock.OutputLock(sys.argv[1], "stembeam pipeline") as lock:
     print(lock.run_id, flush=True)
@@ -168,7 +168,7 @@ def _holder(output, heartbeat=60.0, env=None):
 def test_a_killed_jobs_local_lock_is_taken_over_at_once(tmp_path):
     """SIGKILL leaves the lock file behind (nothing ran to remove it); the next job takes it at
     once, not after STALE_AFTER. While the job lived, another was refused."""
-    from pipeline.output_lock import LOCK_FILE, OutputInUse, OutputLock
+    from stembeam.pipeline.output_lock import LOCK_FILE, OutputInUse, OutputLock
 
     output = str(tmp_path / "out")
     proc, run_id = _holder(output)
@@ -210,7 +210,7 @@ def test_the_heartbeat_renews_only_its_own_local_lock(tmp_path):
     """The holder's lock file is deleted by hand and another job takes the output: the first
     job's heartbeat (every 0.1 s here) must not overwrite the new lock; it logs the loss and
     stops, naming the new holder, and leaves the new lock in place."""
-    from pipeline.output_lock import LOCK_FILE
+    from stembeam.pipeline.output_lock import LOCK_FILE
 
     output = tmp_path / "out"
     lock_file = output / LOCK_FILE
@@ -314,7 +314,7 @@ def test_two_jobs_starting_at_the_same_instant_never_both_hold_a_gcs_output(gcs,
 
 
 def test_a_stale_gcs_lock_is_taken_over_and_a_live_one_is_not(gcs):
-    from pipeline.output_lock import STALE_AFTER, OutputInUse, OutputLock
+    from stembeam.pipeline.output_lock import STALE_AFTER, OutputInUse, OutputLock
 
     client, _ = gcs
     output = "gs://locks/out"

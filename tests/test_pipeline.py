@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.corpus import run
-from pipeline.separate import separate_files
+from stembeam.pipeline.corpus import run
+from stembeam.pipeline.separate import separate_files
 from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, read_wav, snr_db, stem_folder
 
 pytestmark = needs_shared
@@ -52,7 +52,7 @@ def corpus_run(tmp_path_factory):
     manifest = _manifest(tmp / "manifest.csv", rows)
     output = str(tmp / "out")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output, "--runner", "DirectRunner"],
+        [sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, "--runner", "DirectRunner"],
         capture_output=True, text=True, cwd=REPO,
     )
     return manifest, output, result
@@ -117,7 +117,7 @@ def test_rerun_skips_finished_tracks_and_completes_missing(corpus_run, tmp_path)
     before = _snapshot(os.path.join(output, "stems"))
     sodium = os.path.basename(stem_folder(output, "3.Sodium"))
     shutil.rmtree(os.path.join(output, "stems", sodium))
-    result = subprocess.run([sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 tracks separated, 2 already done, 3 failed" in result.stderr
     after = _snapshot(os.path.join(output, "stems"))

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model import precision
-from model.audio import load_audio, write_audio
+from stembeam.model import precision
+from stembeam.model.audio import load_audio, write_audio
 from tests.conftest import EXAMPLE, needs_shared, snr_db
 
 pytestmark = needs_shared
@@ -17,7 +17,7 @@ pytestmark = needs_shared
 
 def test_silent_segments_are_exact_zeros_without_a_model_call(two_stems, decoded):
     config, separator = two_stems
-    from model.separation import segment_waveform
+    from stembeam.model.separation import segment_waveform
 
     audible = segment_waveform(decoded(EXAMPLE), 0, config)
     silent = np.zeros_like(audible)
@@ -69,8 +69,8 @@ def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_
 
 
 def _run(manifest, output, *flags):
-    from pipeline.corpus import COUNTERS, run_pipeline
-    from pipeline.jobs import summary
+    from stembeam.pipeline.corpus import COUNTERS, run_pipeline
+    from stembeam.pipeline.jobs import summary
 
     result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
     counts = summary(result, COUNTERS)
@@ -108,8 +108,8 @@ def test_precision_is_recorded_and_resume_tells_precisions_apart(tmp_path, monke
 def test_bfloat16_unets_stay_close_to_float32(two_stems, decoded):
     """The oneDNN bfloat16 U-nets (STFT, masks and inverse STFT in float32) in the same process
     as float32 separators, which stay exact."""
-    from model.segment_graph import SegmentSeparator
-    from model.separation import segment_waveform
+    from stembeam.model.segment_graph import SegmentSeparator
+    from stembeam.model.separation import segment_waveform
 
     config, exact = two_stems
     if precision.effective_precision("bfloat16") != "bfloat16":
@@ -131,8 +131,8 @@ def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
     against float32; the median change of SDR must be at most 0.05 dB."""
     import museval
 
-    from model.segment_graph import SegmentSeparator
-    from model.separation import separate_waveform
+    from stembeam.model.segment_graph import SegmentSeparator
+    from stembeam.model.separation import separate_waveform
     from tests.conftest import CC0, CC0_SONGS
 
     config, exact = two_stems

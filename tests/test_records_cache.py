@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from model.config import SPLEETER_2STEMS
-from model.training import TRAIN
+from stembeam.model.config import SPLEETER_2STEMS
+from stembeam.model.training import TRAIN
 
 TINY = dataclasses.replace(SPLEETER_2STEMS, name="tiny:2stems", T=64, F=64, conv_n_filters=(4, 8, 8, 16, 16, 16))
 FS = 44100
@@ -38,7 +38,7 @@ def _dataset(root):
 
 
 def test_records_of_a_spleeter_csv_are_made_again_when_the_csv_or_its_audio_changes(tmp_path, monkeypatch):
-    import pipeline.prepare as prepare
+    import stembeam.pipeline.prepare as prepare
 
     builds = []
     real_build = prepare.build
@@ -80,7 +80,7 @@ def test_the_stamp_stats_each_listed_path_literally(tmp_path):
     stamped as missing and its appearance changes the stamp."""
     import json
 
-    from pipeline.prepare import source_stamp
+    from stembeam.pipeline.prepare import source_stamp
 
     root = tmp_path / "dataset"
     root.mkdir()

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from model import resolve
+from stembeam.model import resolve
 from tests.conftest import MODELS, needs_shared
 
 

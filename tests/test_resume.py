@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from model.audio import load_audio, write_audio
+from stembeam.model.audio import load_audio, write_audio
 from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 
 pytestmark = needs_shared
@@ -34,8 +34,8 @@ def _copy_model(folder):
 def retrained(tmp_path_factory):
     """An official-format checkpoint folder of the 2-stems architecture with other weights
     (a fine-tuned model): the same file sizes as the official one, other bytes."""
-    from model.checkpoint import save_official_checkpoint
-    from model.load import load_model
+    from stembeam.model.checkpoint import save_official_checkpoint
+    from stembeam.model.load import load_model
 
     folder = tmp_path_factory.mktemp("retrained") / "2stems"
     _, model = load_model("spleeter:2stems")
@@ -103,7 +103,7 @@ def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retra
     weights' content hash: same-size weights replaced in place are exported again."""
     import keras
 
-    from pipeline.corpus import prepare_model
+    from stembeam.pipeline.corpus import prepare_model
 
     folder = _copy_model(tmp_path / "model")
     output = str(tmp_path / "out")
@@ -115,7 +115,7 @@ def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retra
     second.finish()
     assert first.keras_uri == second.keras_uri and first.fingerprint != second.fingerprint
     exported = keras.models.load_model(second.keras_uri, compile=False)
-    from model.load import load_model
+    from stembeam.model.load import load_model
 
     _, expected = load_model("spleeter:2stems", retrained)
     for got, want in zip(exported.weights, expected.weights):
@@ -125,14 +125,14 @@ def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retra
 KILL_AFTER_VOCALS = textwrap.dedent(
     """
     import os, sys
-    import model.audio as audio
+    import stembeam.model.audio as audio
     close = audio.AudioWriter.close
     def close_then_die(self):
         close(self)
         if os.path.basename(self.path).startswith("vocals."):
             os._exit(137)  # killed right after the redo replaced vocals
     audio.AudioWriter.close = close_then_die
-    from pipeline.corpus import run
+    from stembeam.pipeline.corpus import run
     run(sys.argv[1:])
     """
 )
@@ -199,7 +199,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_a_dead_ones_lock_is_take
     nothing; the lock of a job that died is taken over."""
     import socket
 
-    from pipeline.output_lock import LOCK_FILE, OutputInUse
+    from stembeam.pipeline.output_lock import LOCK_FILE, OutputInUse
 
     output = tmp_path / "out"
     spool_file = output / "_work" / "spool" / "x" / "000000.npy"
@@ -219,7 +219,7 @@ def test_a_second_job_on_the_same_output_is_refused_and_a_dead_ones_lock_is_take
 
 def test_metadata_is_replaced_only_when_the_new_table_is_written(tmp_path, short_songs):
     """A job that fails before writing keeps the previous metadata table."""
-    from transforms.write import METADATA_FILE
+    from stembeam.transforms.write import METADATA_FILE
 
     output = tmp_path / "out"
     manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
@@ -257,7 +257,7 @@ def test_the_summary_comes_from_the_metadata_when_the_runner_has_no_metrics(tmp_
     metadata table it wrote (this run's rows vs rows kept from markers)."""
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    from pipeline.corpus import run
+    from stembeam.pipeline.corpus import run
 
     def no_metrics(self):
         raise NotImplementedError("this runner reports no metrics")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.separation import separate_waveform
-from pipeline.cli import main
+from stembeam.model.separation import separate_waveform
+from stembeam.pipeline.cli import main
 from tests.conftest import CC0, CC0_SONGS, EXAMPLE, needs_shared, read_wav, snr_db
 
 PARITY_FILES = [EXAMPLE, os.path.join(CC0, "2.Lithium", "mixture.flac")]

@@ -2,10 +2,10 @@
 import numpy as np
 import tensorflow as tf
 
-from model import spectral
-from model.config import get_config
-from model import segment_graph
-from model.separation import OverlapAdd, segment_count, segment_waveform
+from stembeam.model import spectral
+from stembeam.model.config import get_config
+from stembeam.model import segment_graph
+from stembeam.model.separation import OverlapAdd, segment_count, segment_waveform
 
 CONFIG = get_config("2stems")
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from stembeam.pipeline.cli import main
 from tests.conftest import AUDIO, EXAMPLE, needs_shared, read_wav
 
 pytestmark = needs_shared
@@ -140,7 +140,7 @@ def test_static_filename_format_is_refused_before_any_work(tmp_path, capsys):
     assert f"{out / 'audio_example' / 'vocals.wav'} <- {EXAMPLE} (vocals), {other} (vocals)" in error
     assert not out.exists()
     # {foldername} tells them apart: accepted.
-    from pipeline.separate import planned_paths
+    from stembeam.pipeline.separate import planned_paths
 
     assert len(planned_paths([EXAMPLE, str(other)], str(out), ("vocals", "accompaniment"), "wav", "{foldername}/{filename}/{instrument}.{codec}")) == 4
 
@@ -149,7 +149,7 @@ def test_static_filename_format_is_refused_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("codec", ["wav", "wma"] + [pytest.param(c, marks=pytest.mark.slow) for c in ("flac", "mp3", "ogg", "m4a")])
 def test_every_spleeter_codec_decodes_to_the_inputs_duration(tmp_path, codec, decoded):
     """Spleeter's codecs through `separate -c`: each stem decodes to the input's duration ± 0.1 s."""
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     out = tmp_path / "out"
     assert main(["separate", "--no-progress", "-o", str(out), "-c", codec, "-b", "128k", EXAMPLE]) == 0
@@ -169,9 +169,9 @@ def test_every_spleeter_codec_decodes_to_the_inputs_duration(tmp_path, codec, de
 
 
 def _random_model(spleeter_config):
-    from model.config import from_spleeter
-    from model.segment_graph import SegmentSeparator
-    from model.unet import build_model
+    from stembeam.model.config import from_spleeter
+    from stembeam.model.segment_graph import SegmentSeparator
+    from stembeam.model.unet import build_model
 
     import keras
 
@@ -184,8 +184,8 @@ def test_mask_extension_average_and_zeros(decoded):
     """Spleeter's mask_extension: ``zeros`` leaves nothing above F (the stems add up to the
     mixture's band below F*44100/4096 Hz); ``average`` extends each frame's mean mask, so the
     stems add up to the whole mixture. Both give the same stems below F."""
-    from model.separation import separate_waveform
-    from model import spectral
+    from stembeam.model.separation import separate_waveform
+    from stembeam.model import spectral
 
     waveform = decoded(EXAMPLE)[: 44100 * 4]
     base = dict(SPLEETER_TRAIN_CONFIG)
@@ -213,8 +213,8 @@ def test_model_types_activations_and_ignored_keys(tmp_path, capsys):
     """unet.unet -> sigmoid U-nets, unet.softmax_unet -> softmax across stems, the activations
     named in model.params as Spleeter picks them; any other type is an error naming it, in
     every command that takes a config; keys with no meaning here are accepted and listed."""
-    from model.config import SPLEETER_IGNORED_KEYS, from_spleeter
-    from model.unet import build_model
+    from stembeam.model.config import SPLEETER_IGNORED_KEYS, from_spleeter
+    from stembeam.model.unet import build_model
 
     config, training = from_spleeter(SPLEETER_TRAIN_CONFIG)
     assert (config.conv_activation, config.deconv_activation, config.softmax_masks) == ("elu", "elu", False)
@@ -250,7 +250,7 @@ def test_model_types_activations_and_ignored_keys(tmp_path, capsys):
 def test_spleeter_dataset_csv_is_a_manifest(tmp_path):
     """Spleeter's CSV (mix_path, <instrument>_path, duration; paths relative to the -d folder)
     lists its tracks, named by their folders, with every instrument's file."""
-    from transforms.dataset import list_dataset
+    from stembeam.transforms.dataset import list_dataset
 
     csv_path = fake_training_dataset(str(tmp_path), 1, instruments=("vocals", "guitar"))
     tracks = list(list_dataset(csv_path, "all", root=str(tmp_path)))

@@ -7,9 +7,9 @@ from tests.conftest import REPO
 
 _PROBE = """
 import sys
-import pipeline.corpus
+import stembeam.pipeline.corpus
 corpus_only = sorted(name for name in ("tensorflow", "keras") if name in sys.modules)
-import model.load, transforms.inference
+import stembeam.model.load, stembeam.transforms.inference
 loaded = sorted(name for name in ("sklearn", "tensorflow_hub") if name in sys.modules)
 import keras.src.wrappers.fixes as keras_fixes
 import sklearn

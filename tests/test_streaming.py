@@ -81,7 +81,7 @@ class Sampler(threading.Thread):
 def _job(manifest, output, tmp, *flags):
     """The corpus job as a process (its temporary space ``tmp``, so it can be measured)."""
     env = {**os.environ, "TMPDIR": tmp}
-    command = [sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", output, *flags]
+    command = [sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, *flags]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -222,9 +222,9 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     """Three 5-s tracks (one segment each) with --batch_size 2: a batch takes the end of one track
     and the start of the next; in-process, on worker processes and in `stembeam separate`, the
     stems are the same bytes."""
-    from pipeline.corpus import run_pipeline
-    from pipeline.jobs import summary
-    from pipeline.separate import separate_files
+    from stembeam.pipeline.corpus import run_pipeline
+    from stembeam.pipeline.jobs import summary
+    from stembeam.pipeline.separate import separate_files
 
     manifest = str(tmp_path / "m.csv")
     with open(manifest, "w", newline="") as handle:
@@ -235,7 +235,7 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(tmp_path / "in"), "--batch_size", "2"])
     counts = summary(result, ("tracks_ok", "batches_across_tracks"))
     assert counts["tracks_ok"] == 3 and counts["batches_across_tracks"] >= 1
-    workers = subprocess.run([sys.executable, "-m", "pipeline", "--manifest", manifest, "--output", str(tmp_path / "procs"), "--batch_size", "2",
+    workers = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", str(tmp_path / "procs"), "--batch_size", "2",
                               "--direct_running_mode=multi_processing", "--direct_num_workers=2"], cwd=REPO, capture_output=True, text=True)
     assert workers.returncode == 0, workers.stderr[-3000:]
     for n in range(3):
@@ -254,11 +254,11 @@ def test_a_retried_bundle_finds_its_finished_tracks(tmp_path):
 
     import soundfile
 
-    from model.audio import load_audio
-    from model.config import SPLEETER_2STEMS
-    from transforms.audio import DONE, DecodeAndChunk
-    from transforms.records import Track
-    from transforms.resume import job_key, source_identity, track_key
+    from stembeam.model.audio import load_audio
+    from stembeam.model.config import SPLEETER_2STEMS
+    from stembeam.transforms.audio import DONE, DecodeAndChunk
+    from stembeam.transforms.records import Track
+    from stembeam.transforms.resume import job_key, source_identity, track_key
 
     song = str(tmp_path / "song.wav")
     soundfile.write(song, load_audio(EXAMPLE)[:44100], 44100, subtype="FLOAT")

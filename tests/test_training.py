@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.config import SPLEETER_2STEMS, SPLEETER_4STEMS
-from model.training import TRAIN, VALIDATION, read_examples, segment_magnitudes
-from pipeline.prepare import run as prepare
+from stembeam.model.config import SPLEETER_2STEMS, SPLEETER_4STEMS
+from stembeam.model.training import TRAIN, VALIDATION, read_examples, segment_magnitudes
+from stembeam.pipeline.prepare import run as prepare
 from tests.conftest import AUDIO, CC0, CC0_SONGS, EXAMPLE, MODELS, REPO, needs_shared
 
 pytestmark = needs_shared
@@ -31,7 +31,7 @@ def _link_song(folder, song, names=("mixture", "vocals", "drums", "bass", "other
 
 def _direct(path, offset, config, stream=None, sources=None):
     """Magnitudes computed here from the audio: ``path`` (or the float64 sum of ``sources``) at ``offset``."""
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     if sources is not None:
         audio = np.sum([load_audio(p, stream=s).astype(np.float64) for p, s in sources], axis=0)
@@ -101,14 +101,14 @@ def hydrogen_records(tmp_path_factory):
 def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_path, official_graph):
     """With the official 2-stems weights the first validation loss equals the L1 loss of
     Spleeter's own graph (its source spectrograms) against the same records, batch for batch."""
-    from model.training import Trainer
+    from stembeam.model.training import Trainer
 
     trainer = Trainer(SPLEETER_2STEMS, hydrogen_records, str(tmp_path / "model"), batch_size=2, freeze_batch_norm=True)
     assert trainer.restore_or_initialize("spleeter:2stems") == "initialised from spleeter:2stems"
     history = trainer.train(0, validation_batches=2)
     ours = history[0]["validation_loss"]
 
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
 
     mixture = load_audio(os.path.join(CC0, CC0_SONGS[0], "mixture.flac"))
     examples = list(read_examples(os.path.join(hydrogen_records, f"{TRAIN}-*.tfrecord"), SPLEETER_2STEMS))
@@ -128,7 +128,7 @@ def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_pa
 
 
 def _train_cli(records, model_dir, steps, *extra):
-    return [sys.executable, "-m", "pipeline.train", "--config", str(records / "tiny.json"), "--data", str(records), "--model-dir", str(model_dir),
+    return [sys.executable, "-m", "stembeam.pipeline.train", "--config", str(records / "tiny.json"), "--data", str(records), "--model-dir", str(model_dir),
             "--steps", str(steps), "--checkpoint-every", "2", "--batch-size", "2", "--validation-batches", "1", "--keep-checkpoints", "0", *extra]
 
 
@@ -182,7 +182,7 @@ def test_killed_training_resumes_exactly(tmp_path):
 def test_four_stems_from_scratch_exports_and_separates(tmp_path):
     """A 4-stems model trained briefly from scratch exports a name-based checkpoint with exactly
     the official 4-stems variables, and `stembeam separate -p DIR` writes its four stems."""
-    from model.checkpoint import checkpoint_prefix, checkpoint_variables
+    from stembeam.model.checkpoint import checkpoint_prefix, checkpoint_variables
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -191,7 +191,7 @@ def test_four_stems_from_scratch_exports_and_separates(tmp_path):
     assert prepare(["--dataset", str(dataset), "--output", str(records), "--model_config", "spleeter:4stems", "--shards", "1", "--augment"]) == 0
     model_dir = tmp_path / "model"
     subprocess.run(
-        [sys.executable, "-m", "pipeline.train", "--config", "spleeter:4stems", "--data", str(records), "--model-dir", str(model_dir),
+        [sys.executable, "-m", "stembeam.pipeline.train", "--config", "spleeter:4stems", "--data", str(records), "--model-dir", str(model_dir),
          "--steps", "1", "--batch-size", "1", "--validation-batches", "1"],
         check=True, cwd=REPO, capture_output=True,
     )
@@ -199,10 +199,10 @@ def test_four_stems_from_scratch_exports_and_separates(tmp_path):
     ours = checkpoint_variables(checkpoint_prefix(str(model_dir)))
     assert ours == official  # names and shapes, global_step included
     out = tmp_path / "separated"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", "-p", str(model_dir), "-o", str(out), "--no-progress", EXAMPLE], check=True, cwd=REPO, capture_output=True)
+    subprocess.run([sys.executable, "-m", "stembeam.pipeline.cli", "separate", "-p", str(model_dir), "-o", str(out), "--no-progress", EXAMPLE], check=True, cwd=REPO, capture_output=True)
     written = sorted(os.listdir(out / "audio_example"))
     assert written == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
-    from model.audio import load_audio
+    from stembeam.model.audio import load_audio
     from tests.conftest import read_wav
 
     assert all(read_wav(str(out / "audio_example" / name)).shape == load_audio(EXAMPLE).shape for name in written)
@@ -212,14 +212,14 @@ def test_four_stems_from_scratch_exports_and_separates(tmp_path):
 def test_fine_tuning_on_one_song_lowers_its_loss_and_raises_its_vocals_sdr(tmp_path, capsys):
     """Fine-tune the official 2-stems model on one cc0 song (Adam 1e-4, batch 2, batch norm
     frozen): its loss falls and its vocals SDR (the evaluation job, soft masks) rises."""
-    from pipeline.evaluation import run as evaluate
+    from stembeam.pipeline.evaluation import run as evaluate
 
     dataset = tmp_path / "dataset"
     _link_song(dataset / CC0_SONGS[0], CC0_SONGS[0])
     records, model_dir = tmp_path / "records", tmp_path / "model"
     assert prepare(["--dataset", str(dataset), "--output", str(records), "--shards", "1", "--repeat", "2"]) == 0
     trained = subprocess.run(
-        [sys.executable, "-m", "pipeline.train", "--config", "spleeter:2stems", "--data", str(records), "--model-dir", str(model_dir),
+        [sys.executable, "-m", "stembeam.pipeline.train", "--config", "spleeter:2stems", "--data", str(records), "--model-dir", str(model_dir),
          "--init", "spleeter:2stems", "--steps", "24", "--batch-size", "2", "--checkpoint-every", "6", "--validation-batches", "3"],
         check=True, cwd=REPO, capture_output=True, text=True,
     )
@@ -247,7 +247,7 @@ def test_fine_tuning_on_one_song_lowers_its_loss_and_raises_its_vocals_sdr(tmp_p
 
 def _random_records(folder, config, count, seed=0):
     """``count`` examples of random magnitudes with the config's real shapes in one TFRecord file."""
-    from model.training import serialize_example
+    from stembeam.model.training import serialize_example
 
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -263,7 +263,7 @@ def test_a_checkpoint_holds_the_model_and_optimizer_and_no_examples(tmp_path):
     """With the real T=512, F=1024 shapes (4.2 MB per magnitude tensor), a checkpoint weighs what
     the weights and Adam's moments weigh: no example of the input pipeline is stored in it (a
     shuffle buffer of parsed examples made every checkpoint about 3.2 GB for 2 stems)."""
-    from model.training import KEEP_CHECKPOINTS, Trainer
+    from stembeam.model.training import KEEP_CHECKPOINTS, Trainer
 
     _random_records(tmp_path / "records", SPLEETER_2STEMS, 3)
     trainer = Trainer(SPLEETER_2STEMS, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=1)
@@ -282,7 +282,7 @@ def test_a_checkpoint_holds_the_model_and_optimizer_and_no_examples(tmp_path):
 def test_only_the_last_checkpoints_are_kept_and_the_input_resumes_by_step(tmp_path):
     """Default: the last 3 checkpoints. The input's position is the step: the batches a resumed
     trainer draws equal those of one that never stopped."""
-    from model.training import Trainer, record_index, training_batches
+    from stembeam.model.training import Trainer, record_index, training_batches
 
     _random_records(tmp_path / "records", TINY, 5)
     trainer = Trainer(TINY, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=2)

@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from transforms.workspace import local_work_dir
+from stembeam.transforms.workspace import local_work_dir
 
 OUTPUT = "gs://stembeam-out/run"
 
@@ -81,8 +81,8 @@ def test_local_outputs_keep_their_work_folder_under_the_output(tmp_path):
 def test_the_decoder_refuses_another_users_work_folder(tmpdir_base):
     """Where the job writes decoded samples of a gs:// output's tracks (DecodeAndChunk): a folder
     planted at the predictable name by another user is refused, not used."""
-    from model.config import get_config
-    from transforms.audio import DecodeAndChunk
+    from stembeam.model.config import get_config
+    from stembeam.transforms.audio import DecodeAndChunk
 
     decoder = DecodeAndChunk(get_config("spleeter:2stems"), OUTPUT, {})
     folder = decoder._decode_dir()

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from model.config import SPLEETER_2STEMS, ModelConfig
-from transforms.records import Chunk, Track
-from transforms.resume import job_key
-from transforms.write import WriteStems
+from stembeam.model.config import SPLEETER_2STEMS, ModelConfig
+from stembeam.transforms.records import Chunk, Track
+from stembeam.transforms.resume import job_key
+from stembeam.transforms.write import WriteStems
 
 KEY = job_key("spleeter:2stems", "f" * 64, "wav", "128k", "soft")
 SEGMENT = SPLEETER_2STEMS.segment_samples
@@ -77,7 +77,7 @@ def test_disk_and_network_errors_raise_for_a_retry_and_data_errors_are_rows(tmp_
     def broken_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("transforms.storage.write_bytes_atomic", broken_disk)
+    monkeypatch.setattr("stembeam.transforms.storage.write_bytes_atomic", broken_disk)
     with pytest.raises(OSError, match="No space left"):
         _bundle(_writer(output), _segments())
     # No marker vouches for the stems, so the retry (or the next run) writes the track again.
@@ -95,7 +95,7 @@ def test_stem_names_that_would_leave_the_output_are_refused(instruments):
 
 
 def test_a_model_folder_config_with_a_climbing_name_is_refused(tmp_path):
-    from model.load import config_for_dir
+    from stembeam.model.load import config_for_dir
 
     config = json.loads(SPLEETER_2STEMS.to_json())
     (tmp_path / "stembeam.json").write_text(json.dumps({**config, "instruments": ["../../x", "accompaniment"]}))
@@ -108,7 +108,7 @@ def test_a_model_folder_config_with_a_climbing_name_is_refused(tmp_path):
 
 def test_file_modes_are_set_without_touching_the_process_umask(tmp_path, monkeypatch):
     """os.umask() is process-wide: reading it that way races with threads creating files."""
-    from model.audio import apply_default_mode
+    from stembeam.model.audio import apply_default_mode
 
     mask = os.umask(0o027)
     try:
@@ -126,7 +126,7 @@ def test_file_modes_are_set_without_touching_the_process_umask(tmp_path, monkeyp
 def test_the_remote_model_cache_is_private(tmp_path, monkeypatch):
     """The local copy of a gs:// model lives in the user's cache, in a 0700 folder; a folder
     there owned by another user is refused, not used."""
-    from transforms.storage import _private_folder
+    from stembeam.transforms.storage import _private_folder
 
     folder = _private_folder(str(tmp_path / "cache" / "remote"))
     assert os.stat(folder).st_mode & 0o777 == 0o700
@@ -140,8 +140,8 @@ def test_the_remote_model_cache_is_private(tmp_path, monkeypatch):
 
 def test_estimates_of_two_codecs_are_refused_unless_a_codec_is_given(tmp_path):
     """After an mp3 run and a wav run into one folder, --estimates must not pick one silently."""
-    from pipeline.evaluation import FindEstimates
-    from transforms.dataset import DatasetTrack, Signal
+    from stembeam.pipeline.evaluation import FindEstimates
+    from stembeam.transforms.dataset import DatasetTrack, Signal
 
     folder = tmp_path / "song"
     folder.mkdir()

@@ -12,13 +12,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from model.audio import AudioDecodeError, decode_to_file, read_raw
-from model.config import ModelConfig
-from model.separation import pad_segment, segment_count, segment_start
-from transforms import storage, workspace
-from transforms.records import Chunk, Track
-from transforms.timing import timer
-from transforms.resume import changed_fields, key_run_here, source_identity, track_key
+from stembeam.model.audio import AudioDecodeError, decode_to_file, read_raw
+from stembeam.model.config import ModelConfig
+from stembeam.model.separation import pad_segment, segment_count, segment_start
+from stembeam.transforms import storage, workspace
+from stembeam.transforms.records import Chunk, Track
+from stembeam.transforms.timing import timer
+from stembeam.transforms.resume import changed_fields, key_run_here, source_identity, track_key
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 

@@ -24,10 +24,10 @@ from typing import Iterator, Optional
 import apache_beam as beam
 import numpy as np
 
-from model.audio import load_audio
-from transforms import storage
-from transforms.manifest import MANIFEST_SUFFIXES, read_rows, relative_to
-from transforms.records import Track
+from stembeam.model.audio import load_audio
+from stembeam.transforms import storage
+from stembeam.transforms.manifest import MANIFEST_SUFFIXES, read_rows, relative_to
+from stembeam.transforms.records import Track
 
 ERRORS = "errors"
 MIXTURE = "mixture"

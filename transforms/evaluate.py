@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from transforms.dataset import STEM_NAMES, DatasetTrack, Signal, load_references, read_signal
+from stembeam.transforms.dataset import STEM_NAMES, DatasetTrack, Signal, load_references, read_signal
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 TRACKS = "tracks"

@@ -10,11 +10,11 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from model.features import FEATURE_VERSION
-from model.features.schema import FRAMES_SCHEMA, SOURCE_COLUMNS, SOURCES_SCHEMA, TRACK_COLUMNS, TRACKS_SCHEMA
-from transforms import storage
-from transforms.records import Track
-from transforms.staged import WriteStaged
+from stembeam.model.features import FEATURE_VERSION
+from stembeam.model.features.schema import FRAMES_SCHEMA, SOURCE_COLUMNS, SOURCES_SCHEMA, TRACK_COLUMNS, TRACKS_SCHEMA
+from stembeam.transforms import storage
+from stembeam.transforms.records import Track
+from stembeam.transforms.staged import WriteStaged
 
 TRACKS, FRAMES = "tracks", "frames"
 MIXTURE = "mixture"
@@ -187,7 +187,7 @@ class AnalyseTracks(beam.DoFn):
         self._failed = Metrics.counter("stembeam", "features_tracks_failed")
 
     def setup(self):
-        from model.features.analysis import warm_up
+        from stembeam.model.features.analysis import warm_up
 
         warm_up(self._pitch)  # numba compiles once per worker process, not per track
 
@@ -213,13 +213,13 @@ class AnalyseTracks(beam.DoFn):
         return stored
 
     def _analyse(self, job: FeatureTrack) -> dict:
-        from model.features.analysis import analyse_track
+        from stembeam.model.features.analysis import analyse_track
 
         result = analyse_track(job.track_id, dict(job.sources), self._pitch, self._frames, storage.local_copy)
         if self._plots:
-            from model.features.analysis import SHORT_TERM_STEP_TICKS
-            from model.features.loudness import TICK_S
-            from model.features.plot import plot_track
+            from stembeam.model.features.analysis import SHORT_TERM_STEP_TICKS
+            from stembeam.model.features.loudness import TICK_S
+            from stembeam.model.features.plot import plot_track
 
             png = plot_track(job.track_id, result.short_term, SHORT_TERM_STEP_TICKS * TICK_S, result.track, result.duration_s)
             storage.write_bytes_atomic(plot_uri(self._output, job.folder), png)
@@ -292,7 +292,7 @@ class ComputeFeatures(beam.PTransform):
 def _corpus_jobs(element, output: str):
     """``(track_id, {"track": [Track], "rows": [metadata rows]})`` -> a FeatureTrack of the mixture
     (read over the manifest row's offset/duration, the span the stems were made from) and its stems."""
-    from model.features.analysis import SourceInput
+    from stembeam.model.features.analysis import SourceInput
 
     track_id, joined = element
     stems = {row["stem"]: row["stem_uri"] for row in joined["rows"] if row.get("status") == "ok" and row.get("stem")}
@@ -312,7 +312,7 @@ def warm_up_in_background(in_process: bool, vocal_pitch: bool) -> None:
     job starts (decoding, inference) instead of when the first track reaches the features stage."""
     import threading
 
-    from model.features.analysis import warm_up
+    from stembeam.model.features.analysis import warm_up
 
     if in_process:
         threading.Thread(target=warm_up, args=(vocal_pitch,), daemon=True).start()

@@ -10,11 +10,11 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from model.config import ModelConfig
-from model.separation import segment_frames, wiener_segment
-from transforms import storage
-from transforms.records import Chunk
-from transforms.timing import timer
+from stembeam.model.config import ModelConfig
+from stembeam.model.separation import segment_frames, wiener_segment
+from stembeam.transforms import storage
+from stembeam.transforms.records import Chunk
+from stembeam.transforms.timing import timer
 
 
 # Wall time of each part of the separation graph per batch (Beam distributions of ms; the
@@ -34,7 +34,7 @@ def segment_inference_fn(
     STFT, U-nets, masks and inverse STFT run as three TF calls per batch (model.segment_graph);
     silent segments (all samples zero) get zero signals without a model call.
     """
-    from model.segment_graph import separator_for
+    from stembeam.model.segment_graph import separator_for
 
     if isinstance(model, concurrent.futures.Future):
         model = model.result()  # the launcher's model, still loading when the workers started

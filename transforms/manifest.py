@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import Track, default_track_id
+from stembeam.transforms.records import Track, default_track_id
 
 ERRORS = "errors"
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson", ".parquet")

@@ -19,7 +19,7 @@ from typing import Optional
 
 import apache_beam as beam
 
-from transforms import storage
+from stembeam.transforms import storage
 
 DONE, SKIPPED, FAILED, DECODED = "done", "skipped", "failed", "decoded"
 FINISHED = (DONE, SKIPPED, FAILED)

@@ -8,9 +8,9 @@ from typing import Optional
 import apache_beam as beam
 import numpy as np
 
-from transforms import storage
-from transforms.dataset import STEM_NAMES
-from transforms.evaluate import METRICS
+from stembeam.transforms import storage
+from stembeam.transforms.dataset import STEM_NAMES
+from stembeam.transforms.evaluate import METRICS
 
 
 def stems_of(track_rows: list) -> list:

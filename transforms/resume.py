@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 
-from model.audio import LOSSLESS_CODECS
-from model.precision import effective_precision
-from transforms import storage
-from transforms.records import Track
+from stembeam.model.audio import LOSSLESS_CODECS
+from stembeam.model.precision import effective_precision
+from stembeam.transforms import storage
+from stembeam.transforms.records import Track
 
 # Raised when the code changes what a given key produces.
 KEY_VERSION = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms import storage
+from stembeam.transforms import storage
 
 
 def move_into(uri: str, folder: str) -> str:

@@ -10,7 +10,7 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
-from model.audio import apply_default_mode
+from stembeam.model.audio import apply_default_mode
 
 
 def is_local(uri: str) -> bool:
@@ -301,7 +301,7 @@ def cached_folder(uri: str) -> tuple:
     import hashlib
     import json
 
-    from model.resolve import cache_dir
+    from stembeam.model.resolve import cache_dir
 
     root = _private_folder(os.path.join(cache_dir(), "remote"))
     local = os.path.join(root, hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from model.config import ModelConfig
-from transforms.audio import DECODED, DONE, ERRORS, DecodeAndChunk
-from transforms.inference import SeparateChunks
-from transforms.write import WriteStems
+from stembeam.model.config import ModelConfig
+from stembeam.transforms.audio import DECODED, DONE, ERRORS, DecodeAndChunk
+from stembeam.transforms.inference import SeparateChunks
+from stembeam.transforms.write import WriteStems
 
 
 class SeparateTracks(beam.PTransform):

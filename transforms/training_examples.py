@@ -7,9 +7,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from model.config import ModelConfig
-from model.training import TRAIN, VALIDATION, segment_magnitudes, serialize_example
-from transforms.dataset import ACCOMPANIMENT, DatasetTrack, load_references, read_signal
+from stembeam.model.config import ModelConfig
+from stembeam.model.training import TRAIN, VALIDATION, segment_magnitudes, serialize_example
+from stembeam.transforms.dataset import ACCOMPANIMENT, DatasetTrack, load_references, read_signal
 
 ERRORS = "errors"
 SUMMARY = "summary"

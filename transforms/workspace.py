@@ -10,7 +10,7 @@ import os
 import stat
 import tempfile
 
-from transforms import storage
+from stembeam.transforms import storage
 
 WORK = "_work"
 

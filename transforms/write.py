@@ -14,15 +14,15 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from model.audio import CODECS, AudioEncodeError, AudioWriter
-from model.config import ModelConfig
-from model.separation import OverlapAdd
-from transforms import storage, workspace
-from transforms.audio import marker_uri, read_marker, track_folder
-from transforms.records import METADATA_SCHEMA, Chunk, Track, error_row, metadata_row
-from transforms.resume import track_key, with_precision
-from transforms.staged import WriteStaged
-from transforms.timing import timer
+from stembeam.model.audio import CODECS, AudioEncodeError, AudioWriter
+from stembeam.model.config import ModelConfig
+from stembeam.model.separation import OverlapAdd
+from stembeam.transforms import storage, workspace
+from stembeam.transforms.audio import marker_uri, read_marker, track_folder
+from stembeam.transforms.records import METADATA_SCHEMA, Chunk, Track, error_row, metadata_row
+from stembeam.transforms.resume import track_key, with_precision
+from stembeam.transforms.staged import WriteStaged
+from stembeam.transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
 METADATA_FILE = "tracks-00000-of-00001.parquet"

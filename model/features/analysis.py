@@ -24,11 +24,11 @@ import numpy as np
 import soundfile
 import soxr
 
-from model.audio import AudioDecodeError, decode_blocks
-from model.features import FEATURE_VERSION
-from model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
-from model.features.loudness import LoudnessMeter, TICK_S
-from model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
+from stembeam.model.audio import AudioDecodeError, decode_blocks
+from stembeam.model.features import FEATURE_VERSION
+from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
+from stembeam.model.features.loudness import LoudnessMeter, TICK_S
+from stembeam.model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
 
 try:
     import fcntl
@@ -173,10 +173,10 @@ with compile_lock():
     # spectral and tonality, which build librosa filter banks at import.
     for _module in LIBROSA_COMPILED_AT_IMPORT:
         importlib.import_module(_module)
-    from model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
-    from model.features.spectral import SpectralStats, mel_db, rms_db
-    from model.features.tonality import Tonality
-    from model.features.vocals import pitch_frames, pitch_summary, vocal_activity
+    from stembeam.model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
+    from stembeam.model.features.spectral import SpectralStats, mel_db, rms_db
+    from stembeam.model.features.tonality import Tonality
+    from stembeam.model.features.vocals import pitch_frames, pitch_summary, vocal_activity
 
 MIXTURE, VOCALS, ACCOMPANIMENT, DRUMS = "mixture", "vocals", "accompaniment", "drums"
 BLOCK_S = 10.0  # seconds decoded at a time

@@ -4,7 +4,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
-from model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT
+from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT
 
 TEMPOGRAM_FRAMES = 384  # librosa.feature.tempo's ac_size of 8 s at 22050 / 512
 TEMPOGRAM_PIECE = 4096  # tempogram columns computed at a time: the full [384, n] array would grow with the track

@@ -4,7 +4,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
-from model.features.framing import ANALYSIS_RATE, HOP, N_FFT
+from stembeam.model.features.framing import ANALYSIS_RATE, HOP, N_FFT
 
 N_MELS = 128
 N_MFCC = 13

@@ -4,7 +4,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
-from model.features.framing import ANALYSIS_RATE, N_FFT
+from stembeam.model.features.framing import ANALYSIS_RATE, N_FFT
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first.

@@ -5,7 +5,7 @@ import librosa
 import numpy as np
 import scipy.ndimage
 
-from model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT
+from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT
 
 FLOOR_DB = -50.0  # a frame is never vocal below this level (dBFS)
 RELATIVE_DB = -30.0  # ... nor more than this below the stem's loud frames (95th percentile), which leaves separation bleed out

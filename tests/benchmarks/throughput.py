@@ -105,12 +105,12 @@ HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["pre
 
 
 def help_timings() -> list:
-    """``[(command, seconds)]``: wall time of ``python -m pipeline.cli [SUBCOMMAND] --help``."""
+    """``[(command, seconds)]``: wall time of ``python -m stembeam [SUBCOMMAND] --help``."""
     repo = REPO
     timings = []
     for command in HELP_COMMANDS:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--help"], cwd=repo, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "stembeam.pipeline.cli", *command, "--help"], cwd=repo, check=True, capture_output=True)
         timings.append((" ".join(["stembeam", *command, "--help"]), time.perf_counter() - start))
     return timings
 

@@ -21,8 +21,8 @@ import sys  # noqa: E402
 
 
 def _pipeline(argv, marks: dict) -> dict:
-    import pipeline.cli
-    import pipeline.corpus as corpus
+    from stembeam.pipeline import cli
+    import stembeam.pipeline.corpus as corpus
     import apache_beam as beam
 
     marks["imported"] = time.time()
@@ -47,7 +47,7 @@ def _pipeline(argv, marks: dict) -> dict:
         return outcome
 
     corpus.prepare_model, corpus.run_pipeline, beam.Pipeline.run = timed_prepare, capturing_run_pipeline, timed_run
-    code = pipeline.cli.main(["pipeline", *argv])
+    code = cli.main(["pipeline", *argv])
     if code:
         raise SystemExit(f"stembeam pipeline exited {code}")
     metrics = captured["result"].metrics().query()
@@ -65,7 +65,7 @@ def _pipeline(argv, marks: dict) -> dict:
 def _official(argv, marks: dict) -> dict:
     import tensorflow  # noqa: F401 - its import is part of the job's start-up
 
-    from model.audio import load_audio, write_audio
+    from stembeam.model.audio import load_audio, write_audio
     from tests.conftest import MODELS
     from tests.reference_graph import OfficialGraph
 
@@ -102,7 +102,7 @@ def main(argv) -> int:
 if __name__ == "__main__":
     code = main(sys.argv[1:])
     if sys.argv[2] == "pipeline":
-        from pipeline.cli import exit_now
+        from stembeam.pipeline.cli import exit_now
 
         exit_now(code)  # as the stembeam program ends
     sys.exit(code)

@@ -1,0 +1,44 @@
+"""stembeam: music source separation with Spleeter's U-nets, as a library and as Apache Beam jobs.
+
+    import stembeam
+    separator = stembeam.Separator("spleeter:2stems")
+    stems = separator.separate(waveform)          # {"vocals": [n, 2], "accompaniment": [n, 2]}
+    tables = stembeam.read_output("out/")         # a finished `stembeam pipeline` output
+
+Subpackages: ``stembeam.model`` (TensorFlow/Keras models, no Beam), ``stembeam.transforms``
+(Beam PTransforms and DoFns), ``stembeam.pipeline`` (the jobs and the command line) and
+``stembeam.launch`` (runner-specific launching). ``import stembeam`` loads none of them until
+an attribute is used.
+"""
+import os as _os
+
+__version__ = "0.1.0"
+
+# In a source checkout the subpackages are this folder's siblings (model/, pipeline/, ...), as
+# setup.py's package_dir maps them; an installed package holds them inside stembeam/.
+_CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_CHECKOUT, "setup.py")) and _os.path.isfile(_os.path.join(_CHECKOUT, "model", "__init__.py")):
+    __path__.append(_CHECKOUT)  # noqa: F821 - the package's own search path
+
+__all__ = ["Separator", "read_output", "OutputTables", "__version__"]
+
+_LAZY = {
+    "Separator": ("stembeam.model.separator", "Separator"),
+    "read_output": ("stembeam.pipeline.outputs", "read_output"),
+    "OutputTables": ("stembeam.pipeline.outputs", "OutputTables"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stembeam' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
