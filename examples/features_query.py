@@ -1,10 +1,9 @@
-"""Query stembeam's feature tables with pyarrow datasets: tracks whose vocals start at or after
+"""Query stembeam's feature tables (stembeam.read_output, then pyarrow compute): tracks whose vocals start at or after
 20 s with a tempo of 118-128 BPM, loudest (mixture integrated loudness) first.
 
     python examples/features_query.py OUTPUT [--vocals-after 20] [--tempo-min 118] [--tempo-max 128]
 
-OUTPUT is a `stembeam pipeline --features` or `stembeam features` output (local, or any URI
-pyarrow's filesystems read, e.g. gs://bucket/run).
+OUTPUT is a `stembeam pipeline --features` or `stembeam features` output (local, or gs://).
 """
 from __future__ import annotations
 
@@ -12,25 +11,19 @@ import argparse
 import sys
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs
 
-
-def table(output: str, name: str) -> ds.Dataset:
-    """The ``{output}/features/{name}-*.parquet`` files as one dataset."""
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(output.rstrip("/") + "/features")
-    files = [info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(root)) if info.base_name.startswith(name + "-") and info.base_name.endswith(".parquet")]
-    return ds.dataset(sorted(files), format="parquet", filesystem=filesystem)
+import stembeam
 
 
 def query(output: str, vocals_after: float = 20.0, tempo_min: float = 118.0, tempo_max: float = 128.0):
     """``pyarrow.Table`` of track_id, first_vocal_s, tempo_bpm, key, mixture integrated_lufs, loudest first."""
-    tracks = table(output, "tracks").to_table(
-        columns=["track_id", "first_vocal_s", "tempo_bpm", "key_tonic", "key_mode"],
-        filter=(pc.field("status") == "ok") & (pc.field("first_vocal_s") >= vocals_after) & (pc.field("tempo_bpm") >= tempo_min) & (pc.field("tempo_bpm") <= tempo_max),
+    mixtures = stembeam.read_output(output).filter(pc.field("stem") == "mixture")
+    found = mixtures.filter(
+        (pc.field("status_track_features") == "ok") & (pc.field("first_vocal_s") >= vocals_after)
+        & (pc.field("tempo_bpm") >= tempo_min) & (pc.field("tempo_bpm") <= tempo_max)
     )
-    loudness = table(output, "sources").to_table(columns=["track_id", "integrated_lufs"], filter=pc.field("source") == "mixture")
-    return tracks.join(loudness, "track_id").sort_by([("integrated_lufs", "descending")])
+    columns = ["track_id", "first_vocal_s", "tempo_bpm", "key_tonic", "key_mode", "integrated_lufs"]
+    return found.select(columns).sort_by([("integrated_lufs", "descending")])
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,33 @@ CODECS = {
 LOSSLESS_CODECS = ("wav", "flac")
 # ffmpeg's muxer per codec, where it is not the extension's name.
 MUXERS = {"m4a": "mp4", "wma": "asf"}
+# Sample formats per lossless codec (--bit_depth), its default first: wav 16-bit (Spleeter's),
+# 24 or 32 (IEEE float); flac 24-bit (what ffmpeg's FLAC encoder has always made of the float
+# samples) or 16. Lossy codecs have no bit depth: they take the float samples.
+BIT_DEPTHS = {"wav": (16, 24, 32), "flac": (24, 16)}
+_SOUNDFILE_FORMATS = {("wav", 24): ("WAV", "PCM_24"), ("wav", 32): ("WAV", "FLOAT"), ("flac", 16): ("FLAC", "PCM_16")}
+
+
+def default_bit_depth(codec: str) -> int | None:
+    """The bit depth ``codec``'s files get unless told otherwise (None: a lossy codec)."""
+    depths = BIT_DEPTHS.get(codec)
+    return depths[0] if depths else None
+
+
+def check_bit_depth(codec: str, bit_depth: int | None) -> None:
+    """Raise ValueError unless ``bit_depth`` (None: the codec's default) is one ``codec`` writes."""
+    if bit_depth is None or bit_depth == default_bit_depth(codec):
+        return
+    if bit_depth not in BIT_DEPTHS.get(codec, ()):
+        allowed = "; ".join(f"{name}: {' or '.join(map(str, depths))}" for name, depths in BIT_DEPTHS.items())
+        raise ValueError(f"bit depth {bit_depth} is not available for {codec} ({allowed}; lossy codecs have none)")
+
+
+def quantise(block: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float samples as the integers a ``bit_depth``-bit file holds: scaled by 2^(bits-1),
+    rounded, clipped to the format's range (as 16-bit stems have always been written)."""
+    scale = float(1 << (bit_depth - 1))
+    return np.round(np.clip(block, -1.0, (scale - 1.0) / scale) * scale).astype(np.int32)
 
 
 _TFIO_LOCK = threading.Lock()
@@ -278,22 +305,35 @@ class AudioWriter:
     """Streams ``[k, C]`` float32 blocks into an audio file that appears whole or not at all.
 
     Blocks go to a temporary name in the target folder (16-bit PCM wav as Spleeter writes
-    it, other codecs piped through ffmpeg); ``close()`` renames it into place, ``abort()``
-    removes it. Keeps the clipped output's running ``frames``, ``rms`` and ``peak``.
+    it, other codecs piped through ffmpeg, 24-bit and float files through libsndfile);
+    ``close()`` renames it into place, ``abort()`` removes it. Keeps the written output's
+    running ``frames``, ``rms`` and ``peak`` (clipped, except in float files).
     """
 
-    def __init__(self, path: str, sample_rate: int = 44100, channels: int = 2, codec: str = "wav", bitrate: str | None = "128k"):
+    def __init__(self, path: str, sample_rate: int = 44100, channels: int = 2, codec: str = "wav", bitrate: str | None = "128k",
+                 bit_depth: int | None = None):
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; known: {sorted(CODECS)}")
+        check_bit_depth(codec, bit_depth)
         self.path = path
         self.frames = 0
+        # None for lossy codecs; their stats are taken as 16-bit ones always were.
+        self.bit_depth = default_bit_depth(codec) if bit_depth is None else bit_depth
         self._squares = 0.0
         self._peak = 0.0
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="." + CODECS[codec][0], dir=folder)
         os.close(fd)
-        self._wav = self._ffmpeg = self._errors = None
+        self._wav = self._ffmpeg = self._errors = self._soundfile = None
+        if (codec, bit_depth) in _SOUNDFILE_FORMATS:
+            # The other formats through libsndfile; each codec's default keeps its encoder (wave,
+            # ffmpeg), so default stems stay the bytes they always were.
+            import soundfile
+
+            container, subtype = _SOUNDFILE_FORMATS[codec, bit_depth]
+            self._soundfile = soundfile.SoundFile(self._tmp, "w", sample_rate, channels, subtype, format=container)
+            return
         if codec == "wav":
             self._wav = wave.open(self._tmp, "wb")
             self._wav.setnchannels(channels)
@@ -313,12 +353,20 @@ class AudioWriter:
     def write(self, block: np.ndarray) -> None:
         if not np.all(np.isfinite(block)):
             raise AudioEncodeError(f"{self.path}: NaN or Inf in the audio to write")
-        clipped = np.clip(block, -1.0, 32767.0 / 32768.0)
+        # Float files keep peaks above full scale; integer files clip (stats: what the file holds).
+        scale = float(1 << ((self.bit_depth or 16) - 1)) if self._soundfile is not None else 32768.0
+        clipped = block if self.bit_depth == 32 else np.clip(block, -1.0, (scale - 1.0) / scale)
         self.frames += block.shape[0]
         self._squares += float(np.sum(np.square(clipped, dtype=np.float64)))
         if clipped.size:
             self._peak = max(self._peak, float(np.max(np.abs(clipped))))
-        if self._wav is not None:
+        if self._soundfile is not None:
+            if self.bit_depth == 32:
+                self._soundfile.write(np.ascontiguousarray(block, dtype=np.float32))
+            else:
+                # libsndfile keeps the top bits of each int32: the quantised sample, exactly.
+                self._soundfile.write(quantise(block, self.bit_depth) << (32 - self.bit_depth))
+        elif self._wav is not None:
             self._wav.writeframes(np.round(clipped * 32768.0).astype("<i2").tobytes())
         else:
             self._ffmpeg.stdin.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
@@ -334,7 +382,9 @@ class AudioWriter:
     def close(self) -> None:
         """Finish the file and move it into place."""
         try:
-            if self._wav is not None:
+            if self._soundfile is not None:
+                self._soundfile.close()
+            elif self._wav is not None:
                 self._wav.close()
             else:
                 self._ffmpeg.stdin.close()
@@ -354,6 +404,8 @@ class AudioWriter:
             self._ffmpeg.wait()
         if self._errors is not None:
             self._errors.close()
+        if self._soundfile is not None and not self._soundfile.closed:
+            self._soundfile.close()
         if os.path.exists(self._tmp):
             os.remove(self._tmp)
 
@@ -367,9 +419,10 @@ class AudioWriter:
             self.abort()
 
 
-def write_audio(path: str, waveform: np.ndarray, sample_rate: int = 44100, codec: str = "wav", bitrate: str | None = "128k") -> None:
-    """Write ``waveform [samples, C]`` atomically (see AudioWriter)."""
-    with AudioWriter(path, sample_rate, waveform.shape[1], codec, bitrate) as writer:
+def write_audio(path: str, waveform: np.ndarray, sample_rate: int = 44100, codec: str = "wav", bitrate: str | None = "128k",
+                bit_depth: int | None = None) -> None:
+    """Write ``waveform [samples, C]`` atomically (see AudioWriter; ``bit_depth`` None: the codec's default)."""
+    with AudioWriter(path, sample_rate, waveform.shape[1], codec, bitrate, bit_depth) as writer:
         writer.write(waveform)
 
 
@@ -386,3 +439,33 @@ def decode_blocks(path: str, sample_rate: int = 44100, offset: float = 0.0, dura
         yield _to_stereo(block)
     if frames == 0:
         raise AudioDecodeError(path, "no audio samples decoded")
+
+
+def as_model_input(waveform: np.ndarray, sample_rate: int, target_rate: int = 44100) -> np.ndarray:
+    """An in-memory signal as a decoded file would be: ``[n]`` or ``[n, C]`` samples (float, or
+    int16/int32/uint8 PCM scaled to [-1, 1)) at ``sample_rate`` -> ``[m, 2]`` float32 at
+    ``target_rate``. Mono is duplicated at full level; stereo at ``target_rate`` is kept as
+    it is; any other rate or channel count goes through ffmpeg's resampler and downmix, as
+    ``load_audio`` sends such files."""
+    samples = np.asarray(waveform)
+    if samples.ndim == 1:
+        samples = samples[:, np.newaxis]
+    if samples.ndim != 2 or samples.shape[1] == 0:
+        raise ValueError(f"waveform of shape {np.shape(waveform)}: expected [samples] or [samples, channels]")
+    if samples.shape[1] > samples.shape[0] and samples.shape[1] > 8:
+        raise ValueError(f"waveform of shape {samples.shape}: expected [samples, channels] (channels last)")
+    samples = _scale_to_float(samples)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("waveform contains NaN or Inf")
+    channels = samples.shape[1]
+    if int(sample_rate) == int(target_rate) and channels <= 2:
+        return np.ascontiguousarray(_to_stereo(samples), dtype=np.float32)
+    if shutil.which("ffmpeg") is None:
+        raise ValueError(f"a {channels}-channel waveform at {sample_rate} Hz needs ffmpeg to become {target_rate} Hz stereo: install ffmpeg")
+    out_channels = 1 if channels == 1 else 2
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(int(sample_rate)), "-ac", str(channels), "-i", "pipe:0",
+           "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(out_channels), "-ar", str(int(target_rate)), "pipe:1"]
+    result = subprocess.run(cmd, input=np.ascontiguousarray(samples, dtype="<f4").tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise ValueError(f"ffmpeg could not convert the waveform: {result.stderr.decode('utf-8', 'replace').strip()}")
+    return np.ascontiguousarray(_to_stereo(np.frombuffer(result.stdout, dtype="<f4").reshape(-1, out_channels)), dtype=np.float32)

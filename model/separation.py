@@ -316,3 +316,17 @@ def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iter
     count = segment_count(waveform.shape[0], config)
     for first in range(0, count, batch_size):
         yield first, np.stack([segment_waveform(waveform, j, config) for j in range(first, min(first + batch_size, count))])
+
+
+def residual_stems(stems: Dict[str, np.ndarray], mixture: np.ndarray) -> Dict[str, np.ndarray]:
+    """``stems`` with the last one replaced by ``mixture [n, 2]`` minus the others (Open-Unmix's
+    ``--residual``): the stems then sum to the mixture within float32 rounding."""
+    names = list(stems)
+    others = mixture_minus(mixture[: stems[names[0]].shape[0]], np.stack([stems[name] for name in names[:-1]], axis=-1))
+    return {**stems, names[-1]: others}
+
+
+def mixture_minus(mixture: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``mixture [n, 2]`` minus the sum of ``others [n, 2, S-1]``, float32 (the residual stem;
+    the corpus job computes it block by block with this same function)."""
+    return np.ascontiguousarray(mixture - np.sum(others, axis=-1), dtype=np.float32)

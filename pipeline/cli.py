@@ -7,13 +7,19 @@ import sys
 import traceback
 
 from stembeam.pipeline import console
-from stembeam.pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, help_requested
+from stembeam.pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, add_stem_format_args, help_requested
 
 
 
 def _separate(args) -> int:
+    from stembeam.model.audio import check_bit_depth
     from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
 
+    try:
+        check_bit_depth(args.codec, args.bit_depth)
+    except ValueError as error:
+        print(f"error: --bit_depth {args.bit_depth} with --codec {args.codec}: {error}", file=sys.stderr)
+        return 2
     try:
         errors = separate_files(
             args.files,
@@ -29,6 +35,8 @@ def _separate(args) -> int:
             mwf_block_frames=args.mwf_block_frames,
             progress=not args.no_progress,
             precision=args.precision,
+            bit_depth=args.bit_depth,
+            residual=args.residual,
         )
     except FilenameFormatError as error:
         print(f"error: {error}; nothing written", file=sys.stderr)
@@ -105,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per Wiener-filter block (default: one segment, 512; 0: the whole track at once, as Spleeter)",
     )
     sep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_stem_format_args(sep)
     add_precision_arg(sep)
     add_console_args(sep)
     sep.set_defaults(handler=_separate)

@@ -19,7 +19,7 @@ import time
 
 import apache_beam as beam
 
-from stembeam.model.audio import CODECS, TEMP_PREFIX
+from stembeam.model.audio import CODECS, TEMP_PREFIX, check_bit_depth, default_bit_depth
 from stembeam.pipeline import __version__
 from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
@@ -197,8 +197,10 @@ def output_session(output: str, job: str, dry_run: bool = False):
 
 
 def filter_name(options: StembeamOptions) -> str:
-    """How the stems were filtered: ``soft``, or ``mwf`` with its block length (0: whole track)."""
-    return f"mwf-{options.mwf_block_frames}" if options.mwf else "soft"
+    """How the stems were filtered: ``soft``, or ``mwf`` with its block length (0: whole track);
+    ``+residual`` when the last stem is the mixture minus the others."""
+    name = f"mwf-{options.mwf_block_frames}" if options.mwf else "soft"
+    return name + "+residual" if getattr(options, "residual", False) else name
 
 
 def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
@@ -209,6 +211,9 @@ def resume_key(options: StembeamOptions, model: PreparedModel) -> dict:
     config_sha256 = hashlib.sha256(model.config.to_json().encode("utf-8")).hexdigest()
     # float32 stems are the same bytes as before --precision existed: their key stays as it was.
     more = {} if model.precision == "float32" else {"precision": model.precision}
+    # So are stems in their codec's default bit depth (wav 16, flac 24).
+    if options.bit_depth is not None and options.bit_depth != default_bit_depth(options.codec):
+        more["bit_depth"] = options.bit_depth
     return job_key(options.model, model.fingerprint, options.codec, options.bitrate, filter_name(options), config_sha256=config_sha256, **more)
 
 
@@ -220,20 +225,22 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     track (transforms/progress.py)."""
     staging = staging or table_staging(options.output, run_id, options)
     config, model_name, codec = model.config, options.model, options.codec
+    bit_depth = default_bit_depth(codec) if options.bit_depth is None else options.bit_depth
     key = resume_key(options, model)
     step = SeparateTracks(
         config, options.output, key, model.keras_uri, skip_existing=options.skip_existing, batch_size=options.batch_size, mwf=options.mwf,
         mwf_block_frames=options.mwf_block_frames, precision=model.precision, bitrate=options.bitrate, version=__version__, run_id=run_id,
+        bit_depth=bit_depth, residual=options.residual,
     )
     if options.inference_accelerator:
         step = step.with_resource_hints(accelerator=options.inference_accelerator)
     separated = tracks | "SeparateTracks" >> step
     written = separated["rows"]
-    previous = separated[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json)
+    previous = separated[DONE] | "PreviousRows" >> beam.FlatMap(rows_from_json, bit_depth=bit_depth, F=config.F)
     failures = (
         (input_errors, separated[ERRORS])
         | "AllFailures" >> beam.Flatten()
-        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision))
+        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision, bit_depth, config.F))
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output, staging)
@@ -275,6 +282,10 @@ def check_options(job: StembeamOptions) -> None:
     """Exit with a message naming the flag for a value the job cannot use."""
     if job.codec not in CODECS:
         raise UsageError(f"--codec {job.codec!r}: choose one of {sorted(CODECS)}")
+    try:
+        check_bit_depth(job.codec, job.bit_depth)
+    except ValueError as error:
+        raise UsageError(f"--bit_depth {job.bit_depth} with --codec {job.codec}: {error}") from None
     if job.batch_size < 1:
         raise UsageError("--batch_size must be at least 1")
 

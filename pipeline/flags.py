@@ -38,6 +38,7 @@ def add_pipeline_args(parser) -> None:
     )
     parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg, m4a or wma")
     parser.add_argument("--bitrate", default="128k")
+    add_stem_format_args(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
     parser.add_argument(
         "--batch_size", type=int, default=2,
@@ -49,6 +50,18 @@ def add_pipeline_args(parser) -> None:
         "--inference_accelerator", default=None,
         help="resource hint for the separation step (decoding, inference, Wiener filter, writing the stems), e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' "
         "(launch/dataflow.py sets it)",
+    )
+
+
+def add_stem_format_args(parser) -> None:
+    """--bit_depth and --residual (``stembeam pipeline``, ``evaluate`` and ``separate``)."""
+    parser.add_argument(
+        "--bit_depth", "--bit-depth", type=int, default=None, choices=(16, 24, 32),
+        help="bits per sample of the stems: wav 16 (default), 24 or 32 (float, keeps peaks above full scale); flac 24 (default) or 16",
+    )
+    parser.add_argument(
+        "--residual", action="store_true", default=False,
+        help="the last stem (accompaniment, other) is the mixture minus the other stems: the stems sum to the mixture",
     )
 
 

@@ -5,27 +5,8 @@ import os
 import sys
 from typing import Dict, List, Sequence
 
-from stembeam.model.audio import CODECS, AudioDecodeError, AudioEncodeError, load_audio, write_audio
-from stembeam.model.load import load_separator
-from stembeam.model.separation import separate_waveform
-
-DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
-
-
-def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, filename_format: str) -> str:
-    """Where a stem goes; refuses formats that would leave ``output_dir``."""
-    name = os.path.splitext(os.path.basename(audio_path))[0]
-    relative = filename_format.format(
-        filename=name,
-        instrument=instrument,
-        codec=CODECS[codec][0],
-        foldername=os.path.basename(os.path.dirname(os.path.abspath(audio_path))),
-    )
-    root = os.path.abspath(output_dir)
-    path = os.path.abspath(os.path.join(root, relative))
-    if os.path.commonpath([root, path]) != root:
-        raise ValueError(f"{audio_path}: output name {relative!r} leaves {output_dir}")
-    return path
+from stembeam.model.audio import AudioDecodeError, AudioEncodeError
+from stembeam.model.separator import DEFAULT_FILENAME_FORMAT, Separator, stem_path
 
 
 class FilenameFormatError(ValueError):
@@ -73,8 +54,11 @@ def separate_files(
     mwf_block_frames: int | None = None,
     progress: bool = True,
     precision: str = "float32",
+    bit_depth: int | None = None,
+    residual: bool = False,
 ) -> List[str]:
-    """Separate each file into ``output_dir``; returns one error line per file that failed.
+    """Separate each file into ``output_dir`` (stembeam.Separator.separate_to_file); returns one
+    error line per file that failed.
 
     Raises FilenameCollisionError (nothing written, no model loaded) when ``filename_format``
     maps two stems to one path."""
@@ -83,7 +67,7 @@ def separate_files(
 
     instruments = config_for_dir(resolve_model_dir(model, model_dir), model if ":" in model or is_config_file(model) else None).instruments
     planned_paths(files, output_dir, instruments, codec, filename_format)
-    config, separator = load_separator(model, model_dir, precision)
+    separator = Separator(model, mwf, precision, model_dir=model_dir, residual=residual, batch_size=4, mwf_block_frames=mwf_block_frames)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
     if progress and len(files) > 1:
@@ -93,11 +77,7 @@ def separate_files(
         report = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731 - keeps the bar intact
     for path in iterator:
         try:
-            waveform = load_audio(path, config.sample_rate, offset, duration)
-            stems = separate_waveform(waveform, separator, mwf=mwf, batch_size=4, mwf_block_frames=mwf_block_frames)
-            for instrument, signal in stems.items():
-                target = stem_path(output_dir, path, instrument, codec, filename_format)
-                write_audio(target, signal, config.sample_rate, codec, bitrate)
+            separator.separate_to_file(path, output_dir, codec, bitrate, filename_format, offset, duration, bit_depth)
         except (AudioDecodeError, AudioEncodeError, ValueError, OSError) as error:
             message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
             errors.append(message)

@@ -2,8 +2,8 @@
 
     import stembeam
     separator = stembeam.Separator("spleeter:2stems")
-    stems = separator.separate(waveform)          # {"vocals": [n, 2], "accompaniment": [n, 2]}
-    tables = stembeam.read_output("out/")         # a finished `stembeam pipeline` output
+    stems = separator.separate(stembeam.load_audio("song.flac"))  # {"vocals": [n, 2], "accompaniment": [n, 2]}
+    table = stembeam.read_output("out/")          # a finished `stembeam pipeline` output, a row per track and stem
 
 Subpackages: ``stembeam.model`` (TensorFlow/Keras models, no Beam), ``stembeam.transforms``
 (Beam PTransforms and DoFns), ``stembeam.pipeline`` (the jobs and the command line) and
@@ -20,11 +20,13 @@ _CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_CHECKOUT, "setup.py")) and _os.path.isfile(_os.path.join(_CHECKOUT, "model", "__init__.py")):
     __path__.append(_CHECKOUT)  # noqa: F821 - the package's own search path
 
-__all__ = ["Separator", "read_output", "OutputTables", "__version__"]
+__all__ = ["Separator", "load_audio", "read_output", "read_tables", "OutputTables", "__version__"]
 
 _LAZY = {
     "Separator": ("stembeam.model.separator", "Separator"),
+    "load_audio": ("stembeam.model.audio", "load_audio"),
     "read_output": ("stembeam.pipeline.outputs", "read_output"),
+    "read_tables": ("stembeam.pipeline.outputs", "read_tables"),
     "OutputTables": ("stembeam.pipeline.outputs", "OutputTables"),
 }
 

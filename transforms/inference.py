@@ -140,12 +140,18 @@ class _KeyBySegment(beam.DoFn):
 class FilterSegments(beam.DoFn):
     """``(Chunk reference, prediction)`` -> ``(Chunk reference with the precision that ran,
     source signals [L, 2, S] float32)``; the Wiener filter (blocks of ``mwf_block_frames``
-    within the segment) runs here, the soft masks ran in the inference."""
+    within the segment) runs here, the soft masks ran in the inference.
 
-    def __init__(self, config: ModelConfig, mwf: bool, mwf_block_frames: int):
+    With ``residual`` the signals carry the mixture as one more channel, ``[L, 2, S+1]``: the
+    segment's first ``T*hop`` samples (all of them for the last segment), zeros after, so that
+    overlap-adding the segments in order gives the track's mixture exactly (WriteStems makes
+    the last stem of it)."""
+
+    def __init__(self, config: ModelConfig, mwf: bool, mwf_block_frames: int, residual: bool = False):
         self._config = config
         self._mwf = mwf
         self._block = mwf_block_frames
+        self._residual = residual
         self._chunks = Metrics.counter("stembeam", "chunks_inferred")
         self._wiener_ms = Metrics.distribution("stembeam", "wiener_ms")
 
@@ -159,6 +165,11 @@ class FilterSegments(beam.DoFn):
                 signals = wiener_segment(spec, sources, self._config, frames, self._block)
         else:
             signals = inference
+        if self._residual:
+            mixture = np.array(result.example, dtype=np.float32)
+            if chunk.index < chunk.count - 1:
+                mixture[self._config.T * self._config.frame_step :] = 0.0
+            signals = np.concatenate([signals, mixture[..., np.newaxis]], axis=-1)
         self._chunks.inc()
         yield chunk.reference(precision=precision), signals
 
@@ -168,8 +179,9 @@ class SeparateChunks(beam.PTransform):
     the chunks came, batched across tracks by RunInference."""
 
     def __init__(self, config: ModelConfig, keras_uri: str, batch_size: int = 2, mwf: bool = False, mwf_block_frames: int = 512,
-                 precision: str = "float32"):
+                 precision: str = "float32", residual: bool = False):
         super().__init__()
+        self._residual = residual
         self._precision = precision
         self._config = config
         self._keras_uri = keras_uri
@@ -182,5 +194,5 @@ class SeparateChunks(beam.PTransform):
             chunks
             | "KeyBySegment" >> beam.ParDo(_KeyBySegment())
             | "RunInference" >> RunInference(model_handler(self._keras_uri, self._config, self._batch_size, self._mwf, self._precision))
-            | "Filter" >> beam.ParDo(FilterSegments(self._config, self._mwf, self._block))
+            | "Filter" >> beam.ParDo(FilterSegments(self._config, self._mwf, self._block, self._residual))
         )

@@ -31,6 +31,11 @@ METADATA_SCHEMA = pa.schema(
         # U-net arithmetic that ran: float32, bfloat16 (oneDNN on a CPU), mixed_bfloat16 or
         # mixed_float16 (Keras on a GPU); float32 when --precision bfloat16 fell back.
         ("precision", pa.string()),
+        # Bits per sample of the stem files (wav 16, 24 or 32 = float; flac 24 or 16; null for lossy
+        # codecs) and the U-nets' frequency bins (Spleeter's F: 1024 separates up to 11 kHz, 1536
+        # up to 16 kHz, the -16kHz models).
+        ("bit_depth", pa.int32()),
+        ("F", pa.int32()),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -118,13 +123,15 @@ def safe_component(name: str) -> str:
     return cleaned[:200]
 
 
-def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str, precision: str | None = None) -> dict:
+def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str, precision: str | None = None,
+              bit_depth: int | None = None, F: int | None = None) -> dict:
     """Metadata row of a track that could not be separated."""
-    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version, precision)
+    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version, precision,
+                        bit_depth, F)
 
 
 def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate, channels, duration_s, rms, peak, status, error, version,
-                 precision: str | None = None) -> dict:
+                 precision: str | None = None, bit_depth: int | None = None, F: int | None = None) -> dict:
     return {
         "track_id": track_id,
         "source_uri": source_uri,
@@ -141,5 +148,7 @@ def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate
         "error": error,
         "pipeline_version": version,
         "precision": precision,
+        "bit_depth": bit_depth,
+        "F": F,
         "created_at": datetime.datetime.now(datetime.timezone.utc),
     }

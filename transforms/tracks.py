@@ -29,8 +29,9 @@ class SeparateTracks(beam.PTransform):
 
     def __init__(self, config: ModelConfig, output: str, key: dict, keras_uri: str, *, skip_existing: bool = True, batch_size: int = 2,
                  mwf: bool = False, mwf_block_frames: int = 512, precision: str = "float32", bitrate: str = "128k", version: str = "",
-                 run_id: str | None = None):
+                 run_id: str | None = None, bit_depth: int | None = None, residual: bool = False):
         super().__init__()
+        self._bit_depth, self._residual = bit_depth, residual
         self._config, self._output, self._key, self._keras_uri = config, output, key, keras_uri
         self._skip_existing, self._batch_size, self._mwf, self._block = skip_existing, batch_size, mwf, mwf_block_frames
         self._precision, self._bitrate, self._version, self._run_id = precision, bitrate, version, run_id
@@ -41,8 +42,10 @@ class SeparateTracks(beam.PTransform):
         ).with_outputs(ERRORS, DONE, DECODED, main="chunks")
         written = (
             decoded.chunks
-            | "Separate" >> SeparateChunks(self._config, self._keras_uri, self._batch_size, self._mwf, self._block, self._precision)
-            | "WriteStems" >> beam.ParDo(WriteStems(self._config, self._output, self._key, self._bitrate, self._version, self._run_id))
+            | "Separate" >> SeparateChunks(self._config, self._keras_uri, self._batch_size, self._mwf, self._block, self._precision,
+                                           self._residual)
+            | "WriteStems" >> beam.ParDo(WriteStems(self._config, self._output, self._key, self._bitrate, self._version, self._run_id,
+                                                    self._bit_depth, self._residual))
         )
         return {"rows": written, ERRORS: decoded[ERRORS], DONE: decoded[DONE], DECODED: decoded[DECODED]}
 

@@ -14,9 +14,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from stembeam.model.audio import CODECS, AudioEncodeError, AudioWriter
+from stembeam.model.audio import CODECS, AudioEncodeError, AudioWriter, default_bit_depth
 from stembeam.model.config import ModelConfig
-from stembeam.model.separation import OverlapAdd
+from stembeam.model.separation import OverlapAdd, mixture_minus
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.audio import marker_uri, read_marker, track_folder
 from stembeam.transforms.records import METADATA_SCHEMA, Chunk, Track, error_row, metadata_row
@@ -32,9 +32,11 @@ def rows_to_json(rows) -> list:
     return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
 
 
-def rows_from_json(rows) -> list:
+def rows_from_json(rows, **defaults) -> list:
+    """A marker's stored rows; ``defaults``: values of columns its release did not write yet
+    (the job's, which the marker's key vouches for: ``bit_depth``, ``F``)."""
     # Markers written before --precision existed hold float32 stems.
-    return [{"precision": "float32", **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
+    return [{"precision": "float32", **defaults, **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
 
 
 class _TrackInFlight:
@@ -45,7 +47,7 @@ class _TrackInFlight:
     the rest, cropped to the track's length, and renames every stem into place."""
 
     def __init__(self, track: Track, count: int, n_samples: int, config: ModelConfig, uris: dict, staging: str | None, codec: str,
-                 bitrate: str, timers: tuple):
+                 bitrate: str, timers: tuple, bit_depth: int | None = None, residual: bool = False):
         self.track, self.count, self.next = track, count, 0
         self.uris = uris
         self.precisions = set()
@@ -53,13 +55,14 @@ class _TrackInFlight:
         self._adder = OverlapAdd(config)
         self._add_ms, self._encode_ms = timers
         self._staging = staging
+        self._residual = residual
         self.writers = {}
         try:
             if staging is not None:
                 os.makedirs(staging, mode=0o700, exist_ok=True)
             for stem, uri in uris.items():
                 local = uri if staging is None else os.path.join(staging, os.path.basename(uri))
-                self.writers[stem] = AudioWriter(local, config.sample_rate, config.n_channels, codec, bitrate)
+                self.writers[stem] = AudioWriter(local, config.sample_rate, config.n_channels, codec, bitrate, bit_depth)
         except BaseException:
             self.abort()
             raise
@@ -67,6 +70,12 @@ class _TrackInFlight:
     def _encode(self, piece: np.ndarray) -> None:
         piece = piece[: self._remaining]
         self._remaining -= piece.shape[0]
+        if self._residual:
+            # The mixture came along as one more channel (FilterSegments): the last stem is it
+            # minus the others.
+            stems = piece[..., :-1].copy()
+            stems[..., -1] = mixture_minus(piece[..., -1], piece[..., :-2])
+            piece = stems
         with timer(self._encode_ms):
             for k, writer in enumerate(self.writers.values()):
                 writer.write(piece[..., k])
@@ -128,8 +137,11 @@ class WriteStems(beam.DoFn):
     skips the tracks this run finished: DecodeAndChunk finds their markers).
     """
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, bitrate: str, version: str, run_id: str | None = None):
+    def __init__(self, config: ModelConfig, output: str, key: dict, bitrate: str, version: str, run_id: str | None = None,
+                 bit_depth: int | None = None, residual: bool = False):
         self._config = config
+        self._bit_depth = default_bit_depth(key["codec"]) if bit_depth is None else bit_depth
+        self._residual = residual
         self._output = output
         self._key = key
         self._model_name = key["model"]
@@ -154,12 +166,13 @@ class WriteStems(beam.DoFn):
         staging = None
         if not storage.is_local(folder):
             staging = tempfile.mkdtemp(prefix="stems-", dir=workspace.local_work_dir(self._output, create=True))
-        return _TrackInFlight(track, chunk.count, chunk.n_samples, self._config, uris, staging, self._codec, self._bitrate, self._timers)
+        return _TrackInFlight(track, chunk.count, chunk.n_samples, self._config, uris, staging, self._codec, self._bitrate, self._timers,
+                              self._bit_depth, self._residual)
 
     def _error(self, track: Track, reason: str, precision: str | None = None) -> dict:
         self._failed.inc()
         return error_row(track.track_id, track.source_uri, f"{track.source_uri}: {reason}", self._model_name, self._codec, self._version,
-                         precision or self._key.get("precision", "float32"))
+                         precision or self._key.get("precision", "float32"), self._bit_depth, self._config.F)
 
     def _fail(self, track_id: str, reason: str):
         flight = self._open.pop(track_id, None)
@@ -216,7 +229,7 @@ class WriteStems(beam.DoFn):
             metadata_row(
                 track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
                 self._config.n_channels, flight.writers[stem].frames / sample_rate, flight.writers[stem].rms, flight.writers[stem].peak,
-                "ok", None, self._version, precision,
+                "ok", None, self._version, precision, self._bit_depth, self._config.F,
             )
             for stem, uri in flight.uris.items()
         ]
@@ -241,14 +254,16 @@ class WriteStems(beam.DoFn):
 class ToErrorRows(beam.DoFn):
     """``(track_id, uri, reason)`` -> an error metadata row."""
 
-    def __init__(self, model_name: str, codec: str, version: str, precision: str | None = None):
+    def __init__(self, model_name: str, codec: str, version: str, precision: str | None = None, bit_depth: int | None = None,
+                 F: int | None = None):
         self._model_name, self._codec, self._version, self._precision = model_name, codec, version, precision
+        self._bit_depth, self._F = bit_depth, F
         self._failed = Metrics.counter("stembeam", "tracks_failed")
 
     def process(self, element):
         track_id, uri, reason = element
         self._failed.inc()
-        yield error_row(track_id, uri, reason, self._model_name, self._codec, self._version, self._precision)
+        yield error_row(track_id, uri, reason, self._model_name, self._codec, self._version, self._precision, self._bit_depth, self._F)
 
 
 class WriteMetadata(beam.PTransform):

@@ -1,0 +1,92 @@
+"""``stembeam.Separator``: Spleeter's Python API (``Separator('spleeter:2stems').separate(waveform)``)
+over the same separation as ``stembeam separate`` and the corpus job."""
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import numpy as np
+
+from stembeam.model.audio import CODECS, as_model_input, load_audio, write_audio
+from stembeam.model.separation import residual_stems, separate_waveform
+
+DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
+
+
+def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, filename_format: str) -> str:
+    """Where a stem goes, as Spleeter's ``filename_format`` says (keys ``{filename}``: the input's
+    name without extension, ``{foldername}``, ``{instrument}``, ``{codec}``: the extension);
+    refuses formats that would leave ``output_dir`` (ValueError)."""
+    name = os.path.splitext(os.path.basename(audio_path))[0]
+    relative = filename_format.format(
+        filename=name,
+        instrument=instrument,
+        codec=CODECS[codec][0],
+        foldername=os.path.basename(os.path.dirname(os.path.abspath(audio_path))),
+    )
+    root = os.path.abspath(output_dir)
+    path = os.path.abspath(os.path.join(root, relative))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{audio_path}: output name {relative!r} leaves {output_dir}")
+    return path
+
+
+class Separator:
+    """A model loaded and traced once, then used for any number of calls, from any threads.
+
+    ``model``: ``spleeter:2stems`` / ``4stems`` / ``5stems`` (and their ``-16kHz`` variants), a
+    model folder or a Spleeter configuration JSON, as ``stembeam separate -p`` takes it.
+    ``mwf``: the multichannel Wiener filter instead of soft masks; ``precision``: the U-nets'
+    arithmetic (``float32``, exact; ``bfloat16``); ``residual``: the last stem is the mixture
+    minus the others. Results are the very samples ``stembeam separate`` writes (before encoding).
+    """
+
+    def __init__(self, model: str = "spleeter:2stems", mwf: bool = False, precision: str = "float32", *, model_dir: str | None = None,
+                 residual: bool = False, batch_size: int = 4, mwf_block_frames: int | None = None):
+        from stembeam.model.load import load_separator
+
+        self.config, self._separator = load_separator(model, model_dir, precision)
+        self.model, self.mwf, self.residual = model, mwf, residual
+        self._batch_size, self._block = batch_size, mwf_block_frames
+        self._separator.warm_up()  # traced here, once, so calls from several threads never trace
+
+    @property
+    def instruments(self) -> tuple:
+        """Stem names, in the model's order."""
+        return self.config.instruments
+
+    @property
+    def sample_rate(self) -> int:
+        """The stems' sample rate (44100 for Spleeter's models)."""
+        return self.config.sample_rate
+
+    def separate(self, waveform: np.ndarray, sample_rate: int = 44100) -> Dict[str, np.ndarray]:
+        """``waveform [n]`` or ``[n, C]`` at ``sample_rate`` -> ``{instrument: [m, 2] float32}`` at
+        ``self.sample_rate``, ``m = n * self.sample_rate / sample_rate``.
+
+        The input is taken as ``stembeam separate`` decodes a file: mono is duplicated, stereo
+        at the model's rate is used as it is, other rates and channel counts are resampled and
+        downmixed by ffmpeg; integer PCM is scaled to [-1, 1). Stems are not clipped (16-bit
+        files clip them when written)."""
+        mix = as_model_input(waveform, sample_rate, self.config.sample_rate)
+        return self._separate(mix)
+
+    def _separate(self, mix: np.ndarray) -> Dict[str, np.ndarray]:
+        stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block)
+        return residual_stems(stems, mix) if self.residual else stems
+
+    def separate_to_file(self, path: str, destination: str, codec: str = "wav", bitrate: str = "128k",
+                         filename_format: str = DEFAULT_FILENAME_FORMAT, offset: float = 0.0, duration: float | None = None,
+                         bit_depth: int | None = None) -> Dict[str, str]:
+        """Decode ``path`` (from ``offset`` s, for ``duration`` s), separate it and write each stem
+        under ``destination`` as ``filename_format`` says (Spleeter's keys ``{filename}``,
+        ``{foldername}``, ``{instrument}``, ``{codec}``); ``bit_depth`` 16 (default), 24 or 32 (float)
+        for wav, 24 (default) or 16 for flac. Returns ``{instrument: written path}``. Raises AudioDecodeError
+        or AudioEncodeError naming the file."""
+        mix = load_audio(path, self.config.sample_rate, offset, duration)
+        written = {}
+        for instrument, signal in self._separate(mix).items():
+            target = stem_path(destination, path, instrument, codec, filename_format)
+            write_audio(target, signal, self.config.sample_rate, codec, bitrate, bit_depth=bit_depth)
+            written[instrument] = target
+        return written
