@@ -21,6 +21,25 @@ os.environ["STEMBEAM_NO_DOWNLOAD"] = "1"
 
 needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference data not found at {SHARED}")
 
+# setup.py's package_dir: the checkout's folders are the subpackages of the one `stembeam` package.
+PACKAGE_FOLDERS = {"stembeam": "stembeam", **{f"stembeam/{sub}": sub for sub in ("model", "pipeline", "transforms", "launch")}}
+
+
+def package_modules(root: str = REPO) -> set:
+    """The .py files of the checkout ``root``'s package folders as a wheel names them
+    (``stembeam/model/features/spectral.py``, ...): what an installed stembeam must hold."""
+    names = set()
+    for package, folder in PACKAGE_FOLDERS.items():
+        for parent, dirs, files in os.walk(os.path.join(root, folder)):
+            # Every folder with modules, whether or not it has the __init__.py find_packages needs.
+            dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
+            inside = os.path.relpath(parent, os.path.join(root, folder))
+            prefix = package if inside == "." else f"{package}/{inside.replace(os.sep, '/')}"
+            names.update(f"{prefix}/{name}" for name in files if name.endswith(".py"))
+            if package == "stembeam":
+                dirs[:] = []  # the root package's folder holds only its own modules
+    return names
+
 
 def stem_folder(output: str, track_id: str, source_uri: str = "") -> str:
     """Where the corpus job writes ``track_id``'s stems (ids with capitals get a hash suffix;

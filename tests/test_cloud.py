@@ -9,12 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CC0, EXAMPLE, MODELS, REPO, needs_shared
+import stembeam
+from tests.conftest import CC0, EXAMPLE, MODELS, REPO, needs_shared, package_modules
 
 pytestmark = needs_shared
 BUCKETS = ("stembeam-data", "stembeam-models", "stembeam-out")
@@ -104,7 +107,8 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
 def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     """launch.dataflow --dry-run builds and stages the Dataflow job (a template in a local file,
     staged files in the emulator's bucket): the pipeline's steps, the GPU service option, the
-    accelerator hint on the inference step only, the container image, setup.py."""
+    accelerator hint on the inference step only, the container image, setup.py, and the staged
+    package (the sdist Beam builds from setup.py) as a worker installs it."""
     client, env = gcs
     image = "us-central1-docker.pkg.dev/p/stembeam/worker:test"
     job_file = tmp_path / "job.json"
@@ -141,6 +145,7 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     from apache_beam.portability.api import beam_runner_api_pb2
 
     proto = beam_runner_api_pb2.Pipeline.FromString(client.bucket(bucket).blob(folder.rsplit("/", 1)[0] + "/pipeline.pb").download_as_bytes())
+    _check_staged_package(client.bucket(bucket).blob(folder), tmp_path)
     transforms = proto.components.transforms
     names = {t.unique_name for t in transforms.values()}
     chain = ("SeparateTracks/DecodeAndChunk", "SeparateTracks/Separate/KeyBySegment", "SeparateTracks/Separate/RunInference",
@@ -167,6 +172,27 @@ def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
     assert crossing <= set(composite.outputs.values()) and set(composite.outputs) == {"rows", "errors", "done", "decoded"}
     for step in [t.unique_name for t in transforms.values() if not t.subtransforms and t.unique_name.startswith(("ReadManifest/", "WriteMetadata/"))]:
         assert "beam:resources:accelerator:v1" not in hints(step), step
+
+
+def _check_staged_package(blob, tmp_path):
+    """The staged package as a worker installs it (pip builds the sdist into a wheel): one
+    top-level package, stembeam, with every module of the checkout's folders (stembeam/model/,
+    stembeam/pipeline/, stembeam/transforms/, stembeam/launch/)."""
+    sdist = tmp_path / "staged" / "workflow.tar.gz"
+    sdist.parent.mkdir()
+    blob.download_to_filename(str(sdist))
+    with tarfile.open(sdist) as archive:
+        (root,) = {name.split("/", 1)[0] for name in archive.getnames()}
+    assert root == f"stembeam-{stembeam.__version__}"  # an sdist of setup.py's project
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--no-cache-dir",
+                    "--disable-pip-version-check", "-w", str(tmp_path / "wheel"), str(sdist)], check=True, cwd=sdist.parent, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert {name.split("/", 1)[0] for name in names} == {"stembeam", f"stembeam-{stembeam.__version__}.dist-info"}
+    packages = {name.rsplit("/", 1)[0] for name in names if name.endswith("/__init__.py")}
+    assert {"stembeam", "stembeam/model", "stembeam/pipeline", "stembeam/transforms", "stembeam/launch"} <= packages
+    assert {name for name in names if name.startswith("stembeam/")} == package_modules()
 
 
 def test_dockerfile_lints_clean_and_matches_the_pins():
