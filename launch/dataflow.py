@@ -72,6 +72,11 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = build_parser().parse_args(argv[:split])
+    if not os.path.isfile(os.path.join(REPO, "setup.py")):
+        # Workers install stembeam from the package Beam builds out of setup.py.
+        print(f"error: {REPO} has no setup.py: submit Dataflow jobs from a stembeam source checkout (git clone), not an installed wheel",
+              file=sys.stderr)
+        return 2
     pipeline_argv = argv[split + 1 :] + dataflow_args(args)
     from stembeam.pipeline.corpus import run, run_pipeline
 
