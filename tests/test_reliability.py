@@ -40,6 +40,7 @@ def _stems(output):
     return out
 
 
+@pytest.mark.slow  # 1.5 min; `make soak` runs it with a 60-minute track
 def test_hostile_manifest_every_row_ends_once(tmp_path):
     """The soak's rows (long track shortened to 40 s): checked exactly as tests/soak.py does."""
     folder = tmp_path / "inputs"
@@ -70,7 +71,8 @@ def _peak_rss_mb(command) -> float:
     return usage.ru_maxrss / 1024.0
 
 
-@pytest.mark.parametrize("long", [20, pytest.param(60, marks=pytest.mark.slow)], ids=["20min", "60min"])
+@pytest.mark.slow  # 1.5 min for 20 minutes of audio: `make test-slow` (keeps `make test` under 15 minutes)
+@pytest.mark.parametrize("long", [20, 60], ids=["20min", "60min"])
 def test_memory_does_not_grow_with_track_length(tmp_path, long):
     """Peak RSS of the DirectRunner job on a real song looped to 5 and to 20 minutes (60 minutes
     with ``make test-slow`` and in ``make soak``): at most 150 MB more for the longer track, where
