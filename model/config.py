@@ -100,16 +100,48 @@ SPLEETER_5STEMS = ModelConfig(
     softmax_masks=True,
 )
 
-CONFIGS = {c.name: c for c in (SPLEETER_2STEMS, SPLEETER_4STEMS, SPLEETER_5STEMS)}
+# Spleeter's 16 kHz models (its configs/<base>-16kHz.json): the base model's weights (its
+# model_dir is the base's folder), F = 1536 bins (to 16.5 kHz) through the U-nets instead of
+# 1024 (11 kHz); every other value, "mask_extension": "zeros" included, is the base config's.
+WIDE_BAND_SUFFIX = "-16kHz"
+WIDE_BAND_F = 1536
+
+
+def wide_band(config: ModelConfig) -> ModelConfig:
+    """``config`` with Spleeter's 16 kHz band (F = 1536), named ``<name>-16kHz``."""
+    name = config.name if config.name.endswith(WIDE_BAND_SUFFIX) else config.name + WIDE_BAND_SUFFIX
+    return dataclasses.replace(config, name=name, F=WIDE_BAND_F)
+
+
+_BASE_CONFIGS = (SPLEETER_2STEMS, SPLEETER_4STEMS, SPLEETER_5STEMS)
+CONFIGS = {c.name: c for c in _BASE_CONFIGS + tuple(wide_band(c) for c in _BASE_CONFIGS)}
+
+
+def official_name(name: str) -> Optional[str]:
+    """``spleeter:<name>`` when ``name`` (with or without ``spleeter:``) is one of CONFIGS."""
+    key = name if name.startswith("spleeter:") else f"spleeter:{name}"
+    return key if key in CONFIGS else None
+
+
+def is_wide_band(name: Optional[str]) -> bool:
+    """``spleeter:2stems-16kHz`` (or ``2stems-16kHz``), 4 or 5 stems."""
+    return bool(name) and official_name(name) is not None and official_name(name).endswith(WIDE_BAND_SUFFIX)
+
+
+def weights_name(name: str) -> str:
+    """The official model whose weights ``name`` uses: ``2stems`` for ``spleeter:2stems`` and
+    ``spleeter:2stems-16kHz``; any other name as given (without ``spleeter:``)."""
+    short = name.split(":", 1)[1] if name.startswith("spleeter:") else name
+    return short[: -len(WIDE_BAND_SUFFIX)] if is_wide_band(name) else short
 
 
 def get_config(name: str) -> ModelConfig:
-    """Return the configuration for ``spleeter:2stems`` (or ``2stems``), 4 or 5 stems."""
-    key = name if name.startswith("spleeter:") else f"spleeter:{name}"
-    try:
-        return CONFIGS[key]
-    except KeyError:
-        raise ValueError(f"unknown model configuration {name!r}; known: {sorted(CONFIGS)}") from None
+    """Return the configuration for ``spleeter:2stems`` (or ``2stems``), 4 or 5 stems, or their
+    16 kHz versions ``spleeter:2stems-16kHz``..."""
+    key = official_name(name)
+    if key is None:
+        raise ValueError(f"unknown model configuration {name!r}; known: {', '.join(CONFIGS)}")
+    return CONFIGS[key]
 
 
 # --- Spleeter's configuration JSON (configs/*.json, its training configs) -------------------

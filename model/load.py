@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from stembeam.model import checkpoint
-from stembeam.model.config import CONFIGS, ModelConfig, get_config, load_config_file
+from stembeam.model.config import ModelConfig, get_config, is_wide_band, load_config_file, official_name, weights_name, wide_band
 from stembeam.model.resolve import is_config_file, resolve_model_dir
 from stembeam.model.unet import build_model
 
@@ -18,14 +18,19 @@ KERAS_FILE = "model.keras"
 
 def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
     """The configuration file ``name`` (stembeam's or Spleeter's JSON) when given, else the
-    folder's ``stembeam.json``, else the official config named or implied by its variables."""
+    folder's ``stembeam.json``, else the official config named or implied by its variables.
+
+    A 16 kHz name (``spleeter:2stems-16kHz``...) takes the folder's configuration with F = 1536
+    (config.wide_band), as Spleeter's 16 kHz configs take the base model's folder."""
     if name and is_config_file(name):
         return load_config_file(name)[0]
+    if is_wide_band(name):
+        return wide_band(config_for_dir(model_dir, weights_name(name)))
     path = os.path.join(model_dir, CONFIG_FILE)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as handle:
             return ModelConfig.from_json(handle.read())
-    if name and (name in CONFIGS or f"spleeter:{name}" in CONFIGS):
+    if name and official_name(name):
         return get_config(name)
     # An official checkpoint folder: each U-net owns 7 convolutions.
     n_convs = sum(1 for v in checkpoint.checkpoint_variables(checkpoint.checkpoint_prefix(model_dir)) if v.endswith("/kernel") and v.startswith("conv2d") and "transpose" not in v)
@@ -58,13 +63,34 @@ def weights_fingerprint(model_dir: str) -> str:
     return digest.hexdigest()
 
 
+def segment_shape(config: ModelConfig) -> tuple:
+    """The U-nets' input ``(T, F, channels)``: what a ``model.keras`` is built for."""
+    return (config.T, config.F, config.n_channels)
+
+
+def keras_file_fits(model_dir: str, config: ModelConfig) -> bool:
+    """Whether the folder's ``model.keras`` takes ``config``'s segments as it is: the folder's
+    ``stembeam.json`` has the same segment shape (a 16 kHz name on an 11 kHz export has not)."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, KERAS_FILE)):
+        return False
+    return not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)) or segment_shape(config_for_dir(model_dir)) == segment_shape(config)
+
+
 def load_model(name: str, model_dir: str | None = None):
-    """``(config, keras.Model)`` for a model name or folder (see model.resolve)."""
+    """``(config, keras.Model)`` for a model name or folder (see model.resolve). A folder's
+    ``model.keras`` built for other segments than the config's (a 16 kHz name on an 11 kHz
+    export) gives its weights to a model built for the config: the U-nets' weights do not
+    depend on T or F."""
     folder = resolve_model_dir(name, model_dir)
-    config = config_for_dir(folder, name if ":" in name or is_config_file(name) else None)
+    config = config_for_dir(folder, name)
     keras_path = os.path.join(folder, KERAS_FILE)
     if tf.io.gfile.exists(keras_path):
-        return config, keras.models.load_model(keras_path, compile=False)
+        loaded = keras.models.load_model(keras_path, compile=False)
+        if tuple(loaded.input_shape[1:]) == segment_shape(config):
+            return config, loaded
+        model = build_model(config)
+        model.set_weights(loaded.get_weights())
+        return config, model
     model = build_model(config)
     checkpoint.load_official_checkpoint(model, checkpoint.checkpoint_prefix(folder))
     return config, model

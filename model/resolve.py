@@ -2,7 +2,8 @@
 
 Order: an explicit folder, ``$STEMBEAM_MODEL_PATH/<2stems>``, the local cache
 (``$STEMBEAM_CACHE``, default ``~/.cache/stembeam/models``), then the official
-release download (verified by sha256). Set ``STEMBEAM_NO_DOWNLOAD=1`` to forbid
+release download (verified by sha256). Spleeter's 16 kHz names (``spleeter:2stems-16kHz``...)
+use their base model's folder, cache and download. Set ``STEMBEAM_NO_DOWNLOAD=1`` to forbid
 the download; the error then names every place that was looked at.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import urllib.request
 from typing import List
 
 import tensorflow as tf
+
+from stembeam.model.config import CONFIGS, weights_name
 
 RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0/{name}.tar.gz"
 # sha256 of each official release's model.data-00000-of-00001
@@ -44,7 +47,17 @@ def is_model_dir(path: str) -> bool:
 
 
 def _short_name(name: str) -> str:
-    return name.split(":", 1)[1] if name.startswith("spleeter:") else name
+    """The folder a name is looked up as: ``2stems`` for ``spleeter:2stems`` and for the 16 kHz
+    ``spleeter:2stems-16kHz`` (the same weights, as Spleeter's model_dir says)."""
+    return weights_name(name)
+
+
+def _known_names_hint(name: str, short: str) -> str:
+    """Spleeter's model names, for a name that looks like one and is not (``spleeter:2stems-22kHz``,
+    ``2stems-16khz``): no folder of that name was found either."""
+    if short in OFFICIAL_DATA_SHA256 or not (name.startswith("spleeter:") or short.startswith(tuple(OFFICIAL_DATA_SHA256))):
+        return ""
+    return f" ({name!r} is none of Spleeter's models: {', '.join(CONFIGS)})"
 
 
 def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | None = None) -> str:
@@ -82,7 +95,7 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
                 looked.append(f"{url} (download failed: {error})")
         else:
             looked.append(f"{url} (download disabled by STEMBEAM_NO_DOWNLOAD)")
-    raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked))
+    raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked) + _known_names_hint(name, short))
 
 
 def is_config_file(name: str) -> bool:

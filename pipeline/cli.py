@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sep = commands.add_parser("separate", help="separate audio files (Spleeter-compatible)")
     sep.add_argument("files", nargs="+", metavar="FILE")
-    sep.add_argument("-p", "--params_filename", "--model", default="spleeter:2stems", help="model name or folder (default: spleeter:2stems)")
+    sep.add_argument("-p", "--params_filename", "--model", default="spleeter:2stems", help="model name (spleeter:2stems|4stems|5stems, -16kHz: to 16 kHz), folder or CONFIG.json (default: spleeter:2stems)")
     sep.add_argument("--model-dir", default=None, help="folder holding the model (overrides the name's lookup)")
     sep.add_argument("-o", "--output_path", default="separated_audio", help="output folder")
     sep.add_argument("-c", "--codec", default="wav", choices=sorted(CODECS))

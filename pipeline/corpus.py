@@ -64,7 +64,7 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     and traced (in ``precision``) while the job starts, and no export is written. A
     ``dry_run`` writes nothing.
     """
-    from stembeam.model.load import KERAS_FILE, config_for_dir, load_model, weights_fingerprint
+    from stembeam.model.load import KERAS_FILE, config_for_dir, keras_file_fits, load_model, weights_fingerprint
     from stembeam.model.resolve import resolve_model_dir
 
     remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
@@ -74,7 +74,7 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
         local, _ = storage.cached_folder(remote)
         model, model_dir = (model, local) if remote == model_dir else (local, None)
     folder = resolve_model_dir(model, model_dir)
-    config = config_for_dir(folder, model if model.startswith("spleeter:") or model.lower().endswith(".json") else None)
+    config = config_for_dir(folder, model)
     if config.n_channels != 2:
         # transforms/write.py opens writers with the model's channel count; mono models give stereo stems.
         raise SystemExit(f"--model {model}: a mono model (n_channels 1) is not supported by the Beam jobs yet; use `stembeam separate -p {model}`")
@@ -82,8 +82,12 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     keras_uri = storage.join(remote or folder, KERAS_FILE)
     target = storage.join(output, "_model", config.name.replace(":", "_"), KERAS_FILE)
     source = storage.join(output, "_model", config.name.replace(":", "_"), "source.json")
-    stamp = json.dumps({"weights_sha256": fingerprint})
-    own_file = storage.exists(keras_uri)
+    # The export is the weights built for the config's segments (F: 1024 bins, or 1536 for the
+    # 16 kHz models): reused only for the same weights and the same configuration.
+    stamp = json.dumps({"weights_sha256": fingerprint, "config_sha256": hashlib.sha256(config.to_json().encode("utf-8")).hexdigest()})
+    # The folder's own model.keras (read where it is, e.g. on gs://), unless it is built for other
+    # segments (a 16 kHz name on an 11 kHz export): then the export under _model/ is.
+    own_file = keras_file_fits(folder, config)
     exported = own_file or (storage.exists(target) and storage.exists(source) and storage.read_bytes(source).decode("utf-8") == stamp)
     uri = keras_uri if own_file else target
     if dry_run or (exported and not in_process):

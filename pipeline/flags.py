@@ -29,7 +29,7 @@ def add_pipeline_args(parser) -> None:
     """The corpus job's flags (``stembeam pipeline``; evaluate takes them too)."""
     parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
     parser.add_argument("--output", default=None, help="output root: stems/, metadata/ (local or gs://)")
-    parser.add_argument("--model", default="spleeter:2stems", help="model name or folder")
+    parser.add_argument("--model", default="spleeter:2stems", help="model name (spleeter:2stems|4stems|5stems, -16kHz: to 16 kHz) or folder")
     parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
     parser.add_argument("--mwf", action="store_true", default=False, help="multichannel Wiener filter (norbert)")
     parser.add_argument(
@@ -99,7 +99,7 @@ def add_prepare_args(parser) -> None:
     """The training-data job's own flags (``--dataset`` is add_evaluate_args', ``--output`` and
     ``--limit`` add_pipeline_args': Beam parses every options class into one parser, so a flag
     defined twice would take one definition's default)."""
-    parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems or a CONFIG.json")
+    parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems (-16kHz: to 16 kHz) or a CONFIG.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random crops and augmentation")
     parser.add_argument("--repeat", type=int, default=1, help="random crops per segment length of audio")
     parser.add_argument("--augment", action="store_true", default=False, help="random gain per stem and left/right swap (mixture = sum of stems)")

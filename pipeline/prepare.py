@@ -32,7 +32,7 @@ SOURCE_FILE = "source.json"  # what the records were made from, for reuse as a c
 
 
 def model_config(value: str) -> ModelConfig:
-    """``spleeter:2stems`` (or 4/5 stems) or the path of a configuration JSON (stembeam's or Spleeter's)."""
+    """``spleeter:2stems`` (or 4/5 stems, or their ``-16kHz`` versions) or the path of a configuration JSON (stembeam's or Spleeter's)."""
     if value.lower().endswith(".json"):
         return load_config_file(value)[0]
     return get_config(value)

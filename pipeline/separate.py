@@ -63,9 +63,9 @@ def separate_files(
     Raises FilenameCollisionError (nothing written, no model loaded) when ``filename_format``
     maps two stems to one path."""
     from stembeam.model.load import config_for_dir
-    from stembeam.model.resolve import is_config_file, resolve_model_dir
+    from stembeam.model.resolve import resolve_model_dir
 
-    instruments = config_for_dir(resolve_model_dir(model, model_dir), model if ":" in model or is_config_file(model) else None).instruments
+    instruments = config_for_dir(resolve_model_dir(model, model_dir), model).instruments
     planned_paths(files, output_dir, instruments, codec, filename_format)
     separator = Separator(model, mwf, precision, model_dir=model_dir, residual=residual, batch_size=4, mwf_block_frames=mwf_block_frames)
     errors: List[str] = []

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config", "-p", "--params_filename", default="spleeter:2stems",
-        help="spleeter:2stems|4stems|5stems or a CONFIG.json: stembeam's (must match the records) or Spleeter's",
+        help="spleeter:2stems|4stems|5stems (-16kHz: to 16 kHz) or a CONFIG.json: stembeam's (must match the records) or Spleeter's",
     )
     parser.add_argument(
         "--data", "-d", required=True,
