@@ -1,4 +1,4 @@
-"""Audio decoding (tensorflow-io, ffmpeg fallback) and encoding (wav, ffmpeg codecs).
+"""Audio decoding (libsndfile, tensorflow-io, ffmpeg fallback) and encoding (wav, ffmpeg codecs).
 
 Decoded audio is ``[samples, 2]`` float32 at the requested rate: mono is
 duplicated, more than two channels are downmixed by ffmpeg, other rates resampled.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import shutil
 import subprocess
@@ -220,35 +221,157 @@ def _ffmpeg_blocks(path: str, sample_rate: int, offset: float, duration: float |
             raise AudioDecodeError(path, f"not decodable as audio (ffmpeg: {reason})")
 
 
+# libsndfile reads these (format, subtype) pairs into float32 exactly as the decoder the release
+# used for them, bit for bit (tests/test_decode_formats.py compares them format by format):
+# "tfio" (tensorflow-io read them) or "ffmpeg" (tensorflow-io cannot read them). Each keeps that
+# decoder's rule for which samples an offset and a duration select. libsndfile leaves the rest to
+# the release's decoders, which stay in use for:
+# - OGG/Vorbis: tensorflow-io's own libvorbis rounds differently (up to 2e-7 off in about half
+#   of the samples);
+# - MP3: tensorflow-io's minimp3 and libsndfile's mpg123 are different decoders (up to 2e-6 off);
+# - 32-bit integer WAV: tensorflow-io reads its samples as float32 bit patterns (NaN, Inf or noise:
+#   an error or garbage today, kept as it is);
+# - IMA and MS ADPCM wav: other decoders than ffmpeg's (up to 0.03 off, other lengths); WAVEX
+#   u-law: tensorflow-io reads it as PCM (noise), kept;
+# - u-law and a-law wav/aiff, RF64, W64, CAF, AU: equal to ffmpeg's in a check, but rare and not
+#   among the formats switched (their signatures are not tried);
+# - any file needing a resampling or a downmix (ffmpeg), and one stream of a .stem.mp4 (ffmpeg);
+# - files whose header libsndfile reads around (_header_repaired) or that it fails on midway.
+_SNDFILE_SAME_AS = {
+    **{(container, subtype): "tfio" for container in ("WAV", "WAVEX") for subtype in ("PCM_U8", "PCM_16", "PCM_24", "FLOAT")},
+    **{("FLAC", subtype): "tfio" for subtype in ("PCM_S8", "PCM_16", "PCM_24")},
+    **{(container, "DOUBLE"): "ffmpeg" for container in ("WAV", "WAVEX")},
+    **{("AIFF", subtype): "ffmpeg" for subtype in ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")},
+}
+
+
+class _Release(Exception):
+    """libsndfile leaves this file, or this span of it, to the release's decoders."""
+
+
+def _sndfile_open(path: str):
+    """``(SoundFile, rule)`` for a file libsndfile decodes as the release did (see _SNDFILE_SAME_AS),
+    else None. Only RIFF/WAVE, FLAC and AIFF/AIFC signatures are tried: libsndfile would also
+    open mp3 or ogg files, which the release's decoders keep."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return None
+    if not (head[:4] == b"fLaC" or (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))):
+        return None
+    import soundfile
+
+    try:
+        sound = soundfile.SoundFile(path)
+    except Exception:  # noqa: BLE001 - libsndfile cannot read it: the release's decoders may
+        return None
+    rule = _SNDFILE_SAME_AS.get((sound.format, sound.subtype))
+    if rule is None or _header_repaired(sound.extra_info):
+        sound.close()
+        return None
+    return sound, rule
+
+
+def _header_repaired(log: str) -> bool:
+    """Whether libsndfile's header log says it read around a header that disagrees with the file
+    (sizes past the end, a data size of 0xFFFFFFFF from a pipe, junk after the data...): such
+    files go the release's way, which did not always read them as libsndfile does (a wav streamed
+    by ffmpeg had no samples for tensorflow-io). ``****`` lines are notes, as the missing 'fact'
+    chunk of every WAVEX file ffmpeg writes."""
+    return any(line.startswith("*** ") or "(should" in line.lower() for line in log.splitlines())
+
+
+def _tfio_span(rate: int, total: int, offset: float, duration: float | None) -> tuple[int, int]:
+    """The samples ``[start, stop)`` _tfio_blocks selects."""
+    if not (math.isfinite(offset) and offset >= 0 and (duration is None or math.isfinite(duration))):
+        raise _Release("an offset or duration tensorflow-io takes its own way")
+    start = int(round(offset * rate))
+    return start, total if duration is None else min(total, start + int(round(duration * rate)))
+
+
+def _ffmpeg_microseconds(value) -> int:
+    """The time ffmpeg reads from ``f"{value}"`` (av_parse_time: seconds, decimals cut after the
+    sixth); _Release for what it refuses or might read otherwise (exponents, signs, inf, nan)."""
+    text = f"{value}"
+    whole, dot, decimals = text.partition(".")
+    if not text.isascii() or not whole.isdigit() or not (decimals.isdigit() or not dot):
+        raise _Release(f"a time ffmpeg may refuse: {text}")
+    return int(whole) * 1_000_000 + int((decimals[:6] + "000000")[:6] if dot else 0)
+
+
+def _ffmpeg_span(rate: int, total: int, offset: float, duration: float | None) -> tuple[int, int]:
+    """The samples ``[start, stop)`` _ffmpeg_blocks gives of a PCM file at ``rate`` (no resampling):
+    ``-ss`` shifts timestamps by the offset in microseconds rounded to a sample, and the trim after
+    it keeps the duration in microseconds rounded to samples (halves away from zero)."""
+    start = (_ffmpeg_microseconds(offset) * rate + 500_000) // 1_000_000 if offset else 0
+    if duration is None:
+        return start, total
+    count = (_ffmpeg_microseconds(duration) * rate + 500_000) // 1_000_000
+    if count == 0:
+        raise _Release("ffmpeg reads -t 0 as no limit")
+    return start, min(total, start + count)
+
+
+def _sndfile_blocks(sound, rule: str, path: str, sample_rate: int, offset: float, duration: float | None) -> Iterator[np.ndarray]:
+    """Blocks read by libsndfile, which has no shared state: no lock, decodes in parallel. Only
+    for files at ``sample_rate`` with one or two channels; selects the samples the release's
+    decoder for this format (``rule``) selects. _Release leaves the file to the release's decoders
+    when libsndfile would give no sample (their error) or fewer than its header says (a broken file)."""
+    with sound:
+        total = sound.frames
+        start, stop = (_tfio_span if rule == "tfio" else _ffmpeg_span)(sound.samplerate, total, offset, duration)
+        if start >= stop:
+            raise _Release("no samples in the span")
+        sound.seek(start)
+        for first in range(start, stop, BLOCK_FRAMES):
+            count = min(BLOCK_FRAMES, stop - first)
+            block = sound.read(count, dtype="float32", always_2d=True)
+            if block.shape[0] != count:
+                raise _Release(f"{block.shape[0]} of {count} samples read at {first}")
+            yield block
+
+
 def _decode(path: str, sample_rate: int, offset: float, duration: float | None, sink, stream: int | None = None) -> int:
     """Feed every decoded ``[k, 2]`` block to ``sink.write``; ``sink.reset()`` before a retry.
 
-    tensorflow-io first; ffmpeg when tensorflow-io fails at any point, or the file needs
-    resampling or a downmix, or one ``stream`` of several is asked for. Returns the sample count.
+    libsndfile for the formats it decodes as the release did (_SNDFILE_SAME_AS); else, or when it
+    fails at any point, tensorflow-io; ffmpeg when tensorflow-io fails at any point, or the file
+    needs resampling or a downmix, or one ``stream`` of several is asked for. Returns the sample count.
     """
     _check_readable(path)
-    decoders = (_tfio_blocks, _ffmpeg_blocks) if stream is None else (functools.partial(_ffmpeg_blocks, stream=stream),)
-    for decoder in decoders:
-        frames = 0
-        sink.reset()
-        try:
-            with contextlib.closing(decoder(path, sample_rate, offset, duration)) as blocks:
-                for block in blocks:
-                    if block.shape[0] == 0:
-                        continue
-                    if not np.all(np.isfinite(block)):
-                        raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
-                    sink.write(np.ascontiguousarray(_to_stereo(block), dtype=np.float32))
-                    frames += block.shape[0]
-        except AudioDecodeError:
-            raise
-        except Exception:  # noqa: BLE001 - whatever tensorflow-io cannot decode goes to ffmpeg
-            if decoder is decoders[-1]:
+    with contextlib.ExitStack() as cleanup:
+        decoders = (_tfio_blocks, _ffmpeg_blocks) if stream is None else (functools.partial(_ffmpeg_blocks, stream=stream),)
+        opened = _sndfile_open(path) if stream is None else None
+        if opened is not None:
+            sound, rule = cleanup.enter_context(opened[0]), opened[1]
+            if sound.samplerate != sample_rate or sound.channels > 2:
+                # What tensorflow-io refuses (or cannot read) and ffmpeg resamples or downmixes.
+                sound.close()
+                decoders = (_ffmpeg_blocks,)
+            else:
+                decoders = (functools.partial(_sndfile_blocks, sound, rule),) + decoders
+        for decoder in decoders:
+            frames = 0
+            sink.reset()
+            try:
+                with contextlib.closing(decoder(path, sample_rate, offset, duration)) as blocks:
+                    for block in blocks:
+                        if block.shape[0] == 0:
+                            continue
+                        if not np.all(np.isfinite(block)):
+                            raise AudioDecodeError(path, "decoded audio contains NaN or Inf")
+                        sink.write(np.ascontiguousarray(_to_stereo(block), dtype=np.float32))
+                        frames += block.shape[0]
+            except AudioDecodeError:
                 raise
-            continue
-        if frames == 0:
-            raise AudioDecodeError(path, "no audio samples decoded")
-        return frames
+            except Exception:  # noqa: BLE001 - what libsndfile or tensorflow-io cannot decode goes to the next
+                if decoder is decoders[-1]:
+                    raise
+                continue
+            if frames == 0:
+                raise AudioDecodeError(path, "no audio samples decoded")
+            return frames
     raise AssertionError("unreachable")
 
 
