@@ -53,13 +53,6 @@ def check_bit_depth(codec: str, bit_depth: int | None) -> None:
         raise ValueError(f"bit depth {bit_depth} is not available for {codec} ({allowed}; lossy codecs have none)")
 
 
-def quantise(block: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float samples as the integers a ``bit_depth``-bit file holds: scaled by 2^(bits-1),
-    rounded, clipped to the format's range (as 16-bit stems have always been written)."""
-    scale = float(1 << (bit_depth - 1))
-    return np.round(np.clip(block, -1.0, (scale - 1.0) / scale) * scale).astype(np.int32)
-
-
 _TFIO_LOCK = threading.Lock()
 # Unfinished outputs start with this (and never match a stem name).
 TEMP_PREFIX = ".tmp-"
@@ -449,7 +442,10 @@ class AudioWriter:
         fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="." + CODECS[codec][0], dir=folder)
         os.close(fd)
         self._wav = self._ffmpeg = self._errors = self._soundfile = None
+        # Full scale of the integer samples written (the 16-bit stats of the codecs' defaults).
+        self._scale = 32768.0
         if (codec, bit_depth) in _SOUNDFILE_FORMATS:
+            self._scale = float(1 << (bit_depth - 1))
             # The other formats through libsndfile; each codec's default keeps its encoder (wave,
             # ffmpeg), so default stems stay the bytes they always were.
             import soundfile
@@ -477,7 +473,7 @@ class AudioWriter:
         if not np.all(np.isfinite(block)):
             raise AudioEncodeError(f"{self.path}: NaN or Inf in the audio to write")
         # Float files keep peaks above full scale; integer files clip (stats: what the file holds).
-        scale = float(1 << ((self.bit_depth or 16) - 1)) if self._soundfile is not None else 32768.0
+        scale = self._scale
         clipped = block if self.bit_depth == 32 else np.clip(block, -1.0, (scale - 1.0) / scale)
         self.frames += block.shape[0]
         self._squares += float(np.sum(np.square(clipped, dtype=np.float64)))
@@ -487,8 +483,8 @@ class AudioWriter:
             if self.bit_depth == 32:
                 self._soundfile.write(np.ascontiguousarray(block, dtype=np.float32))
             else:
-                # libsndfile keeps the top bits of each int32: the quantised sample, exactly.
-                self._soundfile.write(quantise(block, self.bit_depth) << (32 - self.bit_depth))
+                # Rounded as 16-bit stems always were; libsndfile keeps the top bits of each int32.
+                self._soundfile.write(np.round(clipped * scale).astype(np.int32) << (32 - self.bit_depth))
         elif self._wav is not None:
             self._wav.writeframes(np.round(clipped * 32768.0).astype("<i2").tobytes())
         else:

@@ -46,12 +46,6 @@ def is_model_dir(path: str) -> bool:
     return "model.keras" in names or any(n.endswith(".index") for n in names) and any(".data-" in n for n in names)
 
 
-def _short_name(name: str) -> str:
-    """The folder a name is looked up as: ``2stems`` for ``spleeter:2stems`` and for the 16 kHz
-    ``spleeter:2stems-16kHz`` (the same weights, as Spleeter's model_dir says)."""
-    return weights_name(name)
-
-
 def _known_names_hint(name: str, short: str) -> str:
     """Spleeter's model names, for a name that looks like one and is not (``spleeter:2stems-22kHz``,
     ``2stems-16khz``): no folder of that name was found either."""
@@ -71,7 +65,7 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
             if is_model_dir(candidate):
                 return candidate
             looked.append(f"{candidate} (given path)")
-    short = _short_name(name)
+    short = weights_name(name)  # 16 kHz names use their base model's folder
     env_root = os.environ.get("STEMBEAM_MODEL_PATH")
     if env_root:
         candidate = os.path.join(env_root, short)
