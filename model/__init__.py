@@ -4,16 +4,23 @@ import sys
 
 
 class _KerasWithoutScikitLearn(importlib.abc.MetaPathFinder):
-    """Keras imports scikit-learn at start-up only for its optional scikit-learn wrappers
-    (``keras.src.wrappers``), which stembeam never uses: about 1 s of every process's start-up
-    on this stack (librosa installs scikit-learn). While those wrapper modules are being
-    imported, scikit-learn reads as absent to them; every other import of it is untouched."""
+    """Keras imports, at start-up, scikit-learn for its optional scikit-learn wrappers
+    (``keras.src.wrappers``), matplotlib for ``keras.utils.plot_image_gallery`` and Pillow for
+    its image-file utilities, none of which stembeam uses: about 1.5 s of every process's
+    start-up on this stack (librosa installs scikit-learn and matplotlib). While those Keras
+    modules are being imported, these packages read as absent to them (Keras then leaves the
+    feature off, as when they are not installed); every other import of them is untouched."""
 
-    _WRAPPERS = ("keras.src.wrappers.fixes", "keras.src.wrappers.sklearn_wrapper")
+    _HIDDEN = {
+        "sklearn": ("keras.src.wrappers.fixes", "keras.src.wrappers.sklearn_wrapper"),
+        "matplotlib": ("keras.src.visualization.plot_image_gallery", "keras.src.visualization.plot_bounding_box_gallery"),
+        "PIL": ("keras.src.utils.image_utils", "keras.src.utils.image_dataset_utils"),
+    }
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == "sklearn" and any(_initialising(name) for name in self._WRAPPERS):
-            raise ModuleNotFoundError("scikit-learn is not loaded for Keras' wrappers", name=fullname)
+        importers = self._HIDDEN.get(fullname.partition(".")[0])
+        if importers and any(_initialising(name) for name in importers):
+            raise ModuleNotFoundError(f"{fullname} is not loaded for Keras' optional utilities", name=fullname)
         return None
 
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from stembeam.model import spectral
+from stembeam.model import spectral, synthesis
 from stembeam.model.config import ModelConfig
 from stembeam.model.precision import effective_precision, mixed_precision_model, onednn_bfloat16
 
@@ -103,8 +103,10 @@ def apply_masks(spec: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
 class SegmentSeparator:
     """Batches of segment samples ``[B, L, 2]`` through a U-net model; safe to share across threads.
 
-    Three TF calls per batch (STFT, U-nets, masks and inverse STFT), so each can be timed, and
+    Three calls per batch (STFT, U-nets, masks and inverse STFT), so each can be timed, and
     with ``precision`` bfloat16 (model.precision) only the U-nets run in reduced precision.
+    The masks and inverse STFT run in numpy on the calling thread (model.synthesis, the
+    graph's bits at a third of its CPU time) where they can, else in the TF graph.
     Segments whose samples are all zero are not sent through the graph: their stems are
     exactly zero (every mask multiplies a zero spectrum).
     """
@@ -124,6 +126,9 @@ class SegmentSeparator:
         self._unets = tf.function(self._unet_graph, input_signature=[mix])
         self._synthesis = tf.function(self._synthesis_graph, input_signature=[spec, sources])
         self._mwf_analysis = tf.function(self._mwf_analysis_graph, input_signature=[spans])
+        self._window = None
+        if synthesis.supports(config):
+            self._window = (_hann(config.frame_length, tf.float32) * spectral.WINDOW_COMPENSATION_FACTOR).numpy()
         self._model = model
         # Keras tracing is not thread-safe (concurrent traces gave wrong outputs on the
         # multi-threaded DirectRunner): calls hold the lock until the graphs are traced; after
@@ -181,7 +186,9 @@ class SegmentSeparator:
     def _soft_signals(self, spans, timings=None):
         spec, mix = self._timed("stft", timings, self._analysis, spans)
         sources = self._timed("unets", timings, self._unets, mix)
-        return self._timed("synthesis", timings, self._synthesis, spec, sources).numpy()
+        if self._window is None:
+            return self._timed("synthesis", timings, self._synthesis, spec, sources).numpy()
+        return self._timed("synthesis", timings, synthesis.synthesize, spec.numpy(), sources.numpy(), self._window, self.config)
 
     def soft(self, spans: np.ndarray, timings: dict | None = None) -> np.ndarray:
         """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``;
@@ -221,10 +228,15 @@ class SegmentSeparator:
         return spec.numpy(), sources.numpy()
 
     def warm_up(self) -> None:
-        """Trace and optimise the soft-mask graphs (about a second) on one silent segment."""
-        self._once_traced("soft", lambda: self._soft_signals(tf.zeros([1, self.config.segment_samples, 2], tf.float32)))
-        with self._stats_lock:
-            self.seconds = dict.fromkeys(self.seconds, 0.0)
+        """Trace the soft-mask graphs (about half a second), so that calls from several threads
+        never trace; TensorFlow optimises them on the first call, which does real work."""
+        with self._lock:
+            if not self._traced["soft"]:
+                self._analysis.get_concrete_function()
+                self._unets.get_concrete_function()
+                if self._window is None:
+                    self._synthesis.get_concrete_function()
+                self._traced["soft"] = True
 
 
 _SEPARATORS = {}

@@ -6,14 +6,16 @@ import os
 import sys
 import traceback
 
+from stembeam.model.startup import collector_paused
 from stembeam.pipeline import console
 from stembeam.pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, add_stem_format_args, help_requested
 
 
 
 def _separate(args) -> int:
-    from stembeam.model.audio import check_bit_depth
-    from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
+    with collector_paused():
+        from stembeam.model.audio import check_bit_depth
+        from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
 
     try:
         check_bit_depth(args.codec, args.bit_depth)
@@ -57,31 +59,36 @@ def _export(args) -> int:
 
 
 def _pipeline(argv) -> int:
-    from stembeam.pipeline.corpus import run
+    with collector_paused():
+        from stembeam.pipeline.corpus import run
 
     return run(argv)
 
 
 def _evaluate(argv) -> int:
-    from stembeam.pipeline.evaluation import run
+    with collector_paused():
+        from stembeam.pipeline.evaluation import run
 
     return run(argv)
 
 
 def _prepare(argv) -> int:
-    from stembeam.pipeline.prepare import run
+    with collector_paused():
+        from stembeam.pipeline.prepare import run
 
     return run(argv)
 
 
 def _train(argv) -> int:
-    from stembeam.pipeline.train import run
+    with collector_paused():
+        from stembeam.pipeline.train import run
 
     return run(argv)
 
 
 def _features(argv) -> int:
-    from stembeam.pipeline.features import run
+    with collector_paused():
+        from stembeam.pipeline.features import run
 
     return run(argv)
 

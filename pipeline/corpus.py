@@ -20,6 +20,7 @@ import time
 import apache_beam as beam
 
 from stembeam.model.audio import CODECS, TEMP_PREFIX, check_bit_depth, default_bit_depth
+from stembeam.model.startup import collector_paused
 from stembeam.pipeline import __version__
 from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
@@ -64,8 +65,9 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     and traced (in ``precision``) while the job starts, and no export is written. A
     ``dry_run`` writes nothing.
     """
-    from stembeam.model.load import KERAS_FILE, config_for_dir, keras_file_fits, load_model, weights_fingerprint
-    from stembeam.model.resolve import resolve_model_dir
+    with collector_paused():
+        from stembeam.model.load import KERAS_FILE, config_for_dir, keras_file_fits, load_model, weights_fingerprint
+        from stembeam.model.resolve import resolve_model_dir
 
     remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
     if remote is not None:
@@ -114,18 +116,19 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
 
 
 def _load_and_trace(pending, model: str, model_dir, config, precision: str) -> None:
-    """Load the Keras model into the ``pending`` future, then trace its segment graph (about a
-    second); a failure is the future's (the workers') and the task's error."""
-    from stembeam.model.load import load_model
-    from stembeam.model.segment_graph import separator_for
+    """Load the Keras model into the ``pending`` future, then trace its segment graph (about half
+    a second); a failure is the future's (the workers') and the task's error."""
+    with collector_paused():
+        from stembeam.model.load import load_model
+        from stembeam.model.segment_graph import separator_for
 
-    try:
-        _, keras_model = load_model(model, model_dir)
-    except BaseException as error:
-        pending.set_exception(error)
-        raise
-    pending.set_result(keras_model)
-    separator_for(keras_model, config, precision).warm_up()
+        try:
+            _, keras_model = load_model(model, model_dir)
+        except BaseException as error:
+            pending.set_exception(error)
+            raise
+        pending.set_result(keras_model)
+        separator_for(keras_model, config, precision).warm_up()
 
 
 class _Task(threading.Thread):

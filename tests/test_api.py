@@ -53,7 +53,8 @@ def test_separate_gives_the_cli_stems_byte_for_byte(tmp_path, separator, mixture
 def test_calls_in_a_row_and_from_two_threads_are_identical_and_never_trace_again(separator, mixture):
     first = separator.separate(mixture)
     traced = _traces(separator)
-    assert traced == {"_analysis": 1, "_unets": 1, "_synthesis": 1}
+    # The masks and inverse STFT of the official models run in numpy (model.synthesis), never traced.
+    assert traced == {"_analysis": 1, "_unets": 1, "_synthesis": 0}
     second = separator.separate(mixture)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         threaded = list(pool.map(separator.separate, [mixture, mixture[: 5 * 44100]]))

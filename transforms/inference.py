@@ -85,10 +85,13 @@ class KerasFileModelHandler(ModelHandler):
         model = _LAUNCHER_MODELS.get(self._model_uri)
         if model is not None:
             return model
-        import keras
+        from stembeam.model.startup import collector_paused
 
-        with storage.local_copy(self._model_uri) as path:
-            return keras.models.load_model(path, **self._load_model_args)
+        with collector_paused():
+            import keras
+
+            with storage.local_copy(self._model_uri) as path:
+                return keras.models.load_model(path, **self._load_model_args)
 
     def update_model_path(self, model_path: str | None = None):
         self._model_uri = model_path or self._model_uri

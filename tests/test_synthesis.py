@@ -1,0 +1,83 @@
+"""model.synthesis (masks, inverse FFT and overlap-add in numpy) gives the TF graph's bits
+(model.segment_graph's ``_synthesis``, the previous release's path), issue 23."""
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stembeam.model import synthesis
+from stembeam.model.config import get_config
+from stembeam.model.segment_graph import SegmentSeparator
+from tests.conftest import CC0, needs_shared
+
+
+def _graph_and_numpy(separator, spec, sources, chunk=synthesis.CHUNK_FRAMES):
+    graph = separator._synthesis(tf.constant(spec), tf.constant(sources)).numpy()  # noqa: SLF001 - the release's path
+    mine = synthesis.synthesize(spec, sources, separator._window, separator.config, chunk)  # noqa: SLF001
+    return graph, mine
+
+
+def _same_bits(a, b) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype == np.float32 and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _random_inputs(config, batch, seed):
+    """A mixture STFT and U-net magnitudes with silent frames, exact zeros and a loud frame."""
+    rs = np.random.RandomState(seed)
+    count = len(config.instruments)
+    spec = ((rs.randn(batch, 2, config.T, config.F) + 1j * rs.randn(batch, 2, config.T, config.F)) * 3).astype(np.complex64)
+    sources = (np.abs(rs.randn(batch, config.T, config.F, 2, count)) * rs.rand(batch, config.T, 1, 1, 1) * 5).astype(np.float32)
+    spec[0, :, 5:9] = 0  # silent frames (as at the end of a track)
+    sources[0, 5:9] = 0
+    sources[-1, 20, :, 0, 0] = 0  # one stem exactly zero: the mask is eps/S over the rest
+    spec[-1, 1, 30] *= 1e4
+    return spec, sources
+
+
+@pytest.mark.parametrize("stems", ["2stems", "4stems", "5stems"])
+def test_random_segments_give_the_graphs_bits(stems):
+    config = get_config(stems)
+    separator = SegmentSeparator(None, config)
+    assert synthesis.supports(config)
+    graph, mine = _graph_and_numpy(separator, *_random_inputs(config, 2, len(stems)))
+    assert graph.shape == (2, config.segment_samples, 2, len(config.instruments))
+    assert _same_bits(graph, mine)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100])
+def test_chunks_that_do_not_divide_the_segment_give_the_same_bits(chunk):
+    # T = 100 frames: the chunks end inside the segment, the last one short, and the tail of q - 1 blocks.
+    config = dataclasses.replace(get_config("2stems"), T=100)
+    separator = SegmentSeparator(None, config)
+    graph, mine = _graph_and_numpy(separator, *_random_inputs(config, 3, chunk), chunk=chunk)
+    assert graph.shape[1] == (100 - 1) * config.frame_step + config.frame_length
+    assert _same_bits(graph, mine)
+
+
+def test_average_mask_extension_keeps_the_graph():
+    config = dataclasses.replace(get_config("2stems"), mask_extension="average")
+    assert not synthesis.supports(config)
+    assert SegmentSeparator(None, config)._window is None  # noqa: SLF001 - the TF graph runs
+
+
+@needs_shared
+def test_real_music_through_the_official_model_gives_the_graphs_bits():
+    from stembeam.model.audio import load_audio
+    from stembeam.model.load import load_model
+    from stembeam.model.separation import segment_count, segment_waveform
+
+    config, model = load_model("spleeter:2stems")
+    separator = SegmentSeparator(model, config)
+    waveform = load_audio(os.path.join(CC0, "2.Lithium", "mixture.flac"))
+    last = segment_count(len(waveform), config) - 1
+    spans = np.stack([segment_waveform(waveform, i, config) for i in (0, last)])  # the last one mostly padding
+    spec, mix = separator._analysis(tf.constant(spans))  # noqa: SLF001
+    sources = separator._unets(mix).numpy()  # noqa: SLF001
+    graph, mine = _graph_and_numpy(separator, spec.numpy(), sources)
+    assert _same_bits(graph, mine)
+    # and what the separator returns is it
+    assert _same_bits(separator.soft(spans), graph)
+    tail = mine[1, -200000:]  # beyond the track's end
+    assert not tail.any() and not np.signbit(tail).any()  # +0.0 as the graph's 0 + ... sums, never -0.0
