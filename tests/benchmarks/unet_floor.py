@@ -6,7 +6,9 @@ song of:
   - stembeam's U-nets alone (model.segment_graph ``_unets``, batches of 2 segments): the same
     oneDNN float32 convolutions, which float32 stems bit-identical to earlier releases must keep;
   - stembeam's whole separation of the song (STFT, U-nets, numpy masks and inverse STFT);
-and the CPU seconds of each (process user + system time). A job over N such songs needs at
+and the CPU seconds of each (process user + system time); then the masks, inverse FFT and
+overlap-add of one batch of 2 segments, in the TF graph (the release before issue 23) and in
+numpy (model.synthesis, the same bits). A job over N such songs needs at
 least N times the U-nets' wall on these cores, whatever else it overlaps, so the ratio of the
 official graph to the U-nets bounds any exact job's gain over the official graph job.
 Usage: .venv/bin/python -m tests.benchmarks.unet_floor [--rounds 5]
@@ -84,6 +86,16 @@ def main(argv=None) -> int:
           f"stembeam's separation: {100 * totals['stembeam'] / totals['official']:.0f} %")
     print(f"bound on an exact job's speed-up over the official graph's separation: {totals['official'] / totals['unets']:.2f}x "
           "(before either job's start-up, decoding and writing)")
+
+    from stembeam.model import synthesis
+
+    spec, mix = separator._analysis(tf.constant(spans[:2]))  # noqa: SLF001
+    sources = separator._unets(mix)  # noqa: SLF001
+    spec_np, sources_np = spec.numpy(), sources.numpy()
+    graph = _timed(lambda: separator._synthesis(spec, sources).numpy(), 3 * args.rounds)  # noqa: SLF001
+    numpy_pass = _timed(lambda: synthesis.synthesize(spec_np, sources_np, separator._window, config), 3 * args.rounds)  # noqa: SLF001
+    print(f"masks + inverse STFT + overlap-add, batch of 2 segments: TF graph {1000 * graph[0]:.0f} ms wall / {1000 * graph[1]:.0f} ms CPU, "
+          f"numpy {1000 * numpy_pass[0]:.0f} ms wall / {1000 * numpy_pass[1]:.0f} ms CPU")
     return 0
 
 
