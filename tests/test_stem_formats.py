@@ -53,6 +53,23 @@ def test_float_wav_is_exact_and_keeps_peaks_above_full_scale(tmp_path):
     assert writer.peak == pytest.approx(1.7)
 
 
+def test_float_wav_files_of_the_same_stem_are_the_same_bytes(tmp_path):
+    # libsndfile's PEAK chunk holds the time of writing: without it, a rerun's file is the same.
+    header = open(_float_wav(tmp_path / "a.wav"), "rb").read()
+    assert b"PEAK" not in header[:200] and header[36:40] in (b"fact", b"data")
+    assert header == open(_float_wav(tmp_path / "b.wav"), "rb").read()
+    read, _ = soundfile.read(str(tmp_path / "a.wav"), dtype="float32")
+    assert np.array_equal(read, _signal())
+
+
+def _float_wav(path) -> str:
+    from stembeam.model.audio import AudioWriter
+
+    with AudioWriter(str(path), 44100, 2, "wav", None, 32) as writer:
+        writer.write(_signal())
+    return str(path)
+
+
 def test_16_bit_flac_holds_the_16_bit_wav_samples(tmp_path):
     from stembeam.model.audio import write_audio
 
