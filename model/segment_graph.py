@@ -3,8 +3,9 @@
 A segment's samples ``span [L, 2]`` (``L = (T-1)*hop + N``, see model.separation) have an
 STFT equal to T frames of the whole track's, so the same ops as Spleeter's exported graph
 (``tf.signal`` STFT, U-nets, ratio masks, inverse STFT) run per segment; overlap-adding the
-segment signals in order rebuilds the track. Everything runs in one TF call per batch: the
-spectral work uses every core and never holds the GIL.
+segment signals in order rebuilds the track. The STFT and the U-nets are TF calls (every core,
+without the GIL); the masks and inverse STFT of the official models run in numpy
+(model.synthesis, the same bits as this module's synthesis graph, which the other models keep).
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ class SegmentSeparator:
     Three calls per batch (STFT, U-nets, masks and inverse STFT), so each can be timed, and
     with ``precision`` bfloat16 (model.precision) only the U-nets run in reduced precision.
     The masks and inverse STFT run in numpy on the calling thread (model.synthesis, the
-    graph's bits at a third of its CPU time) where they can, else in the TF graph.
+    graph's bits at two thirds of its CPU time) where they can, else in the TF graph.
     Segments whose samples are all zero are not sent through the graph: their stems are
     exactly zero (every mask multiplies a zero spectrum).
     """
