@@ -47,27 +47,30 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
     by_stem = np.ascontiguousarray(sources.transpose(0, 3, 4, 1, 2))  # [B, C, S, T, F]
     # Frames k-q+1 .. k of the chunk, each as q hop-sized blocks: the q-1 first carry over.
     pieces = np.zeros((count, chunk + q - 1, q, hop), np.float32)
-    for b in range(batch):
-        for c in range(channels):
-            for start in range(0, frames + q - 1, chunk):
-                stop = min(start + chunk, frames)
-                inside = max(stop - start, 0)
-                pieces[:, : q - 1] = pieces[:, chunk : chunk + q - 1] if start else 0.0
-                if inside:
-                    powered = np.square(by_stem[b, c, :, start:stop])  # [S, inside, F]
-                    total = powered[0].copy()
-                    for s in range(1, count):
-                        total += powered[s]
-                    total += eps
-                    powered += eps_share
-                    powered /= total
-                    np.multiply(spec[b, c, start:stop], powered, out=masked[:, :inside, :bins_in])
-                    signal = scipy.fft.irfft(masked[:, :inside], n, axis=-1, workers=1)
-                    np.multiply(signal.reshape(count, inside, q, hop), window_blocks, out=pieces[:, q - 1 : q - 1 + inside])
-                blocks = min(chunk, frames + q - 1 - start)
-                pieces[:, q - 1 + inside : q - 1 + blocks] = 0.0
-                total_blocks = pieces[:, q - 1 : q - 1 + blocks, 0] + np.float32(0.0)
-                for j in range(1, q):
-                    total_blocks += pieces[:, q - 1 - j : q - 1 - j + blocks, j]
-                out_blocks[b, start : start + blocks, :, c, :] = total_blocks.transpose(1, 2, 0)
+    # IEEE arithmetic as in the graph, without numpy's warnings: a mixture near float32's limit
+    # gives Inf/NaN stems, which the writers refuse with one error naming the file.
+    with np.errstate(all="ignore"):
+        for b in range(batch):
+            for c in range(channels):
+                for start in range(0, frames + q - 1, chunk):
+                    stop = min(start + chunk, frames)
+                    inside = max(stop - start, 0)
+                    pieces[:, : q - 1] = pieces[:, chunk : chunk + q - 1] if start else 0.0
+                    if inside:
+                        powered = np.square(by_stem[b, c, :, start:stop])  # [S, inside, F]
+                        total = powered[0].copy()
+                        for s in range(1, count):
+                            total += powered[s]
+                        total += eps
+                        powered += eps_share
+                        powered /= total
+                        np.multiply(spec[b, c, start:stop], powered, out=masked[:, :inside, :bins_in])
+                        signal = scipy.fft.irfft(masked[:, :inside], n, axis=-1, workers=1)
+                        np.multiply(signal.reshape(count, inside, q, hop), window_blocks, out=pieces[:, q - 1 : q - 1 + inside])
+                    blocks = min(chunk, frames + q - 1 - start)
+                    pieces[:, q - 1 + inside : q - 1 + blocks] = 0.0
+                    total_blocks = pieces[:, q - 1 : q - 1 + blocks, 0] + np.float32(0.0)
+                    for j in range(1, q):
+                        total_blocks += pieces[:, q - 1 - j : q - 1 - j + blocks, j]
+                    out_blocks[b, start : start + blocks, :, c, :] = total_blocks.transpose(1, 2, 0)
     return out

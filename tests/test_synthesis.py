@@ -81,3 +81,19 @@ def test_real_music_through_the_official_model_gives_the_graphs_bits():
     assert _same_bits(separator.soft(spans), graph)
     tail = mine[1, -200000:]  # beyond the track's end
     assert not tail.any() and not np.signbit(tail).any()  # +0.0 as the graph's 0 + ... sums, never -0.0
+
+
+def test_non_finite_spectra_give_the_graphs_inf_and_nan_without_warnings():
+    import warnings
+
+    # A mixture near float32's limit (the CLI then refuses its stems with one error line).
+    config = dataclasses.replace(get_config("2stems"), T=40)
+    separator = SegmentSeparator(None, config)
+    spec, sources = _random_inputs(config, 1, 5)
+    spec[0, 0, 3:6] = np.complex64(complex(np.inf, 0))
+    sources[0, 3:6] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph, mine = _graph_and_numpy(separator, spec, sources)
+    assert np.isnan(graph).any()
+    assert np.array_equal(np.isnan(graph), np.isnan(mine)) and np.array_equal(graph[~np.isnan(graph)], mine[~np.isnan(mine)])
