@@ -3,12 +3,17 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 STAMP     := $(VENV)/.stembeam-installed
 SHARED    ?= $(abspath ../shared)
-# The official checkpoints shipped beside the repo; nothing is downloaded by make targets.
+# Beside the reference data (../shared, as CI and stembeam's developers have it) the official
+# checkpoints are read from there and nothing is downloaded. On a user's own clone there is no
+# ../shared: the first command that needs a model fetches the official release into the cache
+# (~/.cache/stembeam/models, its weights checked against their sha256), as `stembeam` does.
+ifneq ($(wildcard $(SHARED)/models/spleeter/2stems/model.index),)
 export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
+endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow bench quality soak evaluate install clean
+.PHONY: demo model test test-slow bench quality soak evaluate install clean
 
 install: $(STAMP)
 
@@ -18,7 +23,11 @@ $(STAMP): setup.py constraints.txt
 	command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Where the official 2-stems model is (../shared's, the cache's, or downloaded into the cache now).
+model: $(STAMP)
+	@TF_CPP_MIN_LOG_LEVEL=3 $(PYTHON) -m stembeam.model.resolve spleeter:2stems
+
+demo: model
 	$(VENV)/bin/stembeam pipeline --manifest examples/manifest.csv --output demo_output --runner DirectRunner
 	@find demo_output/stems demo_output/metadata -type f | sort
 

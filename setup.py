@@ -12,7 +12,7 @@ setup(
     description="Music source separation with Spleeter's U-nets as an Apache Beam pipeline",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.10.12,<3.13",
     packages=PACKAGES,
     package_dir={"stembeam": "stembeam", **{f"stembeam.{sub}": sub for sub in SUBPACKAGES}},
     install_requires=[

@@ -14,6 +14,22 @@ import tensorflow as tf
 NON_WEIGHT_VARIABLES = ("global_step",)
 
 
+class ModelFileError(ValueError):
+    """A model file that cannot be read (truncated, corrupt); ``str()`` names the file."""
+
+
+def _unreadable(path: str, error: BaseException) -> ModelFileError:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return ModelFileError(f"{path}: cannot be read, truncated or corrupt ({reason})")
+
+
+def _data_files(prefix: str) -> str:
+    folder, stem = os.path.split(prefix)
+    names = sorted(name for name in tf.io.gfile.listdir(folder or ".") if name.startswith(stem + ".data-"))
+    return ", ".join(os.path.join(folder, name) for name in names) or prefix + ".data-*"
+
+
 def _has_glob(path: str) -> bool:
     return any(char in path for char in "*?[")
 
@@ -57,7 +73,10 @@ def _readable(prefix: str):
 def checkpoint_variables(prefix: str) -> Dict[str, Tuple[int, ...]]:
     """Weight variables of a checkpoint: name -> shape (bookkeeping variables left out)."""
     with _readable(prefix) as readable:
-        listed = tf.train.list_variables(readable)
+        try:
+            listed = tf.train.list_variables(readable)
+        except (tf.errors.OpError, IndexError, ValueError) as error:
+            raise _unreadable(prefix + ".index", error) from None
     return {name: tuple(shape) for name, shape in listed if name not in NON_WEIGHT_VARIABLES}
 
 
@@ -83,9 +102,16 @@ def load_official_checkpoint(model: keras.Model, prefix: str) -> None:
             f"missing {missing[:5]}, unused {extra[:5]}, shape mismatch {wrong[:5]}"
         )
     with _readable(prefix) as readable:
-        reader = tf.train.load_checkpoint(readable)
+        try:
+            reader = tf.train.load_checkpoint(readable)
+        except (tf.errors.OpError, IndexError, ValueError) as error:
+            raise _unreadable(prefix + ".index", error) from None
         for weight in model.weights:
-            weight.assign(reader.get_tensor(weight.path))
+            try:
+                value = reader.get_tensor(weight.path)
+            except (tf.errors.OpError, IndexError, ValueError) as error:
+                raise _unreadable(_data_files(prefix), error) from None
+            weight.assign(value)
 
 
 def save_official_checkpoint(model: keras.Model, prefix: str, global_step: int = 0) -> str:

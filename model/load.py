@@ -85,7 +85,10 @@ def load_model(name: str, model_dir: str | None = None):
     config = config_for_dir(folder, name)
     keras_path = os.path.join(folder, KERAS_FILE)
     if tf.io.gfile.exists(keras_path):
-        loaded = keras.models.load_model(keras_path, compile=False)
+        try:
+            loaded = keras.models.load_model(keras_path, compile=False)
+        except Exception as error:  # noqa: BLE001 - Keras' errors for a damaged archive vary (zip, h5, json)
+            raise checkpoint.ModelFileError(f"{keras_path}: cannot be read, truncated or corrupt ({type(error).__name__}: {error})") from None
         if tuple(loaded.input_shape[1:]) == segment_shape(config):
             return config, loaded
         model = build_model(config)

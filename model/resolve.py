@@ -21,6 +21,15 @@ import tensorflow as tf
 from stembeam.model.config import CONFIGS, weights_name
 
 RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0/{name}.tar.gz"
+# A mirror of the release assets (its {name}.tar.gz files; checked against the same sha256).
+RELEASE_URL_VARIABLE = "STEMBEAM_RELEASE_URL"
+
+
+def release_url(short: str) -> str:
+    """Where the official ``short`` model (``2stems``...) is downloaded from: the release, or the
+    mirror ``$STEMBEAM_RELEASE_URL`` names (a folder URL holding ``2stems.tar.gz``...)."""
+    mirror = os.environ.get(RELEASE_URL_VARIABLE)
+    return f"{mirror.rstrip('/')}/{short}.tar.gz" if mirror else RELEASE_URL.format(name=short)
 # sha256 of each official release's model.data-00000-of-00001
 OFFICIAL_DATA_SHA256 = {
     "2stems": "7747f9fd2c782306dbec1504360fbb645a097a48446f23486c3ff9c89bc11788",
@@ -40,10 +49,22 @@ def cache_dir() -> str:
 
 def is_model_dir(path: str) -> bool:
     """A folder holding a stembeam export or a TF checkpoint with weights."""
-    if not tf.io.gfile.isdir(path):
-        return False
+    return tf.io.gfile.isdir(path) and missing_model_files(path) is None
+
+
+def missing_model_files(path: str) -> str | None:
+    """What the folder ``path`` lacks to be a model (None: nothing): a ``model.keras``, or a TF
+    checkpoint's ``.index`` and its ``.data-*`` files."""
     names = set(tf.io.gfile.listdir(path))
-    return "model.keras" in names or any(n.endswith(".index") for n in names) and any(".data-" in n for n in names)
+    if "model.keras" in names:
+        return None
+    indexes = sorted(n for n in names if n.endswith(".index"))
+    if not indexes:
+        return "no model.keras and no checkpoint (model.index with model.data-*)"
+    stem = indexes[0][: -len(".index")]
+    if not any(n.startswith(stem + ".data-") for n in names):
+        return f"{indexes[0]} but no weights ({stem}.data-00000-of-00001): the official release's data file is missing"
+    return None
 
 
 def _known_names_hint(name: str, short: str) -> str:
@@ -60,11 +81,15 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
     if is_config_file(name) and not model_dir:
         return _config_model_dir(name, download)
     looked: List[str] = []
-    for candidate in (model_dir, name if ("/" in name or name.startswith(".")) else None):
-        if candidate:
-            if is_model_dir(candidate):
+    # A name with a "/" or a leading "." is a path; so is any existing folder of that name.
+    as_path = name if ("/" in name or name.startswith(".") or tf.io.gfile.isdir(name)) else None
+    for candidate in dict.fromkeys(filter(None, (model_dir, as_path))):
+        if tf.io.gfile.isdir(candidate):
+            missing = missing_model_files(candidate)
+            if missing is None:
                 return candidate
-            looked.append(f"{candidate} (given path)")
+            raise ModelNotFoundError(f"model folder {candidate} is incomplete: it has {missing}")
+        looked.append(f"{candidate} (given path: no such folder)")
     short = weights_name(name)  # 16 kHz names use their base model's folder
     env_root = os.environ.get("STEMBEAM_MODEL_PATH")
     if env_root:
@@ -81,7 +106,7 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
     if download is None:
         download = os.environ.get("STEMBEAM_NO_DOWNLOAD", "") in ("", "0")
     if short in OFFICIAL_DATA_SHA256:
-        url = RELEASE_URL.format(name=short)
+        url = release_url(short)
         if download:
             try:
                 return download_official(short, cached)
@@ -129,7 +154,7 @@ def sha256_of(path: str) -> str:
 
 def download_official(short: str, destination: str) -> str:
     """Download and unpack an official release into ``destination``, checking the weights' sha256."""
-    url = RELEASE_URL.format(name=short)
+    url = release_url(short)
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
@@ -144,3 +169,22 @@ def download_official(short: str, destination: str) -> str:
             raise ValueError(f"sha256 mismatch for {url}: got {digest}")
         os.replace(unpacked, destination)
     return destination
+
+
+def main(argv=None) -> int:
+    """``python -m stembeam.model.resolve [NAME]``: print the folder of the model NAME (default
+    ``spleeter:2stems``), downloading the official release into the cache when needed."""
+    import sys
+
+    names = list(sys.argv[1:] if argv is None else argv) or ["spleeter:2stems"]
+    try:
+        for name in names:
+            print(resolve_model_dir(name))
+    except ModelNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -238,16 +238,3 @@ class SegmentSeparator:
                 if self._window is None:
                     self._synthesis.get_concrete_function()
                 self._traced["soft"] = True
-
-
-_SEPARATORS = {}
-_SEPARATORS_LOCK = threading.Lock()
-
-
-def separator_for(model, config: ModelConfig, precision: str = "float32") -> SegmentSeparator:
-    """One SegmentSeparator per loaded model object and precision (its traced graphs are reused)."""
-    with _SEPARATORS_LOCK:
-        key = (id(model), config.name, precision)
-        if key not in _SEPARATORS:
-            _SEPARATORS[key] = (model, SegmentSeparator(model, config, precision))
-        return _SEPARATORS[key][1]

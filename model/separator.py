@@ -3,20 +3,40 @@ over the same separation as ``stembeam separate`` and the corpus job."""
 from __future__ import annotations
 
 import os
+import string
 from typing import Dict
 
 import numpy as np
 
-from stembeam.model.audio import CODECS, as_model_input, load_audio, write_audio
+from stembeam.model.decode import load_audio
+from stembeam.model.encode import CODECS, AudioWriter, check_bitrate, check_codec
+from stembeam.model.inputs import as_model_input
 from stembeam.model.separation import residual_stems, separate_waveform
 
 DEFAULT_FILENAME_FORMAT = "{filename}/{instrument}.{codec}"
+FILENAME_FIELDS = ("filename", "foldername", "instrument", "codec")
+
+
+def check_filename_format(filename_format: str) -> None:
+    """ValueError unless ``filename_format`` uses only the plain fields ``{filename}``,
+    ``{foldername}``, ``{instrument}``, ``{codec}`` (no attribute, index, conversion or spec)."""
+    try:
+        parts = list(string.Formatter().parse(filename_format))
+    except ValueError as error:
+        raise ValueError(f"filename format {filename_format!r}: {error}") from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in FILENAME_FIELDS or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"filename format {filename_format!r}: {shown} is not one of the fields " + " ".join("{" + f + "}" for f in FILENAME_FIELDS))
 
 
 def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, filename_format: str) -> str:
     """Where a stem goes, as Spleeter's ``filename_format`` says (keys ``{filename}``: the input's
     name without extension, ``{foldername}``, ``{instrument}``, ``{codec}``: the extension);
-    refuses formats that would leave ``output_dir`` (ValueError)."""
+    refuses other fields and formats that would leave ``output_dir`` (ValueError)."""
+    check_filename_format(filename_format)
     name = os.path.splitext(os.path.basename(audio_path))[0]
     relative = filename_format.format(
         filename=name,
@@ -43,13 +63,10 @@ class Separator:
 
     def __init__(self, model: str = "spleeter:2stems", mwf: bool = False, precision: str = "float32", *, model_dir: str | None = None,
                  residual: bool = False, batch_size: int = 4, mwf_block_frames: int | None = None):
-        from stembeam.model.startup import collector_paused
+        from stembeam.model.load import load_separator
 
-        with collector_paused():
-            from stembeam.model.load import load_separator
-
-            self.config, self._separator = load_separator(model, model_dir, precision)
-            self._separator.warm_up()  # traced here, once, so calls from several threads never trace
+        self.config, self._separator = load_separator(model, model_dir, precision)
+        self._separator.warm_up()  # traced here, once, so calls from several threads never trace
         self.model, self.mwf, self.residual = model, mwf, residual
         self._batch_size, self._block = batch_size, mwf_block_frames
 
@@ -80,16 +97,42 @@ class Separator:
 
     def separate_to_file(self, path: str, destination: str, codec: str = "wav", bitrate: str = "128k",
                          filename_format: str = DEFAULT_FILENAME_FORMAT, offset: float = 0.0, duration: float | None = None,
-                         bit_depth: int | None = None) -> Dict[str, str]:
+                         bit_depth: int | None = None, *, strict: bool = False) -> Dict[str, str]:
         """Decode ``path`` (from ``offset`` s, for ``duration`` s), separate it and write each stem
         under ``destination`` as ``filename_format`` says (Spleeter's keys ``{filename}``,
-        ``{foldername}``, ``{instrument}``, ``{codec}``); ``bit_depth`` 16 (default), 24 or 32 (float)
-        for wav, 24 (default) or 16 for flac. Returns ``{instrument: written path}``. Raises AudioDecodeError
-        or AudioEncodeError naming the file."""
-        mix = load_audio(path, self.config.sample_rate, offset, duration)
-        written = {}
-        for instrument, signal in self._separate(mix).items():
-            target = stem_path(destination, path, instrument, codec, filename_format)
-            write_audio(target, signal, self.config.sample_rate, codec, bitrate, bit_depth=bit_depth)
-            written[instrument] = target
-        return written
+        ``{foldername}``, ``{instrument}``, ``{codec}``); ``codec`` one of model.encode.CODECS;
+        ``bit_depth`` 16 (default), 24 or 32 (float) for wav, 24 (default) or 16 for flac.
+
+        The stems appear together or not at all: nothing is left of a file whose decoding,
+        separation or writing fails, and no stem is written over the input file. A damaged file
+        warns (AudioDamageWarning), or raises with ``strict``.
+
+        Returns:
+            ``{instrument: written path}``.
+        Raises:
+            AudioDecodeError or AudioEncodeError naming the file; ValueError for a codec,
+            bitrate, format or span that cannot be used.
+        """
+        check_codec(codec)
+        check_bitrate(codec, bitrate)
+        targets = {instrument: stem_path(destination, path, instrument, codec, filename_format) for instrument in self.instruments}
+        source = os.path.realpath(path)
+        for target in targets.values():
+            if os.path.realpath(target) == source:
+                raise ValueError(f"{path}: its stem would be written over it ({target}): choose another output or filename format")
+        mix = load_audio(path, self.config.sample_rate, offset, duration, strict=strict)
+        writers = {}
+        try:
+            for instrument, signal in self._separate(mix).items():
+                writer = writers[instrument] = AudioWriter(targets[instrument], self.config.sample_rate, signal.shape[1], codec, bitrate, bit_depth)
+                writer.write(signal)
+                writer.finish()
+            for writer in writers.values():
+                writer.commit()
+        except BaseException:
+            for instrument, writer in reversed(list(writers.items())):  # the first one made the folder
+                writer.abort()
+                if os.path.exists(targets[instrument]) and writer.committed:
+                    os.remove(targets[instrument])  # a later stem failed to move: none of them stays
+            raise
+        return targets

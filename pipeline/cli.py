@@ -8,20 +8,52 @@ import traceback
 
 from stembeam.model.startup import collector_paused
 from stembeam.pipeline import console
-from stembeam.pipeline.flags import JOB_HELP, add_console_args, add_precision_arg, add_stem_format_args, help_requested
+from stembeam.pipeline.flags import (
+    JOB_HELP, add_allow_failures_arg, add_console_args, add_decoding_args, add_precision_arg, add_stem_format_args, help_requested,
+)
+
+# Exit statuses: 0 every file or row done; 1 the command failed (a bad option, a model or job
+# that failed: one "error:" line); 2 no such model; 3 it ran, but some files or rows failed.
+ROWS_FAILED = 3
 
 
 
-def _separate(args) -> int:
-    with collector_paused():
-        from stembeam.model.audio import check_bit_depth
-        from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
+def _separate_problem(args) -> str | None:
+    """What is wrong with ``stembeam separate``'s options, naming the option; None if nothing."""
+    from stembeam.model.decode import check_span
+    from stembeam.model.encode import check_bit_depth, check_bitrate
+    from stembeam.model.separator import check_filename_format
 
+    try:
+        check_span(args.offset, args.duration, "-s/--offset", "-d/--duration")
+    except ValueError as error:
+        return str(error)
+    if args.mwf_block_frames is not None and not 0 <= args.mwf_block_frames <= 512:
+        return f"--mwf-block-frames {args.mwf_block_frames}: must be between 0 (the whole track) and 512"
     try:
         check_bit_depth(args.codec, args.bit_depth)
     except ValueError as error:
-        print(f"error: --bit_depth {args.bit_depth} with --codec {args.codec}: {error}", file=sys.stderr)
-        return 2
+        return f"--bit_depth {args.bit_depth} with --codec {args.codec}: {error}"
+    try:
+        check_bitrate(args.codec, args.bitrate)
+    except ValueError as error:
+        return f"-b/--bitrate: {error}"
+    if args.filename_format is not None:
+        try:
+            check_filename_format(args.filename_format)
+        except ValueError as error:
+            return f"-f/--filename_format: {error}"
+    return None
+
+
+def _separate(args) -> int:
+    problem = _separate_problem(args)
+    if problem is not None:
+        print(f"error: stembeam separate: {problem}", file=sys.stderr)
+        return 1
+    with collector_paused():
+        from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
+
     try:
         errors = separate_files(
             args.files,
@@ -39,13 +71,14 @@ def _separate(args) -> int:
             precision=args.precision,
             bit_depth=args.bit_depth,
             residual=args.residual,
+            strict=args.strict_decoding,
         )
     except FilenameFormatError as error:
         print(f"error: {error}; nothing written", file=sys.stderr)
         return 1
     done = len(args.files) - len(errors)
     print(f"separated {done} of {len(args.files)} files into {args.output_path}", file=sys.stderr)
-    return 1 if errors else 0
+    return ROWS_FAILED if errors and not args.allow_failures else 0
 
 
 def _export(args) -> int:
@@ -97,7 +130,7 @@ JOBS = {"features": _features, "pipeline": _pipeline, "evaluate": _evaluate, "pr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stembeam.model.audio import CODECS  # numpy only: --help stays quick
+    from stembeam.model.encode import CODECS  # numpy only: --help stays quick
 
     parser = argparse.ArgumentParser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument("-d", "--duration", type=float, default=None, help="seconds to separate (default: the whole file)")
     sep.add_argument("--mwf", action="store_true", help="multichannel Wiener filtering (norbert)")
     sep.add_argument(
-        "--mwf-block-frames", type=int, default=None, metavar="FRAMES",
+        "--mwf-block-frames", "--mwf_block_frames", type=int, default=None, metavar="FRAMES",
         help="frames per Wiener-filter block (default: one segment, 512; 0: the whole track at once, as Spleeter)",
     )
     sep.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_stem_format_args(sep)
+    add_decoding_args(sep)
     add_precision_arg(sep)
+    add_allow_failures_arg(sep)
     add_console_args(sep)
     sep.set_defaults(handler=_separate)
 
@@ -142,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run a subcommand: 0 on success; 1 with one ``error:`` line for a bad command line, a bad
-    manifest or a failed job (the traceback too with --verbose); 2 for a model not found."""
+    manifest or a failed job (the traceback too with --verbose); 2 for a model not found; 3
+    when it ran but some files or rows failed (0 with --allow_failures)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = (argv[0], argv[1:]) if argv else (None, [])
     if command in JOB_HELP and help_requested(rest, command):

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
 LOGGER_NAME = "stembeam"
 # stembeam's own modules: their warnings are about the user's inputs and are always shown.
-OWN_MODULES = r"(pipeline|transforms|model|launch|tests)(\..*)?$"
+OWN_MODULES = r"(stembeam|tests)(\..*)?$"
 NOISY_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning, ImportWarning)
 # TF's C++ minimum log level for a Python level: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR.
 _TF_LEVELS = {"DEBUG": "0", "INFO": "0", "WARNING": "1", "ERROR": "2", "CRITICAL": "3"}
@@ -73,6 +74,8 @@ def setup(verbose: bool = False, log_level: str | None = None) -> None:
             warnings.filterwarnings("default", category=category, module=OWN_MODULES)
         noisy = ",".join(f"ignore::{c.__name__}" for c in NOISY_CATEGORIES)
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), noisy]))
+        if not isinstance(sys.stderr, _WithoutTracebacks):
+            sys.stderr = _WithoutTracebacks(sys.stderr)
     else:
         own.setLevel(level)
         logging.basicConfig(level=level, format="%(levelname)s:%(name)s:%(message)s", force=True)
@@ -80,23 +83,61 @@ def setup(verbose: bool = False, log_level: str | None = None) -> None:
         warnings.simplefilter("default")
 
 
+class _WithoutTracebacks:
+    """sys.stderr without the tracebacks Beam's SDK worker prints there when a bundle fails
+    (apache_beam/runners/worker/sdk_worker.py prints, then raises): the failure still ends the
+    job, and the command prints one line for it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text):
+        if text.startswith("Traceback (most recent call last):"):
+            self._dropped = True
+            return len(text)
+        if self._dropped and text == "\n":
+            self._dropped = False
+            return len(text)
+        self._dropped = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def verbose() -> bool:
     """Whether tracebacks and library logs are wanted."""
     return _state["verbose"]
 
 
+# Errors whose message is the whole story for a user (it names the file or option and the
+# reason): printed without their type.
+PLAIN_ERRORS = ("ModelFileError", "ModelNotFoundError", "AudioDecodeError", "AudioEncodeError", "ManifestError", "OutputInUse", "OutputLost")
+_TYPE_PREFIX = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Z]\w*(?:Error|Exception|Exit|Interrupt))(?: \[Errno \d+\])?: ")
+_STEP = re.compile(r" ?\[while running '[^']*'\]")
+
+
 def error_line(error: BaseException) -> str:
-    """One line for a failed command: the error's first line, prefixed by its type unless it is
-    one of stembeam's usage errors; Beam's ``[while running 'Step']`` is kept."""
+    """One line for a failed command: the innermost cause of the error's message (a runner wraps a
+    worker's exception and its traceback in its own), prefixed by its type unless it is one of
+    stembeam's own user-facing errors (PLAIN_ERRORS) or usage errors, with the first Beam step
+    ``[while running 'Step']`` it names."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    first = lines[0] if lines else ""
     if isinstance(error, SystemExit):
-        return f"error: {first}"
-    text = f"{type(error).__name__}: {first}" if first else type(error).__name__
-    if first.endswith("Traceback (most recent call last):"):
-        # A runner's "job failed: <a worker's traceback>": its last line says what happened.
-        text = f"{text[: -len('Traceback (most recent call last):')].rstrip()} {lines[-1]}"
-    step = next((line for line in lines[1:] if "[while running" in line), None)
-    if step is not None:
-        text += " " + step[step.index("[while running") :]
-    return f"error: {text}"
+        return f"error: {lines[0] if lines else ''}"
+    # A runner's "job failed: <a worker's traceback>": its last "Type: message" line is the cause.
+    causes = [line for line in lines if _TYPE_PREFIX.match(line)]
+    text = causes[-1] if (len(lines) > 1 and causes) else (lines[0] if lines else "")
+    step = next((match.group(0).strip() for line in lines for match in [_STEP.search(line)] if match), None)
+    text = _STEP.sub("", text).strip()
+    full = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    while True:  # "RuntimeError: IndexError: ..." -> "IndexError: ..."
+        match = _TYPE_PREFIX.match(full)
+        if match is None or not _TYPE_PREFIX.match(full[match.end():]):
+            break
+        full = full[match.end():]
+    match = _TYPE_PREFIX.match(full)
+    if match is not None and match.group(1) in PLAIN_ERRORS:
+        full = full[match.end():]
+    return f"error: {full}" + (f" {step}" if step else "")

@@ -16,24 +16,25 @@ import shutil
 import tempfile
 import threading
 import time
+import typing
 
 import apache_beam as beam
 
-from stembeam.model.audio import CODECS, TEMP_PREFIX, check_bit_depth, default_bit_depth
-from stembeam.model.startup import collector_paused
+from stembeam.launch.local import make_pipeline
+from stembeam.model.encode import CODECS, TEMP_PREFIX, check_bit_depth, check_bitrate, default_bit_depth
 from stembeam.pipeline import __version__
 from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
     timing,
 )
-from stembeam.pipeline.options import FeatureOptions, StembeamOptions
+from stembeam.pipeline.options import FeatureOptions, JobOptions, StembeamOptions
 from stembeam.pipeline.output_lock import OutputLock
 from stembeam.transforms import features, storage, workspace
-from stembeam.transforms.audio import DONE, ERRORS
-from stembeam.transforms.inference import share_with_workers_in_process
+from stembeam.transforms.audio import DONE, ERRORS, Decoding
+from stembeam.transforms.inference import share_with_workers_in_process, stop_sharing
 from stembeam.transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
 from stembeam.transforms.progress import DECODED, FAILED, SKIPPED, MarkProgress, metadata_progress, progress_root
-from stembeam.transforms.records import Track
+from stembeam.transforms.records import RowContext, Track
 from stembeam.transforms.resume import job_key
 from stembeam.transforms.tracks import SeparateTracks
 from stembeam.transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, rows_from_json
@@ -51,6 +52,9 @@ class PreparedModel:
     keras_uri: str
     fingerprint: str
     finish: object
+    # The background load's error once it failed (None: none, or still loading): the job's own
+    # failure then only repeats it, wrapped in the runner's traceback.
+    failure: object = lambda: None
     # The U-nets' precision the stems get: the --precision asked for, or float32 when workers in
     # this process run on a CPU without bfloat16 (model/precision.py).
     precision: str = "float32"
@@ -65,9 +69,8 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
     and traced (in ``precision``) while the job starts, and no export is written. A
     ``dry_run`` writes nothing.
     """
-    with collector_paused():
-        from stembeam.model.load import KERAS_FILE, config_for_dir, keras_file_fits, load_model, weights_fingerprint
-        from stembeam.model.resolve import resolve_model_dir
+    from stembeam.model.load import KERAS_FILE, config_for_dir, keras_file_fits, load_model, weights_fingerprint
+    from stembeam.model.resolve import resolve_model_dir
 
     remote = next((uri for uri in (model_dir, model) if uri and not storage.is_local(uri)), None)
     if remote is not None:
@@ -109,26 +112,30 @@ def prepare_model(model: str, model_dir: str | None, output: str, in_process: bo
 
     def finish():
         task.join()
+        stop_sharing(uri)  # no model outlives its job
         if task.error is not None:
             raise task.error
 
-    return PreparedModel(config, uri, fingerprint, finish, precision)
+    def failure():
+        return None if task.is_alive() else task.error
+
+    return PreparedModel(config, uri, fingerprint, finish, precision=precision, failure=failure)
 
 
 def _load_and_trace(pending, model: str, model_dir, config, precision: str) -> None:
     """Load the Keras model into the ``pending`` future, then trace its segment graph (about half
     a second); a failure is the future's (the workers') and the task's error."""
-    with collector_paused():
-        from stembeam.model.load import load_model
-        from stembeam.model.segment_graph import separator_for
+    from stembeam.model.load import load_model
+    from stembeam.model.segment_graph import SegmentSeparator
 
-        try:
-            _, keras_model = load_model(model, model_dir)
-        except BaseException as error:
-            pending.set_exception(error)
-            raise
-        pending.set_result(keras_model)
-        separator_for(keras_model, config, precision).warm_up()
+    try:
+        _, keras_model = load_model(model, model_dir)
+        separator = SegmentSeparator(keras_model, config, precision)
+    except BaseException as error:
+        pending.set_exception(error)
+        raise
+    pending.set_result(separator)
+    separator.warm_up()
 
 
 class _Task(threading.Thread):
@@ -197,10 +204,15 @@ def output_session(output: str, job: str, dry_run: bool = False):
         return
     with OutputLock(output, job) as lock:
         clear_leftovers(output)
-        with private_tempdir():
-            yield lock.run_id
+        try:
+            with private_tempdir():
+                yield lock.run_id
+        finally:
+            # Also after a failed job: nothing half-written stays (unfinished stems, work files),
+            # unless another job took the output over.
+            if not lock.lost.is_set():
+                clear_leftovers(output)
         lock.check()  # a job whose lock was taken over leaves the output to its new holder
-        clear_leftovers(output)
 
 
 def filter_name(options: StembeamOptions) -> str:
@@ -237,7 +249,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     step = SeparateTracks(
         config, options.output, key, model.keras_uri, skip_existing=options.skip_existing, batch_size=options.batch_size, mwf=options.mwf,
         mwf_block_frames=options.mwf_block_frames, precision=model.precision, bitrate=options.bitrate, version=__version__, run_id=run_id,
-        bit_depth=bit_depth, residual=options.residual,
+        bit_depth=bit_depth, residual=options.residual, decoding=Decoding(strict=options.strict_decoding),
     )
     if options.inference_accelerator:
         step = step.with_resource_hints(accelerator=options.inference_accelerator)
@@ -247,7 +259,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
     failures = (
         (input_errors, separated[ERRORS])
         | "AllFailures" >> beam.Flatten()
-        | "ErrorRows" >> beam.ParDo(ToErrorRows(model_name, codec, __version__, model.precision, bit_depth, config.F))
+        | "ErrorRows" >> beam.ParDo(ToErrorRows(RowContext(model_name, codec, __version__, model.precision, bit_depth, config.F)))
     )
     rows = (written, previous, failures) | "AllRows" >> beam.Flatten()
     rows | "WriteMetadata" >> WriteMetadata(options.output, staging)
@@ -293,13 +305,19 @@ def check_options(job: StembeamOptions) -> None:
         check_bit_depth(job.codec, job.bit_depth)
     except ValueError as error:
         raise UsageError(f"--bit_depth {job.bit_depth} with --codec {job.codec}: {error}") from None
+    try:
+        check_bitrate(job.codec, job.bitrate)
+    except ValueError as error:
+        raise UsageError(f"--bitrate: {error}") from None
     if job.batch_size < 1:
-        raise UsageError("--batch_size must be at least 1")
+        raise UsageError(f"--batch_size {job.batch_size}: must be at least 1")
+    if job.limit is not None and job.limit < 1:
+        raise UsageError(f"--limit {job.limit}: must be at least 1")
 
 
 def check_block_frames(job: StembeamOptions, config) -> None:
     if not 1 <= job.mwf_block_frames <= config.T:
-        raise UsageError(f"--mwf_block_frames must be between 1 and T={config.T} (blocks lie within a segment)")
+        raise UsageError(f"--mwf_block_frames {job.mwf_block_frames}: must be between 1 and T={config.T} (blocks lie within a segment)")
 
 
 def manifest_tracks(manifest: str, limit) -> tuple:
@@ -314,9 +332,18 @@ def manifest_tracks(manifest: str, limit) -> tuple:
     return len(items), {item.track_id: item.duration for item in items if isinstance(item, Track)}
 
 
-def run_pipeline(argv, dry_run: bool = False) -> tuple:
-    """Parse ``argv``, prepare the model, run the corpus job with its progress and wait for it:
-    ``(result, options, last progress Status)``; ``(None, options, None)`` for an empty manifest.
+class CorpusRun(typing.NamedTuple):
+    """A finished corpus job: Beam's result (None for an empty manifest), its options, the last
+    progress Status and the model's config."""
+
+    result: object
+    options: StembeamOptions
+    status: object = None
+    config: object = None
+
+
+def run_pipeline(argv, dry_run: bool = False) -> CorpusRun:
+    """Parse ``argv``, prepare the model, run the corpus job with its progress and wait for it.
     ``dry_run``: build and run the graph (a runner that only stages it, e.g. a Dataflow
     template) without touching the output."""
     options = parse(argv, "pipeline")
@@ -325,13 +352,13 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
     check_options(job)
     total, lengths = manifest_tracks(job.manifest, job.limit)
     if not total:
-        return None, job, None
+        return CorpusRun(None, job)
     table_staging(job.output, None, options, check_only=True)  # a usage error before any work
     with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
         model = prepare_model(job.model, job.model_dir, job.output, in_process(options), dry_run, job.precision)
         check_block_frames(job, model.config)
         staging = table_staging(job.output, run_id, options)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = make_pipeline(options)
         build(pipeline, job, model, run_id, staging)
         if dry_run:
             result, status = pipeline.run(), None
@@ -339,8 +366,13 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
         else:
             try:
                 result, status = run_with_progress(pipeline, options, job.output, total, lengths)
+            except Exception:
+                if model.failure() is not None:
+                    raise model.failure() from None
+                raise
             finally:
                 drop_staging(staging)
+                stop_sharing(model.keras_uri)  # no model outlives its job, failed or not
         model.finish()
         if not dry_run:
             drop_stale_metadata(job.output)
@@ -348,18 +380,16 @@ def run_pipeline(argv, dry_run: bool = False) -> tuple:
                 features.drop_stale_feature_tables(job.output, job.view_as(FeatureOptions).feature_frames)
             # Every run, --features or not: no feature row may outlive the stems it describes.
             features.drop_stale_feature_rows(job.output)
-    return result, job, status
+    return CorpusRun(result, job, status, model.config)
 
 
-def counts_from_metadata(output: str, started: datetime.datetime) -> dict:
+def counts_from_metadata(output: str, started: datetime.datetime, samples_per_chunk: int) -> dict:
     """The summary's counts read from the metadata table the job wrote, for runners that report
-    no metrics: rows created since ``started`` are this run's, older ok rows came from markers."""
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(io.BytesIO(storage.read_bytes(storage.join(output, "metadata", METADATA_FILE)))).to_pylist()
+    no metrics: rows created since ``started`` are this run's, older ok rows came from markers;
+    ``samples_per_chunk``: a segment's hop (config.T * config.frame_step)."""
+    rows = read_metadata_rows(output)
     ok = {row["track_id"]: row for row in rows if row["status"] == "ok"}
     new = [row for row in ok.values() if row["created_at"] >= started]
-    samples_per_chunk = 512 * 1024
     return {
         "tracks_ok": len(new),
         "tracks_skipped": len(ok) - len(new),
@@ -369,25 +399,61 @@ def counts_from_metadata(output: str, started: datetime.datetime) -> dict:
     }
 
 
+def read_metadata_rows(output: str) -> list:
+    """The rows of ``{output}/metadata/``'s table (as written by the last run)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.read_bytes(storage.join(output, "metadata", METADATA_FILE)))).to_pylist()
+
+
+# Failed rows named by a summary (the rest are in the metadata table).
+FAILURES_SHOWN = 10
+
+
+def failure_lines(output: str, count: int) -> list:
+    """Lines naming up to FAILURES_SHOWN failed rows of the run with their reasons, and where
+    the full list is; [] when ``count`` is 0."""
+    if not count:
+        return []
+    failed = [row for row in read_metadata_rows(output) if row["status"] == "error"]
+    lines = [f"  {row['track_id']}: {row['error']}" for row in failed[:FAILURES_SHOWN]]
+    table = storage.join(output, "metadata", METADATA_FILE)
+    more = f"{len(failed) - FAILURES_SHOWN} more, all " if len(failed) > FAILURES_SHOWN else "all "
+    return [f"failed rows ({len(failed)}):", *lines, f"({more}in {table}: rows with status 'error')"]
+
+
+def exit_status(failed: int, allow_failures: bool) -> int:
+    """0: every row done; 3: the run finished but ``failed`` rows failed (0 with
+    ``--allow_failures``). A run that fails as a whole ends with 1 (pipeline.cli)."""
+    return ROWS_FAILED if failed and not allow_failures else 0
+
+
+ROWS_FAILED = 3
+
+
 def run(argv=None) -> int:
-    """Parse options (StembeamOptions + any Beam option), run the job, print a summary line."""
+    """Parse options (StembeamOptions + any Beam option), run the job, print a summary: the
+    exit status is 0, or 3 when some rows failed (see exit_status)."""
     argv = list(argv or [])
     if help_requested(argv, "pipeline"):
         return 0
     started = time.monotonic()
     run_started = datetime.datetime.now(datetime.timezone.utc)
-    result, job, status = run_pipeline(argv)
+    finished = run_pipeline(argv)
+    result, job = finished.result, finished.options
     if result is None:
         announce(LOGGER, f"stembeam pipeline: manifest {job.manifest} has no rows; nothing to do")
         return 0
-    counts = summary(result, COUNTERS) or counts_from_metadata(job.output, run_started)
+    counts = summary(result, COUNTERS) or counts_from_metadata(job.output, run_started, finished.config.T * finished.config.frame_step)
     announce(LOGGER, (
         f"stembeam pipeline: {counts['tracks_ok']} tracks separated, {counts['tracks_skipped']} already done, "
         f"{counts['tracks_failed']} failed; {counts['audio_seconds_separated']} s of audio, {counts['chunks_inferred']} chunks inferred; "
         f"{timing(started, counts['audio_seconds_separated'])}; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))
-    return 0
+    for line in failure_lines(job.output, counts["tracks_failed"]):
+        announce(LOGGER, line)
+    return exit_status(counts["tracks_failed"], job.view_as(JobOptions).allow_failures)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ import time
 
 import apache_beam as beam
 
+from stembeam.launch.local import make_pipeline
 from stembeam.pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
 from stembeam.pipeline.jobs import (
     UsageError, announce, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing,
 )
 from stembeam.pipeline.options import EvaluateOptions, StembeamOptions
 from stembeam.transforms import storage
-from stembeam.model.audio import CODECS
+from stembeam.model.encode import CODECS
 from stembeam.transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
 from stembeam.transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
@@ -200,7 +201,7 @@ def run(argv=None) -> int:
             description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
                 f", {model.precision} U-nets" if model.precision != "float32" else "")
         staging = table_staging(job.output, run_id, options)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = make_pipeline(options)
         # With --estimates a codec chooses among files only when it was given.
         codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
         build(pipeline, job, evaluation, model, labels, description, run_id, codec, staging)

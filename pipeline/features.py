@@ -13,6 +13,7 @@ import time
 
 import apache_beam as beam
 
+from stembeam.launch.local import make_pipeline
 from stembeam.pipeline.corpus import output_session
 from stembeam.pipeline.jobs import announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing
 from stembeam.pipeline.options import FeatureOptions, StembeamOptions
@@ -131,7 +132,7 @@ def run(argv=None) -> int:
     table_staging(job.output, None, options, check_only=True)
     with output_session(job.output, "stembeam features") as run_id:
         staging = table_staging(job.output, run_id, options)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = make_pipeline(options)
         build(pipeline, job, features, staging)
         try:
             result, status = run_with_progress(pipeline, options, job.output, total, {})

@@ -17,8 +17,9 @@ def add_console_args(parser) -> None:
 
 
 def add_job_args(parser) -> None:
-    """What every Beam job takes besides its own flags: console and progress."""
+    """What every Beam job takes besides its own flags: console, progress, exit status."""
     add_console_args(parser)
+    add_allow_failures_arg(parser)
     parser.add_argument(
         "--progress_interval", "--progress-interval", type=float, default=30.0,
         help="seconds between progress lines when stderr is not a terminal (default 30; a terminal gets a bar updated in place); 0: none",
@@ -39,6 +40,7 @@ def add_pipeline_args(parser) -> None:
     parser.add_argument("--codec", default="wav", help="wav, flac, mp3, ogg, m4a or wma")
     parser.add_argument("--bitrate", default="128k")
     add_stem_format_args(parser)
+    add_decoding_args(parser)
     parser.add_argument("--limit", type=int, default=None, help="only the first N manifest rows")
     parser.add_argument(
         "--batch_size", type=int, default=2,
@@ -50,6 +52,23 @@ def add_pipeline_args(parser) -> None:
         "--inference_accelerator", default=None,
         help="resource hint for the separation step (decoding, inference, Wiener filter, writing the stems), e.g. 'type:nvidia-tesla-t4;count:1;install-nvidia-driver' "
         "(launch/dataflow.py sets it)",
+    )
+
+
+def add_allow_failures_arg(parser) -> None:
+    """--allow_failures: the exit status of a run whose rows (files) partly failed."""
+    parser.add_argument(
+        "--allow_failures", "--allow-failures", action="store_true", default=False,
+        help="exit 0 when the run finished but some rows (files) failed (default: exit 3 then; 1 when the run itself failed)",
+    )
+
+
+def add_decoding_args(parser) -> None:
+    """How damaged sources are taken (``stembeam pipeline``, ``evaluate`` and ``separate``)."""
+    parser.add_argument(
+        "--strict_decoding", "--strict-decoding", action="store_true", default=False,
+        help="a damaged source (decoder errors, or a length other than its header's) is an error instead of stems "
+        "with decode_warnings in the metadata (the default, which keeps what decodes)",
     )
 
 

@@ -236,16 +236,19 @@ def summary(result, names) -> dict | None:
 
 
 def in_process(options: PipelineOptions) -> bool:
-    """Whether the workers run in this process (the DirectRunner, unless multi_processing)."""
-    runner = options.view_as(StandardOptions).runner
-    return runner in (None, "DirectRunner", "direct") and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    """Whether the workers run in this process (the local runner, unless multi_processing)."""
+    from stembeam.launch.local import is_direct
+
+    return is_direct(options) and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
 
 
 def default_local_parallelism(options: PipelineOptions, argv) -> None:
     """On the DirectRunner, unless told otherwise, overlap decoding and writing with inference
     (multi_threading, one worker per core): measured 0.50x vs 0.38x of the official graph's
     throughput with the DirectRunner's single-threaded default (tests/benchmarks/throughput.py)."""
-    if options.view_as(StandardOptions).runner not in (None, "DirectRunner", "direct"):
+    from stembeam.launch.local import is_direct
+
+    if not is_direct(options):
         return
     direct = options.view_as(DirectOptions)
     if not any(a.startswith("--direct_running_mode") for a in argv):

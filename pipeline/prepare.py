@@ -12,6 +12,7 @@ from typing import Optional
 import apache_beam as beam
 import tensorflow as tf
 
+from stembeam.launch.local import make_pipeline
 from stembeam.model.config import ModelConfig, get_config, load_config_file
 from stembeam.model.training import TRAIN, VALIDATION
 from stembeam.pipeline.corpus import output_session
@@ -162,7 +163,7 @@ def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, spl
     with output_session(output, "stembeam prepare-dataset") as run_id:
         storage.delete([source])
         staging = table_staging(output, run_id, options)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = make_pipeline(options)
         build(pipeline, options.view_as(PrepareOptions), config, csv_uri, output, root=root, split=split, mix_name=mix_name, staging=staging)
         try:
             pipeline.run().wait_until_finish()
@@ -194,7 +195,7 @@ def run(argv=None) -> int:
     # One job at a time per output; the earlier records and stats stay until the new ones are written.
     with output_session(output, "stembeam prepare-dataset") as run_id:
         staging = table_staging(output, run_id, options)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = make_pipeline(options)
         build(pipeline, job, config, dataset, output, limit, options.view_as(EvaluateOptions).dataset_root, staging=staging)
         try:
             result, status = run_with_progress(pipeline, options, output, total, {})

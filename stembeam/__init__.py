@@ -24,7 +24,7 @@ __all__ = ["Separator", "load_audio", "read_output", "read_tables", "OutputTable
 
 _LAZY = {
     "Separator": ("stembeam.model.separator", "Separator"),
-    "load_audio": ("stembeam.model.audio", "load_audio"),
+    "load_audio": ("stembeam.model.decode", "load_audio"),
     "read_output": ("stembeam.pipeline.outputs", "read_output"),
     "read_tables": ("stembeam.pipeline.outputs", "read_tables"),
     "OutputTables": ("stembeam.pipeline.outputs", "OutputTables"),

@@ -65,7 +65,7 @@ def run_corpus(manifest, output, *flags) -> tuple:
     from stembeam.pipeline.corpus import COUNTERS, run_pipeline
     from stembeam.pipeline.jobs import summary
 
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
+    result = run_pipeline(["--manifest", manifest, "--output", str(output), *flags]).result
     counts = summary(result, COUNTERS)
     return counts["tracks_ok"], counts["tracks_skipped"], counts["tracks_failed"]
 
@@ -105,7 +105,7 @@ def two_stems():
 @pytest.fixture(scope="session")
 def decoded():
     """Cache of decoded reference audio: ``decoded(path) -> [n, 2]``."""
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     cache = {}
 

@@ -31,7 +31,7 @@ SR = 44100
 
 
 def _write(path, signal, rate=SR, codec="wav"):
-    from stembeam.model.audio import write_audio
+    from stembeam.model.encode import write_audio
 
     write_audio(path, np.asarray(signal, np.float32), rate, codec)
     return path
@@ -46,7 +46,7 @@ def _tone(seconds, rate=SR, channels=2, seed=0):
 
 def generate(folder: str, long_minutes: float):
     """Files and manifest rows ``(uri, track_id or '', category)``."""
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     rng = random.Random(7)
     rows = []
@@ -125,7 +125,8 @@ def _bytes(path, data):
 
 def check(rows, output: str, folder: str, before: set) -> tuple[list, dict]:
     """Problems found, and ``{category: Counter(ok/error)}``."""
-    from stembeam.model.audio import TEMP_PREFIX, load_audio
+    from stembeam.model.encode import TEMP_PREFIX
+    from stembeam.model.decode import load_audio
     from stembeam.transforms import workspace
     from stembeam.transforms.records import default_track_id
 

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from stembeam.model.audio import load_audio, write_audio
+from stembeam.model.decode import load_audio
+from stembeam.model.encode import write_audio
 from stembeam.model.config import from_spleeter, get_config
 from stembeam.pipeline.cli import main
 from tests.conftest import EXAMPLE, MODELS, needs_shared, read_wav, run_corpus, stem_folder, write_manifest

@@ -38,7 +38,7 @@ def _traces(separator) -> dict:
 
 
 def test_separate_gives_the_cli_stems_byte_for_byte(tmp_path, separator, mixture):
-    from stembeam.model.audio import write_audio
+    from stembeam.model.encode import write_audio
 
     subprocess.run([sys.executable, "-m", "stembeam", "separate", "-d", str(SECONDS), "-o", str(tmp_path / "cli"), "--no-progress", EXAMPLE],
                    cwd=REPO, check=True, capture_output=True)

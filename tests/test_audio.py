@@ -6,7 +6,8 @@ import wave
 import numpy as np
 import pytest
 
-from stembeam.model.audio import CODECS, LOSSLESS_CODECS, AudioDecodeError, load_audio, write_audio
+from stembeam.model.encode import CODECS, LOSSLESS_CODECS, write_audio
+from stembeam.model.decode import AudioDecodeError, load_audio
 from tests.conftest import EXAMPLE, snr_db
 
 

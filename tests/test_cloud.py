@@ -78,7 +78,7 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     open(os.path.join(killed, "decoded.f32"), "wb").close()
     subprocess.run(
         [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
-         "--model_dir", "gs://stembeam-models/spleeter/2stems"],
+         "--model_dir", "gs://stembeam-models/spleeter/2stems", "--allow_failures"],
         check=True, cwd=REPO, env=env, capture_output=True,
     )
     local_manifest = tmp_path / "manifest.csv"
@@ -268,7 +268,7 @@ def test_separate_worker_processes_read_everything_from_gcs(gcs, worker_pool, lo
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     print(f"worker-pool pipeline run: {time.time() - started:.1f} s")
-    assert job.returncode == 0, job.stderr[-3000:]
+    assert job.returncode == 3, job.stderr[-3000:]  # the broken row
     assert "stembeam pipeline: 1 tracks separated, 0 already done, 1 failed" in job.stderr
     blobs = _blobs(client, "stembeam-out", "pool/")
     assert "pool/_model/spleeter_2stems/model.keras" in blobs  # what the workers loaded

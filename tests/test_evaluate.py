@@ -42,7 +42,7 @@ def test_museval_regression_scores_through_the_job(tmp_path, capsys):
     be scored are error rows next to it."""
     import soundfile
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -88,7 +88,7 @@ def _scores_of(stems_folder, song, folder):
     """Per-window museval scores of written stems, computed here without the job."""
     import museval
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     refs = {name: load_audio(os.path.join(CC0, song, f"{name}.flac")).astype(np.float64) for name in ("vocals", "drums", "bass", "other")}
     references = [refs["vocals"], refs["drums"] + refs["bass"] + refs["other"]]

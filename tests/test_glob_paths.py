@@ -14,7 +14,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from stembeam.model.audio import load_audio, write_audio
+from stembeam.model.decode import load_audio
+from stembeam.model.encode import write_audio
 from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 from tests.test_cloud import gcs  # noqa: F401 - the GCS emulator fixture
 

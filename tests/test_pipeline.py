@@ -58,9 +58,9 @@ def corpus_run(tmp_path_factory):
     return manifest, output, result
 
 
-def test_failures_are_rows_and_the_job_exits_0(corpus_run):
+def test_failures_are_rows_and_the_job_exits_3(corpus_run):
     _, output, result = corpus_run
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 3, result.stderr[-3000:]  # finished, some rows failed
     assert "stembeam pipeline: 3 tracks separated, 0 already done, 3 failed; 90 s of audio, 9 chunks inferred" in result.stderr
     rows = _metadata(output)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -117,7 +117,8 @@ def test_rerun_skips_finished_tracks_and_completes_missing(corpus_run, tmp_path)
     before = _snapshot(os.path.join(output, "stems"))
     sodium = os.path.basename(stem_folder(output, "3.Sodium"))
     shutil.rmtree(os.path.join(output, "stems", sodium))
-    result = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, "--allow_failures"],
+                            capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 tracks separated, 2 already done, 3 failed" in result.stderr
     after = _snapshot(os.path.join(output, "stems"))

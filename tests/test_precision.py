@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from stembeam.model import precision
-from stembeam.model.audio import load_audio, write_audio
+from stembeam.model.decode import load_audio
+from stembeam.model.encode import write_audio
 from tests.conftest import EXAMPLE, needs_shared, snr_db
 
 pytestmark = needs_shared
@@ -72,7 +73,7 @@ def _run(manifest, output, *flags):
     from stembeam.pipeline.corpus import COUNTERS, run_pipeline
     from stembeam.pipeline.jobs import summary
 
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(output), *flags])
+    result = run_pipeline(["--manifest", manifest, "--output", str(output), *flags]).result
     counts = summary(result, COUNTERS)
     return counts["tracks_ok"], counts["tracks_skipped"]
 

@@ -148,7 +148,8 @@ def test_killed_job_resumes_to_byte_identical_stems(tmp_path):
 def test_path_like_ids_and_dash_names_stay_inside_output(tmp_path):
     """Track ids like ``../../x`` or absolute paths, and files named ``-y.wav`` (resampled, so
     ffmpeg decodes them) stay inside --output and never act as ffmpeg options."""
-    from stembeam.model.audio import load_audio, write_audio
+    from stembeam.model.decode import load_audio
+    from stembeam.model.encode import write_audio
 
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -10,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from stembeam.model.audio import load_audio, write_audio
+from stembeam.model.decode import load_audio
+from stembeam.model.encode import write_audio
 from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
 
 pytestmark = needs_shared
@@ -125,13 +126,13 @@ def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retra
 KILL_AFTER_VOCALS = textwrap.dedent(
     """
     import os, sys
-    import stembeam.model.audio as audio
-    close = audio.AudioWriter.close
+    import stembeam.model.encode as encode
+    close = encode.AudioWriter.close
     def close_then_die(self):
         close(self)
         if os.path.basename(self.path).startswith("vocals."):
             os._exit(137)  # killed right after the redo replaced vocals
-    audio.AudioWriter.close = close_then_die
+    encode.AudioWriter.close = close_then_die
     from stembeam.pipeline.corpus import run
     run(sys.argv[1:])
     """
@@ -264,7 +265,7 @@ def test_the_summary_comes_from_the_metadata_when_the_runner_has_no_metrics(tmp_
 
     monkeypatch.setattr(fn_runner.RunnerResult, "metrics", no_metrics)
     manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a"), (short_songs[1], "b"), (str(tmp_path / "gone.wav"), "gone")])
-    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 0
+    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 3
     assert "2 tracks separated, 0 already done, 1 failed; 8 s of audio, 2 chunks inferred" in capsys.readouterr().err
-    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 0
+    assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 3
     assert "0 tracks separated, 2 already done, 1 failed; 0 s of audio, 0 chunks inferred" in capsys.readouterr().err

@@ -149,7 +149,7 @@ def test_static_filename_format_is_refused_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("codec", ["wav", "wma"] + [pytest.param(c, marks=pytest.mark.slow) for c in ("flac", "mp3", "ogg", "m4a")])
 def test_every_spleeter_codec_decodes_to_the_inputs_duration(tmp_path, codec, decoded):
     """Spleeter's codecs through `separate -c`: each stem decodes to the input's duration ± 0.1 s."""
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     out = tmp_path / "out"
     assert main(["separate", "--no-progress", "-o", str(out), "-c", codec, "-b", "128k", EXAMPLE]) == 0

@@ -232,7 +232,7 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
         writer.writerow(["uri", "track_id", "offset", "duration"])
         for n in range(3):
             writer.writerow([EXAMPLE, f"e{n}", 2 * n, 5])
-    result, _, _ = run_pipeline(["--manifest", manifest, "--output", str(tmp_path / "in"), "--batch_size", "2"])
+    result = run_pipeline(["--manifest", manifest, "--output", str(tmp_path / "in"), "--batch_size", "2"]).result
     counts = summary(result, ("tracks_ok", "batches_across_tracks"))
     assert counts["tracks_ok"] == 3 and counts["batches_across_tracks"] >= 1
     workers = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", str(tmp_path / "procs"), "--batch_size", "2",
@@ -254,7 +254,7 @@ def test_a_retried_bundle_finds_its_finished_tracks(tmp_path):
 
     import soundfile
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
     from stembeam.model.config import SPLEETER_2STEMS
     from stembeam.transforms.audio import DONE, DecodeAndChunk
     from stembeam.transforms.records import Track

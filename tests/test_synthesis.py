@@ -64,7 +64,7 @@ def test_average_mask_extension_keeps_the_graph():
 
 @needs_shared
 def test_real_music_through_the_official_model_gives_the_graphs_bits():
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
     from stembeam.model.load import load_model
     from stembeam.model.separation import segment_count, segment_waveform
 

@@ -31,7 +31,7 @@ def _link_song(folder, song, names=("mixture", "vocals", "drums", "bass", "other
 
 def _direct(path, offset, config, stream=None, sources=None):
     """Magnitudes computed here from the audio: ``path`` (or the float64 sum of ``sources``) at ``offset``."""
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     if sources is not None:
         audio = np.sum([load_audio(p, stream=s).astype(np.float64) for p, s in sources], axis=0)
@@ -108,7 +108,7 @@ def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_pa
     history = trainer.train(0, validation_batches=2)
     ours = history[0]["validation_loss"]
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
 
     mixture = load_audio(os.path.join(CC0, CC0_SONGS[0], "mixture.flac"))
     examples = list(read_examples(os.path.join(hydrogen_records, f"{TRAIN}-*.tfrecord"), SPLEETER_2STEMS))
@@ -202,7 +202,7 @@ def test_four_stems_from_scratch_exports_and_separates(tmp_path):
     subprocess.run([sys.executable, "-m", "stembeam.pipeline.cli", "separate", "-p", str(model_dir), "-o", str(out), "--no-progress", EXAMPLE], check=True, cwd=REPO, capture_output=True)
     written = sorted(os.listdir(out / "audio_example"))
     assert written == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
     from tests.conftest import read_wav
 
     assert all(read_wav(str(out / "audio_example" / name)).shape == load_audio(EXAMPLE).shape for name in written)

@@ -55,20 +55,25 @@ def test_a_track_is_written_when_its_last_segment_arrives(tmp_path):
 
 def test_a_track_split_across_bundles_is_an_error_row_never_a_partial_track(tmp_path):
     """Segments 0..1 of 3 in one bundle and 2 in the next (a runner splitting a bundle inside a
-    track): two error rows naming the track, no stem, no marker, no temporary file."""
+    track): one error row naming the track (counted once), no stem, no marker, no temporary
+    file, whether the next bundle goes to the same writer or another."""
     output = str(tmp_path)
-    segments = list(_segments("split", 3, 2 * SEGMENT))
-    first = _bundle(_writer(output), segments[:2])
-    second = _bundle(_writer(output), segments[2:])
-    assert [(r["track_id"], r["status"]) for r in first + second] == [("split", "error"), ("split", "error")]
-    assert "only segments 0..1 of 3 arrived in this bundle" in first[0]["error"] and "/music/split.wav" in first[0]["error"]
-    assert "segment 2 of 3 arrived" in second[0]["error"]
-    assert os.listdir(os.path.join(output, "stems", "split")) == []
+    for name, same_writer in (("split", False), ("split-same", True)):
+        segments = list(_segments(name, 3, 2 * SEGMENT))
+        writer = _writer(output)
+        first = _bundle(writer, segments[:2])
+        if same_writer:
+            writer.start_bundle()
+        second = _bundle(writer if same_writer else _writer(output), segments[2:])
+        assert [(r["track_id"], r["status"]) for r in first + second] == [(name, "error")]
+        assert "only segments 0..1 of 3 arrived in this bundle" in first[0]["error"] and f"/music/{name}.wav" in first[0]["error"]
+        assert not os.path.exists(os.path.join(output, "stems", name))  # its folder, made for it, went with its files
     # Out of order within a bundle: the same.
     swapped = list(_segments("swapped", 3, 2 * SEGMENT))
     rows = _bundle(_writer(output), [swapped[0], swapped[2], swapped[1]])
     assert [(r["track_id"], r["status"]) for r in rows] == [("swapped", "error")]
-    assert os.listdir(os.path.join(output, "stems", "swapped")) == []
+    assert "segment 2 of 3 arrived after segments 0..0" in rows[0]["error"]
+    assert not os.path.exists(os.path.join(output, "stems", "swapped"))
 
 
 def test_disk_and_network_errors_raise_for_a_retry_and_data_errors_are_rows(tmp_path, monkeypatch):
@@ -78,14 +83,14 @@ def test_disk_and_network_errors_raise_for_a_retry_and_data_errors_are_rows(tmp_
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("stembeam.transforms.storage.write_bytes_atomic", broken_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="writing the stems of track t under .*: No space left"):
         _bundle(_writer(output), _segments())
     # No marker vouches for the stems, so the retry (or the next run) writes the track again.
     assert [n for n in os.listdir(os.path.join(output, "stems", "t")) if n.startswith(".tmp-") or n == ".stembeam.json"] == []
     monkeypatch.undo()
     (row,) = _bundle(_writer(output), _segments("u", value=np.nan))
     assert row["status"] == "error" and "NaN or Inf" in row["error"] and "/music/u.wav" in row["error"]
-    assert os.listdir(os.path.join(output, "stems", "u")) == []
+    assert not os.path.exists(os.path.join(output, "stems", "u"))
 
 
 @pytest.mark.parametrize("instruments", [("../../x", "other"), ("/etc/passwd", "b"), (".hidden", "b"), ("-rf", "b"), ("a", "a")])
@@ -108,7 +113,7 @@ def test_a_model_folder_config_with_a_climbing_name_is_refused(tmp_path):
 
 def test_file_modes_are_set_without_touching_the_process_umask(tmp_path, monkeypatch):
     """os.umask() is process-wide: reading it that way races with threads creating files."""
-    from stembeam.model.audio import apply_default_mode
+    from stembeam.model.encode import apply_default_mode
 
     mask = os.umask(0o027)
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -12,13 +13,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from stembeam.model.audio import AudioDecodeError, decode_to_file, read_raw
+from stembeam.model.decode import AudioDecodeError, DecodeLimits, decode_to_file, read_raw
 from stembeam.model.config import ModelConfig
 from stembeam.model.separation import pad_segment, segment_count, segment_start
 from stembeam.transforms import storage, workspace
-from stembeam.transforms.records import Chunk, Track
+from stembeam.transforms.records import Chunk, DecodeNote, Track
 from stembeam.transforms.timing import timer
-from stembeam.transforms.resume import changed_fields, key_run_here, source_identity, track_key
+from stembeam.transforms.resume import changed_fields, decoding_change, key_run_here, source_identity, track_key
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
@@ -67,6 +68,23 @@ def missing_stems(stored: dict, folder: str) -> list:
     return missing
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How sources are decoded: ``strict`` makes a damaged file (decoder errors, another length
+    than its header's) an error row instead of an ok row carrying its ``decode_warnings``;
+    ``limits`` bound what a file may claim and cost (model.decoders.DecodeLimits)."""
+
+    strict: bool = False
+    limits: DecodeLimits = DecodeLimits()
+
+
+def remove_outputs(output: str, track: Track, stored: dict) -> None:
+    """Remove a track's marker and the stems it lists (a track that now fails keeps none)."""
+    folder = track_folder(output, track)
+    names = [row["stem_uri"].rstrip("/").rsplit("/", 1)[-1] for row in stored.get("rows", []) if row.get("stem_uri")]
+    storage.delete([marker_uri(output, track)] + [storage.join(folder, name) for name in names])
+
+
 class DecodeAndChunk(beam.DoFn):
     """Track -> Chunk per segment, all from one call (so a track's segments stay in one bundle,
     in order: transforms/write.py WriteStems); tagged ``errors`` ``(track_id, uri, reason)``;
@@ -75,7 +93,9 @@ class DecodeAndChunk(beam.DoFn):
     (transforms.resume: model and weights, output options, filter, span and source file), or
     that this run (``run_id``) already wrote, when a bundle is retried."""
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True, run_id: str | None = None):
+    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True, run_id: str | None = None,
+                 decoding: Decoding = Decoding()):
+        self._decoding = decoding
         self._config = config
         self._output = output
         self._key = key
@@ -89,8 +109,7 @@ class DecodeAndChunk(beam.DoFn):
         nothing behind), also for remote outputs."""
         return workspace.local_work_dir(self._output, create=True)
 
-    def _finished_rows(self, track: Track):
-        stored = read_marker(marker_uri(self._output, track))
+    def _finished_rows(self, track: Track, stored: dict | None):
         if stored is None:
             return None
         if not self._skip_existing and not (self._run_id and stored.get("run_id") == self._run_id):
@@ -109,31 +128,59 @@ class DecodeAndChunk(beam.DoFn):
         if missing:
             LOGGER.info("%s: separated again, its stems are missing or changed: %s", track.track_id, ", ".join(missing))
             return None
+        if self._decoding.strict and any(row.get("decode_warnings") for row in stored.get("rows", [])):
+            LOGGER.info("%s: decoded again, its stems were made from a damaged source (--strict_decoding)", track.track_id)
+            return None
         return stored["rows"]
 
+    def _fail(self, track: Track, stored: dict | None, reason: str):
+        """The error of ``track``, whose stems an earlier run may have written: they go."""
+        if stored is not None and stored.get("track_id") == track.track_id:
+            remove_outputs(self._output, track, stored)
+        return beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {reason}"))
+
     def process(self, track: Track):
+        stored = read_marker(marker_uri(self._output, track))
         try:
-            track = dataclasses.replace(track, source_identity=source_identity(track.source_uri))
+            identity = source_identity(track.source_uri)
+            # Looked at before the marker is trusted; a track to decode gets it from its local copy.
+            change = decoding_change(track.source_uri, identity[0]) if stored is not None else None
+            track = dataclasses.replace(track, source_identity=identity, decoding=change)
         except Exception:  # noqa: BLE001 - a missing source: decoding below names the reason
             pass
-        rows = self._finished_rows(track)
+        rows = self._finished_rows(track, stored)
         if rows is not None:
             self._skipped.inc()
             yield beam.pvalue.TaggedOutput(DONE, rows)
             return
         # The track is decoded whole to a local raw file first (memory: one block), so a file
-        # that breaks half way is an error row before any of its segments is separated.
+        # that breaks half way is known before any of its segments is separated.
         with tempfile.TemporaryDirectory(prefix="stembeam-decode-", dir=self._decode_dir()) as tmp:
             raw = os.path.join(tmp, "decoded.f32")
             try:
                 with storage.local_copy(track.source_uri) as path, timer(self._decode_ms):
-                    n_samples = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration, track.stream)
-            except AudioDecodeError as error:
-                yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {error.reason}"))
+                    track = dataclasses.replace(track, decoding=decoding_change(path))
+                    decoded = decode_to_file(path, raw, self._config.sample_rate, track.offset, track.duration, track.stream,
+                                             limits=self._decoding.limits)
+            except (AudioDecodeError, ValueError) as error:
+                yield self._fail(track, stored, getattr(error, "reason", str(error)))
+                return
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk is the machine's failure, not the file's: the job's error
+                yield self._fail(track, stored, f"{type(error).__name__}: {error}")
                 return
             except Exception as error:  # noqa: BLE001 - any unreadable input is a row, not a crash
-                yield beam.pvalue.TaggedOutput(ERRORS, (track.track_id, track.source_uri, f"{track.source_uri}: {type(error).__name__}: {error}"))
+                yield self._fail(track, stored, f"{type(error).__name__}: {error}")
                 return
+            if decoded.warnings:
+                damage = "; ".join(decoded.warnings)
+                if self._decoding.strict:
+                    yield self._fail(track, stored, f"damaged (--strict_decoding): {damage}")
+                    return
+                LOGGER.warning("warning: %s: damaged: %s", track.source_uri, damage)
+            track = dataclasses.replace(track, decoded=DecodeNote(decoded.warnings, decoded.claimed_seconds))
+            n_samples = decoded.frames
             count = segment_count(n_samples, self._config)
             yield beam.pvalue.TaggedOutput(DECODED, (track.track_id, n_samples / self._config.sample_rate))
             for index in range(count):

@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 import apache_beam as beam
 import numpy as np
 
-from stembeam.model.audio import load_audio
+from stembeam.model.decode import load_audio
 from stembeam.transforms import storage
 from stembeam.transforms.manifest import MANIFEST_SUFFIXES, read_rows, relative_to
 from stembeam.transforms.records import Track

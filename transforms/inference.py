@@ -24,21 +24,19 @@ PART_METRICS = {"stft": "stft_ms", "unets": "unets_ms", "synthesis": "masks_istf
 
 
 def segment_inference_fn(
-    model, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, config: ModelConfig, mwf: bool,
-    precision: str = "float32",
+    separator, batch: Sequence[np.ndarray], inference_args: dict, model_id: str | None = None, *, mwf: bool,
 ) -> Iterable[PredictionResult]:
     """Beam inference_fn: segment samples ``[L, 2]`` -> ``(outputs, precision that ran)``; outputs:
     soft-mask source signals ``[L, 2, S]``, or with ``mwf`` ``(STFT [T, N//2+1, 2], source
     magnitudes [T, F, 2, S])``.
 
-    STFT, U-nets, masks and inverse STFT run as three TF calls per batch (model.segment_graph);
-    silent segments (all samples zero) get zero signals without a model call.
+    ``separator``: the model.segment_graph.SegmentSeparator the handler loaded (or a
+    concurrent.futures.Future of the launcher's, still loading when the workers started). STFT
+    and U-nets run as TF calls per batch, masks and inverse STFT in numpy; silent segments (all
+    samples zero) get zero signals without a model call.
     """
-    from stembeam.model.segment_graph import separator_for
-
-    if isinstance(model, concurrent.futures.Future):
-        model = model.result()  # the launcher's model, still loading when the workers started
-    separator = separator_for(model, config, precision)
+    if isinstance(separator, concurrent.futures.Future):
+        separator = separator.result()
     spans = np.stack(batch)
     timings = {}
     outputs = list(zip(*separator.spectra(spans, timings))) if mwf else list(separator.soft(spans, timings))
@@ -56,16 +54,23 @@ def segment_inference_fn(
 _LAUNCHER_MODELS = {}
 
 
-def share_with_workers_in_process(keras_uri: str, model) -> None:
+def share_with_workers_in_process(keras_uri: str, separator) -> None:
     """Let workers running in this process (the DirectRunner's in-memory and multi-threading
-    modes) use ``model`` (a Keras model, or a concurrent.futures.Future of one) instead of
-    loading ``keras_uri`` again; other workers load the file."""
-    _LAUNCHER_MODELS[keras_uri] = model
+    modes) use ``separator`` (a SegmentSeparator, or a concurrent.futures.Future of one)
+    instead of loading ``keras_uri`` again; other workers load the file. Undone by
+    ``stop_sharing`` when the job ends, so no model outlives its job."""
+    _LAUNCHER_MODELS[keras_uri] = separator
+
+
+def stop_sharing(keras_uri: str) -> None:
+    """Forget the launcher's model of ``keras_uri`` (the job is over)."""
+    _LAUNCHER_MODELS.pop(keras_uri, None)
 
 
 class KerasFileModelHandler(ModelHandler):
-    """RunInference's handler for a ``model.keras`` file (the numpy-in, ``inference_fn``-out
-    contract of Beam's TFModelHandlerNumpy), reusing the launcher's model in-process.
+    """RunInference's handler for a ``model.keras`` file: loads it (or reuses the launcher's
+    model in-process) as a model.segment_graph.SegmentSeparator of ``config`` in ``precision``,
+    the model RunInference shares between the worker's threads; ``inference_fn`` runs batches.
 
     Other workers read the file through Beam FileSystems into a local temporary copy (once per
     process: RunInference shares the loaded model), so a gs:// model is read like every other
@@ -74,24 +79,24 @@ class KerasFileModelHandler(ModelHandler):
     whose module imports tensorflow-hub (0.3 s of every worker's start-up) for hub models only.
     """
 
-    def __init__(self, model_uri: str, inference_fn, *, load_model_args: dict | None = None, min_batch_size: int | None = None,
+    def __init__(self, model_uri: str, config: ModelConfig, inference_fn, *, precision: str = "float32", min_batch_size: int | None = None,
                  max_batch_size: int | None = None):
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
         self._model_uri = model_uri
+        self._config = config
+        self._precision = precision
         self._inference_fn = inference_fn
-        self._load_model_args = dict(load_model_args or {})
 
     def load_model(self):
-        model = _LAUNCHER_MODELS.get(self._model_uri)
-        if model is not None:
-            return model
-        from stembeam.model.startup import collector_paused
+        shared = _LAUNCHER_MODELS.get(self._model_uri)
+        if shared is not None:
+            return shared
+        import keras
 
-        with collector_paused():
-            import keras
+        from stembeam.model.segment_graph import SegmentSeparator
 
-            with storage.local_copy(self._model_uri) as path:
-                return keras.models.load_model(path, **self._load_model_args)
+        with storage.local_copy(self._model_uri) as path:
+            return SegmentSeparator(keras.models.load_model(path, compile=False), self._config, self._precision)
 
     def update_model_path(self, model_path: str | None = None):
         self._model_uri = model_path or self._model_uri
@@ -127,8 +132,9 @@ def model_handler(keras_uri: str, config: ModelConfig, batch_size: int, mwf: boo
     return SegmentModelHandler(
         KerasFileModelHandler(
             keras_uri,
-            functools.partial(segment_inference_fn, config=config, mwf=mwf, precision=precision),
-            load_model_args={"compile": False},
+            config,
+            functools.partial(segment_inference_fn, mwf=mwf),
+            precision=precision,
             min_batch_size=batch_size,
             max_batch_size=batch_size,
         )

@@ -36,6 +36,10 @@ METADATA_SCHEMA = pa.schema(
         # up to 16 kHz, the -16kHz models).
         ("bit_depth", pa.int32()),
         ("F", pa.int32()),
+        # Damage the decoders saw in the source ("; "-separated; null: a clean file), and the
+        # length its container claims for the row's span (null: unknown), beside duration_s.
+        ("decode_warnings", pa.string()),
+        ("claimed_duration_s", pa.float64()),
         ("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
@@ -54,6 +58,10 @@ class Track:
     stream: Optional[int] = None
     # (size, modification time) of the source when it was decoded: part of the resume key.
     source_identity: Optional[tuple] = None
+    # What in its decoding differs from earlier releases' (transforms.resume.decoding_change),
+    # part of the resume key; what decoding found, once the track is decoded.
+    decoding: Optional[str] = None
+    decoded: Optional["DecodeNote"] = None
 
     @property
     def folder_name(self) -> str:
@@ -123,22 +131,46 @@ def safe_component(name: str) -> str:
     return cleaned[:200]
 
 
-def error_row(track_id: str, source_uri: str, reason: str, model: str, codec: str, version: str, precision: str | None = None,
-              bit_depth: int | None = None, F: int | None = None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class RowContext:
+    """What every metadata row of a run shares: the model's name, the codec, stembeam's version,
+    the U-nets' precision asked for, the stems' bit depth and the U-nets' bins (F)."""
+
+    model: str
+    codec: str
+    version: str
+    precision: Optional[str] = None
+    bit_depth: Optional[int] = None
+    F: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeNote:
+    """What decoding a track's source found: its damage (empty: clean) and the length its
+    container claims for the track's span (None: unknown)."""
+
+    warnings: tuple = ()
+    claimed_seconds: Optional[float] = None
+
+
+def error_row(context: RowContext, track_id: str, source_uri: str, reason: str, precision: Optional[str] = None) -> dict:
     """Metadata row of a track that could not be separated."""
-    return metadata_row(track_id, source_uri, None, None, model, codec, None, None, None, None, None, "error", reason, version, precision,
-                        bit_depth, F)
+    return metadata_row(context, track_id, source_uri, status="error", error=reason, precision=precision)
 
 
-def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate, channels, duration_s, rms, peak, status, error, version,
-                 precision: str | None = None, bit_depth: int | None = None, F: int | None = None) -> dict:
+def metadata_row(context: RowContext, track_id: str, source_uri: str, *, stem: Optional[str] = None, stem_uri: Optional[str] = None,
+                 sample_rate: Optional[int] = None, channels: Optional[int] = None, duration_s: Optional[float] = None,
+                 rms: Optional[float] = None, peak: Optional[float] = None, status: str = "ok", error: Optional[str] = None,
+                 precision: Optional[str] = None, note: Optional[DecodeNote] = None) -> dict:
+    """A row of METADATA_SCHEMA: a written stem's (``status`` ok) or a failed track's; ``precision``
+    overrides the context's (what ran), ``note`` says what decoding the source found."""
     return {
         "track_id": track_id,
         "source_uri": source_uri,
         "stem": stem,
         "stem_uri": stem_uri,
-        "model": model,
-        "codec": codec,
+        "model": context.model,
+        "codec": context.codec,
         "sample_rate": sample_rate,
         "channels": channels,
         "duration_s": duration_s,
@@ -146,9 +178,11 @@ def metadata_row(track_id, source_uri, stem, stem_uri, model, codec, sample_rate
         "peak": peak,
         "status": status,
         "error": error,
-        "pipeline_version": version,
-        "precision": precision,
-        "bit_depth": bit_depth,
-        "F": F,
+        "pipeline_version": context.version,
+        "precision": precision or context.precision,
+        "bit_depth": context.bit_depth,
+        "F": context.F,
+        "decode_warnings": "; ".join(note.warnings) if note is not None and note.warnings else None,
+        "claimed_duration_s": note.claimed_seconds if note is not None else None,
         "created_at": datetime.datetime.now(datetime.timezone.utc),
     }

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from stembeam.model.audio import LOSSLESS_CODECS
+from stembeam.model import headers
+from stembeam.model.encode import LOSSLESS_CODECS
 from stembeam.model.precision import effective_precision
 from stembeam.transforms import storage
 from stembeam.transforms.records import Track
@@ -54,11 +55,38 @@ def source_identity(uri: str) -> tuple:
     return storage.stat(uri)
 
 
+def decoding_change(uri: str, size: int | None = None) -> str | None:
+    """What in the decoding of the source at ``uri`` differs from earlier releases', as a
+    resume-key field value (None: nothing; the key then has no ``decoding`` field, so stems of
+    unchanged formats stay valid): ``int32-pcm`` (32-bit integer WAV, which tensorflow-io read as
+    float32 bit patterns), ``wavex-law`` (u-law and a-law WAVEX, read as PCM). Reads the header
+    only (model.headers: pure Python), local or remote."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        if size is None:
+            size = storage.stat(uri)[0]
+        with FileSystems.open(uri, compression_type="uncompressed") if not storage.is_local(uri) else open(storage.local_path(uri), "rb") as handle:
+            pcm = headers.read_pcm_header(handle, size)
+    except Exception:  # noqa: BLE001 - unreadable: decoding says why; nothing changed for such a file
+        return None
+    if pcm is None or pcm.kind != "wav":
+        return None
+    if pcm.format_tag == headers.PCM and pcm.bits == 32:
+        return "int32-pcm"
+    if pcm.extensible and pcm.format_tag in (headers.ALAW, headers.MULAW):
+        return "wavex-law"
+    return None
+
+
 def track_key(job: dict, track: Track, identity: tuple | None) -> dict:
-    """The whole key of ``track``: the job's, the row's source, span and stream, and the
-    source file's identity; in its JSON form, as the marker stores it."""
+    """The whole key of ``track``: the job's, the row's source, span and stream, the source
+    file's identity and what changed in its decoding (``track.decoding``, decoding_change); in
+    its JSON form, as the marker stores it."""
+    more = {} if track.decoding is None else {"decoding": track.decoding}
     key = {
         **job,
+        **more,
         "source_uri": track.source_uri,
         "source": {"size": identity[0], "modified": identity[1]} if identity else None,
         "offset": track.offset,

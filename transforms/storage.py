@@ -10,7 +10,7 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
-from stembeam.model.audio import apply_default_mode
+from stembeam.model.encode import apply_default_mode
 
 
 def is_local(uri: str) -> bool:

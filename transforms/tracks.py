@@ -12,7 +12,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from stembeam.model.config import ModelConfig
-from stembeam.transforms.audio import DECODED, DONE, ERRORS, DecodeAndChunk
+from stembeam.transforms.audio import DECODED, DONE, ERRORS, DecodeAndChunk, Decoding
 from stembeam.transforms.inference import SeparateChunks
 from stembeam.transforms.write import WriteStems
 
@@ -29,8 +29,9 @@ class SeparateTracks(beam.PTransform):
 
     def __init__(self, config: ModelConfig, output: str, key: dict, keras_uri: str, *, skip_existing: bool = True, batch_size: int = 2,
                  mwf: bool = False, mwf_block_frames: int = 512, precision: str = "float32", bitrate: str = "128k", version: str = "",
-                 run_id: str | None = None, bit_depth: int | None = None, residual: bool = False):
+                 run_id: str | None = None, bit_depth: int | None = None, residual: bool = False, decoding: Decoding = Decoding()):
         super().__init__()
+        self._decoding = decoding
         self._bit_depth, self._residual = bit_depth, residual
         self._config, self._output, self._key, self._keras_uri = config, output, key, keras_uri
         self._skip_existing, self._batch_size, self._mwf, self._block = skip_existing, batch_size, mwf, mwf_block_frames
@@ -38,7 +39,7 @@ class SeparateTracks(beam.PTransform):
 
     def expand(self, tracks):
         decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
-            DecodeAndChunk(self._config, self._output, self._key, self._skip_existing, self._run_id)
+            DecodeAndChunk(self._config, self._output, self._key, self._skip_existing, self._run_id, self._decoding)
         ).with_outputs(ERRORS, DONE, DECODED, main="chunks")
         written = (
             decoded.chunks

@@ -14,12 +14,12 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from stembeam.model.audio import CODECS, AudioEncodeError, AudioWriter, default_bit_depth
+from stembeam.model.encode import CODECS, AudioEncodeError, AudioWriter, default_bit_depth
 from stembeam.model.config import ModelConfig
 from stembeam.model.separation import OverlapAdd, mixture_minus
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.audio import marker_uri, read_marker, track_folder
-from stembeam.transforms.records import METADATA_SCHEMA, Chunk, Track, error_row, metadata_row
+from stembeam.transforms.records import METADATA_SCHEMA, Chunk, RowContext, Track, error_row, metadata_row
 from stembeam.transforms.resume import track_key, with_precision
 from stembeam.transforms.staged import WriteStaged
 from stembeam.transforms.timing import timer
@@ -35,8 +35,10 @@ def rows_to_json(rows) -> list:
 def rows_from_json(rows, **defaults) -> list:
     """A marker's stored rows; ``defaults``: values of columns its release did not write yet
     (the job's, which the marker's key vouches for: ``bit_depth``, ``F``)."""
-    # Markers written before --precision existed hold float32 stems.
-    return [{"precision": "float32", **defaults, **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
+    # Markers written before --precision existed hold float32 stems; before decode_warnings, no
+    # damage was recorded.
+    old = {"precision": "float32", "decode_warnings": None, "claimed_duration_s": None}
+    return [{**old, **defaults, **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
 
 
 class _TrackInFlight:
@@ -108,7 +110,7 @@ class _TrackInFlight:
         return sizes
 
     def abort(self) -> None:
-        for writer in self.writers.values():
+        for writer in reversed(list(self.writers.values())):  # the first one made the folder
             writer.abort()
         self._drop_staging()
 
@@ -129,8 +131,10 @@ class WriteStems(beam.DoFn):
     renamed into place, and the track's marker (its resume key, rows and stem sizes) is written
     last: a marker always means every stem of its key is in place, and it is written while the
     job goes on with other tracks. A track whose segments come out of order, or that is still
-    incomplete when the bundle ends (split across bundles), is an error row naming it: its
-    partial files are removed, never renamed.
+    incomplete when the bundle ends (split across bundles), is one error row naming it: its
+    partial files are removed, never renamed (its later segments, in another bundle, are
+    dropped). A track's stems of an earlier run that this run does not write again (another
+    codec) are removed once its new stems are in place.
 
     Only errors of the track's data (non-finite samples, the encoder refusing it) become error
     rows; disk and network failures raise, so the runner retries the bundle (a retried bundle
@@ -144,10 +148,9 @@ class WriteStems(beam.DoFn):
         self._residual = residual
         self._output = output
         self._key = key
-        self._model_name = key["model"]
         self._codec = key["codec"]
         self._bitrate = bitrate
-        self._version = version
+        self._context = RowContext(key["model"], key["codec"], version, key.get("precision", "float32"), self._bit_depth, config.F)
         self._run_id = run_id
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
@@ -157,7 +160,8 @@ class WriteStems(beam.DoFn):
         self._broken = set()
 
     def start_bundle(self):
-        self._open, self._broken = {}, set()
+        # _broken outlives the bundle: a split track's later segments find it there.
+        self._open = {}
 
     def _start(self, chunk: Chunk) -> _TrackInFlight:
         track = chunk.track
@@ -171,8 +175,7 @@ class WriteStems(beam.DoFn):
 
     def _error(self, track: Track, reason: str, precision: str | None = None) -> dict:
         self._failed.inc()
-        return error_row(track.track_id, track.source_uri, f"{track.source_uri}: {reason}", self._model_name, self._codec, self._version,
-                         precision or self._key.get("precision", "float32"), self._bit_depth, self._config.F)
+        return error_row(self._context, track.track_id, track.source_uri, f"{track.source_uri}: {reason}", precision)
 
     def _fail(self, track_id: str, reason: str):
         flight = self._open.pop(track_id, None)
@@ -190,8 +193,13 @@ class WriteStems(beam.DoFn):
         flight = self._open.get(track_id)
         if flight is None and chunk.index == 0:
             flight = self._open[track_id] = self._start(chunk)
-        if flight is None or chunk.index != flight.next:
-            arrived = "none" if flight is None else f"0..{flight.next - 1}"
+        if flight is None:
+            # The rest of a track whose first segments ended another bundle: that bundle's
+            # finish_bundle gave its one error row.
+            self._broken.add(track_id)
+            return
+        if chunk.index != flight.next:
+            arrived = f"0..{flight.next - 1}" if flight.next else "none"
             self._fail(track_id, "out of order")
             yield self._error(track, f"segment {chunk.index} of {chunk.count} arrived after segments {arrived}; the track was not written")
             return
@@ -204,11 +212,21 @@ class WriteStems(beam.DoFn):
             self._fail(track_id, str(error))
             yield self._error(track, f"writing stems failed: {error}", "+".join(sorted(flight.precisions)) or None)
             return
+        except OSError as error:
+            self._fail(track_id, "raised")
+            raise self._named(error, track) from error
         except BaseException:
             self._fail(track_id, "raised")
             raise
         del self._open[track_id]
-        yield from self._finish(flight)
+        try:
+            yield from self._finish(flight)
+        except OSError as error:
+            raise self._named(error, track) from error
+
+    def _named(self, error: OSError, track: Track) -> OSError:
+        """A disk or network failure (the runner retries the bundle), naming the track and where."""
+        return OSError(error.errno, f"writing the stems of track {track.track_id} under {track_folder(self._output, track)}: {error.strerror or error}")
 
     def _finish(self, flight: _TrackInFlight):
         track = flight.track
@@ -217,6 +235,7 @@ class WriteStems(beam.DoFn):
         precision = "+".join(sorted(flight.precisions))
         key = track_key(with_precision(self._key, precision), track, track.source_identity)
         marker = marker_uri(self._output, track)
+        earlier = read_marker(marker)
         try:
             # From here on stems are replaced: the old marker must not vouch for a mix of old and new.
             storage.delete([marker])
@@ -224,12 +243,13 @@ class WriteStems(beam.DoFn):
         except BaseException:
             flight.abort()
             raise
+        self._drop_earlier_stems(earlier, flight)
         sample_rate = self._config.sample_rate
         rows = [
             metadata_row(
-                track.track_id, track.source_uri, stem, uri, self._model_name, self._codec, sample_rate,
-                self._config.n_channels, flight.writers[stem].frames / sample_rate, flight.writers[stem].rms, flight.writers[stem].peak,
-                "ok", None, self._version, precision, self._bit_depth, self._config.F,
+                self._context, track.track_id, track.source_uri, stem=stem, stem_uri=uri, sample_rate=sample_rate,
+                channels=self._config.n_channels, duration_s=flight.writers[stem].frames / sample_rate, rms=flight.writers[stem].rms,
+                peak=flight.writers[stem].peak, precision=precision, note=track.decoded,
             )
             for stem, uri in flight.uris.items()
         ]
@@ -238,6 +258,15 @@ class WriteStems(beam.DoFn):
         self._ok.inc()
         self._seconds.inc(int(round(flight.writers[self._config.instruments[0]].frames / sample_rate)))
         yield from rows
+
+    def _drop_earlier_stems(self, earlier: dict | None, flight: _TrackInFlight) -> None:
+        """Remove the stems an earlier run of this track wrote that this run did not write over."""
+        if not earlier or earlier.get("track_id") != flight.track.track_id:
+            return
+        folder = track_folder(self._output, flight.track)
+        names = {row["stem_uri"].rstrip("/").rsplit("/", 1)[-1] for row in earlier.get("rows", []) if row.get("stem_uri")}
+        names -= {os.path.basename(uri) for uri in flight.uris.values()}
+        storage.delete([storage.join(folder, name) for name in sorted(names)])
 
     def finish_bundle(self):
         # A track still open here had segments left for another bundle: never a partial track.
@@ -252,18 +281,16 @@ class WriteStems(beam.DoFn):
 
 
 class ToErrorRows(beam.DoFn):
-    """``(track_id, uri, reason)`` -> an error metadata row."""
+    """``(track_id, uri, reason)`` -> an error metadata row of a run (``context``)."""
 
-    def __init__(self, model_name: str, codec: str, version: str, precision: str | None = None, bit_depth: int | None = None,
-                 F: int | None = None):
-        self._model_name, self._codec, self._version, self._precision = model_name, codec, version, precision
-        self._bit_depth, self._F = bit_depth, F
+    def __init__(self, context: RowContext):
+        self._context = context
         self._failed = Metrics.counter("stembeam", "tracks_failed")
 
     def process(self, element):
         track_id, uri, reason = element
         self._failed.inc()
-        yield error_row(track_id, uri, reason, self._model_name, self._codec, self._version, self._precision, self._bit_depth, self._F)
+        yield error_row(self._context, track_id, uri, reason)
 
 
 class WriteMetadata(beam.PTransform):

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from stembeam.model.audio import AudioDecodeError, decode_blocks
+from stembeam.model.decode import AudioDecodeError, decode_blocks
 from stembeam.model.features import FEATURE_VERSION
 from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
 from stembeam.model.features.loudness import LoudnessMeter, TICK_S

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="eval_output/16khz")
     args = parser.parse_args(argv)
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
     from tests.conftest import CC0, CC0_SONGS, read_wav, snr_db
     from tests.test_16khz import high_band_share
 

@@ -26,9 +26,9 @@ from stembeam.model.startup import collector_paused
 paused = collector_paused() if sys.argv[1] == "paused" else contextlib.nullcontext()
 with paused:
     import stembeam.pipeline.corpus, stembeam.model.load
-    from stembeam.model.segment_graph import separator_for
+    from stembeam.model.segment_graph import SegmentSeparator
     config, model = stembeam.model.load.load_model("spleeter:2stems")
-    separator_for(model, config).warm_up()
+    SegmentSeparator(model, config).warm_up()
 print(json.dumps({"seconds": time.perf_counter() - start, "collections": collections["n"]}))
 """
 

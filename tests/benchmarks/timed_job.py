@@ -43,7 +43,7 @@ def _pipeline(argv, marks: dict) -> dict:
     def capturing_run_pipeline(*args, **kwargs):
         outcome = run_pipeline(*args, **kwargs)
         marks["run_end"] = time.time()
-        captured["result"] = outcome[0]
+        captured["result"] = outcome.result
         return outcome
 
     corpus.prepare_model, corpus.run_pipeline, beam.Pipeline.run = timed_prepare, capturing_run_pipeline, timed_run
@@ -65,7 +65,8 @@ def _pipeline(argv, marks: dict) -> dict:
 def _official(argv, marks: dict) -> dict:
     import tensorflow  # noqa: F401 - its import is part of the job's start-up
 
-    from stembeam.model.audio import load_audio, write_audio
+    from stembeam.model.decode import load_audio
+    from stembeam.model.encode import write_audio
     from tests.conftest import MODELS
     from tests.reference_graph import OfficialGraph
 

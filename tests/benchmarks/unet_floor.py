@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from stembeam.model.audio import load_audio
+    from stembeam.model.decode import load_audio
     from stembeam.model.load import load_model
     from stembeam.model.segment_graph import SegmentSeparator
     from stembeam.model.separation import segment_count, segment_waveform
