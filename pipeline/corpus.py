@@ -24,7 +24,7 @@ from stembeam.model.startup import collector_paused
 from stembeam.pipeline import __version__
 from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
-    timing,
+    timing, wants_report,
 )
 from stembeam.pipeline.options import FeatureOptions, StembeamOptions
 from stembeam.pipeline.output_lock import OutputLock
@@ -376,6 +376,7 @@ def run(argv=None) -> int:
         return 0
     started = time.monotonic()
     run_started = datetime.datetime.now(datetime.timezone.utc)
+    report = wants_report(argv, "pipeline")
     result, job, status = run_pipeline(argv)
     if result is None:
         announce(LOGGER, f"stembeam pipeline: manifest {job.manifest} has no rows; nothing to do")
@@ -387,6 +388,10 @@ def run(argv=None) -> int:
         f"{timing(started, counts['audio_seconds_separated'])}; "
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))
+    if report:
+        from stembeam.pipeline.report import write_report
+
+        announce(LOGGER, f"stembeam pipeline: report {write_report(job.output, run_started)}")
     return 0
 
 

@@ -118,6 +118,14 @@ def add_feature_args(parser) -> None:
     parser.add_argument("--feature_plots", "--feature-plots", action="store_true", default=False, help="features: one PNG per track under {output}/features/plots/")
 
 
+def add_report_arg(parser) -> None:
+    """--report of ``stembeam pipeline`` and ``stembeam features``."""
+    parser.add_argument(
+        "--report", action="store_true", default=False,
+        help="after the job, write {output}/report/: a web page of the output (as `stembeam report OUTPUT`; needs stembeam[report])",
+    )
+
+
 def add_features_input_args(parser) -> None:
     parser.add_argument(
         "--input", default=None,
@@ -139,8 +147,10 @@ def _prepare_shared(parser) -> None:
 
 # name -> (description, flag adders): what `stembeam NAME --help` shows, without importing the job.
 JOB_HELP = {
-    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_job_args)),
-    "features": ("MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_job_args)),
+    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_report_arg, add_job_args)),
+    "features": (
+        "MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_report_arg, add_job_args),
+    ),
     "evaluate": (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
         "--manifest is the corpus job's; give the dataset as --dataset. "
