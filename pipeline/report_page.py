@@ -181,8 +181,8 @@ def reason_group(reason: str, names: Iterable[str]) -> str:
     "a.mp3: not decodable as audio (...)" and "b.mp3: not decodable as audio (...)" group together."""
     text = reason
     for name in sorted({n for n in names if n}, key=len, reverse=True):
-        text = text.replace(name, "")
-    text = re.sub(r"^[\s:;,-]+", "", text).strip()
+        text = text.replace(name + ":", "")  # reasons name their file (or track) as a prefix: "{uri}: ..."
+    text = re.sub(r"\s+", " ", re.sub(r"^[\s:;,-]+", "", text)).strip()
     return text or reason
 
 
@@ -405,7 +405,8 @@ def _track_data(track: _Track, features: _Features, series: dict, stems: list, o
             uri = features.sources["source_uri"][index]
         if uri is None and index is None:
             continue
-        entry = {"name": name, "uri": uri, "href": audio_href(uri, output)}
+        # A failed track's source gets no player: it is named as text with the reason.
+        entry = {"name": name, "uri": uri, "href": None if track.status == "error" and track.separated else audio_href(uri, output)}
         if stem_row:
             entry.update(duration_s=_number(stem_row["duration_s"], 4), sample_rate=stem_row["sample_rate"], channels=stem_row["channels"],
                          codec=stem_row["codec"])
@@ -465,7 +466,9 @@ def _table(tracks: list, features: _Features, stems: list) -> dict:
             values[f"share:{stem}"] = _number(features.sources["share_db"][index], 1) if index is not None else None
         for key in data:
             data[key].append(values[key])
-    return {"columns": columns, "data": data, "rows": len(tracks)}
+    # Columns with no value at all (an output without features, a model without vocals) are left out.
+    kept = [c for c in columns if c["key"] in ("id", "status", "error") or any(v is not None for v in data[c["key"]])]
+    return {"columns": kept, "data": {c["key"]: data[c["key"]] for c in kept}, "rows": len(tracks)}
 
 
 def _failures(tracks: list, features: _Features) -> dict:
@@ -544,7 +547,7 @@ def build_report(tables, settings: PageSettings, frames: Optional[Iterable] = No
     files = {name: _asset(source) for name, source in STATIC_FILES.items()}
     if settings.plotly_js is not None:
         files[PLOTLY_FILE] = settings.plotly_js
-    by_shard = {}
+    by_shard = {shard: {} for shard in range(shards)}  # empty ones too: a link to an unknown id says so
     for track in ordered:
         by_shard.setdefault(shard_of(track.id, shards), {})[track.id] = _track_data(track, features, series, stems, settings.output)
     for shard, data in by_shard.items():

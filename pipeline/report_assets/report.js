@@ -140,7 +140,8 @@
       card(cards, "separated by the latest run", counts.separated);
       card(cards, "already done (earlier runs)", counts.already_done);
     }
-    card(cards, "hours of audio", fmt(counts.audio_hours, 2));
+    if (counts.audio_hours >= 1) card(cards, "hours of audio", fmt(counts.audio_hours, 1));
+    else card(cards, "minutes of audio", fmt(counts.audio_hours * 60, 1));
     if (summary.has_features) {
       card(cards, "features ok", counts.features_ok);
       card(cards, "features failed", counts.features_failed, counts.features_failed > 0);
@@ -437,11 +438,13 @@
     renderFailures(summary.failures);
     renderCorpusPlots(summary);
     document.body.dataset.rendered = "summary";
+    performance.mark("stembeam:summary");  // tests/benchmarks/report_scale.py reads these marks
     // The table after the summary has been drawn: a large corpus's table is the one big file.
     loadScript("data/tracks.js").then(function () {
       STORE.trackTable = new TrackTable(STORE.table);
       document.getElementById("table-status").textContent = STORE.table.rows + " tracks; click a column to sort, type in the boxes below it to filter.";
       document.body.dataset.table = "ready";
+      performance.mark("stembeam:table");
     }, function (error) {
       document.getElementById("table-status").textContent = String(error.message);
       document.body.dataset.table = "error";
@@ -490,12 +493,19 @@
         audio.src = source.href;
         audio.dataset.source = source.name;
         if (source.duration_s !== undefined) audio.dataset.expected = String(source.duration_s);
+        if (source.name === "mixture") {
+          audio.addEventListener("loadedmetadata", function () {
+            if (track.duration_s && Math.abs(audio.duration - track.duration_s) > 0.5) {
+              row.querySelector(".file").textContent += " · the whole file (" + fmt(audio.duration, 2) + " s); the stems are of a part of it (the manifest's offset and duration)";
+            }
+          });
+        }
         audio.addEventListener("play", function () {
           activeAudio = audio;
           document.querySelectorAll("#players audio").forEach(function (other) { if (other !== audio) other.pause(); });
         });
         row.appendChild(audio);
-      } else row.appendChild(el("div", "note", "not reachable from the report's folder"));
+      } else row.appendChild(el("div", "note", track.status === "ok" ? "not reachable from the report's folder" : "not separated"));
       var about = [source.uri];
       if (source.duration_s !== undefined && source.duration_s !== null) about.push(fmt(source.duration_s, 2) + " s");
       if (source.codec) about.push(source.codec);
@@ -698,7 +708,10 @@
         document.body.dataset.rendered = "missing";
         return;
       }
-      return showTrack(track).then(function () { document.body.dataset.rendered = "track"; });
+      return showTrack(track).then(function () {
+        document.body.dataset.rendered = "track";
+        performance.mark("stembeam:track");
+      });
     }).catch(function (error) {
       document.getElementById("track-status").textContent = String(error.message);
       document.body.dataset.rendered = "error";
