@@ -60,15 +60,30 @@ def write_report(output: str, run_started: datetime.datetime | None = None, trac
         raise ReportError(f"stembeam report: {error}") from None
     settings = PageSettings(output=output, run_started=run_started, plotly_js=plotly_js, plotly_version=plotly_version, version=__version__,
                             **({"tracks_per_shard": tracks_per_shard} if tracks_per_shard else {}))
-    files = build_report(tables, settings, table_batches(output, "frames", ("track_id", "source", "frame_hop_s", "rms_db", "f0_hz", "short_term_hop_s", "short_term_lufs")))
+    frames = table_batches(output, "frames", ("track_id", "source", "frame_hop_s", "rms_db", "f0_hz", "short_term_hop_s", "short_term_lufs"))
     root = report_root(output)
-    targets = {storage.join(root, *name.split("/")): data for name, data in files.items()}
+    targets, pending = set(), []
     with concurrent.futures.ThreadPoolExecutor(WRITERS) as pool:
-        list(pool.map(lambda item: storage.write_bytes_atomic(*item), targets.items()))
-    # An earlier report of more tracks had more shards.
-    storage.delete([uri for uri in storage.list_matching(root, "data", "tracks", "*.js") if uri not in targets])
+        for name, data in build_report(tables, settings, frames):
+            uri = storage.join(root, *name.split("/"))
+            targets.add(uri)
+            pending.append(pool.submit(storage.write_bytes_atomic, uri, data))
+            if len(pending) >= 4 * WRITERS:  # a few files in flight: the report is never held whole
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+    # The folder is rewritten whole: what an earlier report had and this one has not (more
+    # shards, a file of an earlier layout) goes.
+    folders = {root}
+    for uri in targets:
+        parent = uri.rsplit("/", 1)[0]
+        while parent not in folders:
+            folders.add(parent)
+            parent = parent.rsplit("/", 1)[0]
+    found = [*storage.list_matching(root, "*"), *storage.list_matching(root, "*", "*"), *storage.list_matching(root, "data", "tracks", "*")]
+    storage.delete(sorted({uri for uri in found if uri not in targets and uri not in folders}))
     index = storage.join(root, "index.html")
-    LOGGER.debug("report written in %.1f s (%d files): %s", time.monotonic() - started, len(files), index)
+    LOGGER.debug("report written in %.1f s (%d files): %s", time.monotonic() - started, len(targets), index)
     return index
 
 

@@ -1,10 +1,11 @@
 """The web page of a finished output (``stembeam report``), built from its tables alone: no audio
 is decoded, no model loaded, nothing Beam runs.
 
-``build_report`` returns the report folder's files as ``{relative path: bytes}``:
+``build_report`` gives the report folder's files as ``(relative path, bytes)`` pairs:
 
-- ``index.html`` and ``track.html`` with ``assets/`` (the page's script and style, and plotly.js
-  from the ``plotly`` package): static, the same for every output;
+- ``index.html`` with ``assets/`` (the page's script and style, and plotly.js from the ``plotly``
+  package): static, the same for every output; one page with two views, the front page and a
+  track's view (``index.html#track=ID``);
 - ``data/summary.js``: the runs, failures and the corpus plots' aggregates (histograms, quartiles):
   its size does not grow with the number of tracks (failure rows and run groups are capped);
 - ``data/tracks.js``: the track table, one compact column per field, loaded after the front page
@@ -29,7 +30,7 @@ import os
 import re
 import urllib.parse
 import zlib
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +39,7 @@ from stembeam.model.features.envelope import envelope_db
 from stembeam.transforms import storage
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_assets")
-STATIC_FILES = {"index.html": "index.html", "track.html": "track.html", "assets/report.js": "report.js", "assets/report.css": "report.css"}
+STATIC_FILES = {"index.html": "index.html", "assets/report.js": "report.js", "assets/report.css": "report.css"}
 PLOTLY_FILE = "assets/plotly.min.js"
 SUMMARY_FILE, TABLE_FILE = "data/summary.js", "data/tracks.js"
 MIXTURE = "mixture"
@@ -517,16 +518,18 @@ def _plots(tracks: list, features: _Features, stems: list) -> dict:
     return {"loudness": loudness, "share": share, "tempo": tempo, "key": key, "vocals": vocals}
 
 
-def build_report(tables, settings: PageSettings, frames: Optional[Iterable] = None) -> dict:
-    """The report folder's files, ``{relative path: bytes}``, for the tables of one output.
+def build_report(tables, settings: PageSettings, frames: Optional[Iterable] = None) -> Iterator:
+    """The report folder's files for the tables of one output, as ``(relative path, bytes)``
+    pairs made one after the other (a shard's tracks are turned into data only when its turn
+    comes: the report of a large output is never held whole).
 
     Args:
         tables: pipeline.outputs.OutputTables (metadata and/or features; ``tables.frames`` is used
             when ``frames`` is not given).
         settings: PageSettings (the output's uri: audio links are relative to ``{output}/report/``).
         frames: record batches of the frames table, read once (large tables need not be held whole).
-    Returns:
-        ``{"index.html": ..., "data/summary.js": ..., "data/tracks/00000.js": ..., ...}``.
+    Yields:
+        ``("index.html", ...)``, ``("data/summary.js", ...)``, ``("data/tracks/00000.js", ...)``, ...
     """
     tracks, stems, rows = {}, [], []
     _from_metadata(tables.metadata, tracks, stems, rows)
@@ -544,25 +547,30 @@ def build_report(tables, settings: PageSettings, frames: Optional[Iterable] = No
     ordered = sorted(tracks.values(), key=lambda t: t.id)
     shards = max(1, math.ceil(len(ordered) / settings.tracks_per_shard))
 
-    files = {name: _asset(source) for name, source in STATIC_FILES.items()}
+    for name, source in STATIC_FILES.items():
+        yield name, _asset(source)
     if settings.plotly_js is not None:
-        files[PLOTLY_FILE] = settings.plotly_js
-    by_shard = {shard: {} for shard in range(shards)}  # empty ones too: a link to an unknown id says so
+        yield PLOTLY_FILE, settings.plotly_js
+    yield SUMMARY_FILE, script_json("summary", _summary(tables, settings, ordered, features, stems, runs, bool(series), shards))
+    yield TABLE_FILE, script_json("table", _table(ordered, features, stems))
+    by_shard = [[] for _ in range(shards)]  # empty ones too: a link to an unknown id says so
     for track in ordered:
-        by_shard.setdefault(shard_of(track.id, shards), {})[track.id] = _track_data(track, features, series, stems, settings.output)
-    for shard, data in by_shard.items():
-        files[shard_file(shard)] = script_json(f"shard:{shard}", data)
-    files[TABLE_FILE] = script_json("table", _table(ordered, features, stems))
+        by_shard[shard_of(track.id, shards)].append(track)
+    for shard, members in enumerate(by_shard):
+        yield shard_file(shard), script_json(f"shard:{shard}", {t.id: _track_data(t, features, series, stems, settings.output) for t in members})
 
+
+def _summary(tables, settings: PageSettings, ordered: list, features: _Features, stems: list, runs: list, has_frames: bool, shards: int) -> dict:
+    """The front page's data: what the output is, its runs and counts, failures, the corpus plots' aggregates."""
     latest = len(runs) - 1
     ok = [t for t in ordered if t.status == "ok"]
     versions = sorted({v for v in features.sources["feature_version"] + features.tracks["feature_version"] if v})
     generated = settings.generated_at or datetime.datetime.now(datetime.timezone.utc)
-    summary = {
+    return {
         "output": settings.output, "title": os.path.basename(settings.output.rstrip("/")) or settings.output,
         "generated_at": generated.isoformat(timespec="seconds"), "version": settings.version, "plotly_version": settings.plotly_version,
         "has_metadata": tables.metadata is not None, "has_features": tables.sources is not None or tables.tracks is not None,
-        "has_frames": bool(series), "feature_versions": versions, "stems": stems,
+        "has_frames": has_frames, "feature_versions": versions, "stems": stems,
         "vocal_pitch": any(v is not None for v in features.tracks["vocal_f0_median_hz"]),
         "counts": {
             "tracks": len(ordered), "ok": len(ok), "failed": sum(t.status == "error" for t in ordered),
@@ -579,8 +587,6 @@ def build_report(tables, settings: PageSettings, frames: Optional[Iterable] = No
         "plots": _plots(ordered, features, stems),
         "shards": shards,
     }
-    files[SUMMARY_FILE] = script_json("summary", summary)
-    return files
 
 
 def _asset(name: str) -> bytes:

@@ -186,7 +186,7 @@ def test_two_stems_with_features_frames_a_failure_and_a_hostile_id(tmp_path):
     failed = {"broken": ('/music/broken"<script>alert(1)</script>.wav', '/music/broken"<script>alert(1)</script>.wav: not decodable as audio (x)')}
     sources, tracks, frames = _features(ok, frames=True)
     tables = OutputTables(_metadata(ok, failed, output), sources, tracks, frames)
-    files = build_report(tables, _settings(output, tracks_per_shard=1))
+    files = dict(build_report(tables, _settings(output, tracks_per_shard=1)))
     summary = _data(files, report_page.SUMMARY_FILE)
 
     assert summary["counts"] == {"tracks": 4, "ok": 3, "failed": 1, "separated": 3, "already_done": 0, "audio_hours": round(160 / 3600, 3),
@@ -246,7 +246,7 @@ def test_five_stems_without_features_and_a_features_only_output(tmp_path):
     sources table."""
     output = str(tmp_path / "out")
     ok = {f"song {k}": (FIVE, 12.5) for k in range(3)}
-    files = build_report(OutputTables(_metadata(ok, {}, output)), _settings(output))
+    files = dict(build_report(OutputTables(_metadata(ok, {}, output)), _settings(output)))
     summary = _data(files, report_page.SUMMARY_FILE)
     assert summary["stems"] == list(FIVE) and not summary["has_features"]
     assert summary["plots"] == {"loudness": [], "share": [], "tempo": None, "key": None, "vocals": None}
@@ -255,7 +255,7 @@ def test_five_stems_without_features_and_a_features_only_output(tmp_path):
     assert track["sources"][3]["href"] == "../stems/song%201/drums.wav" and track["sources"][3]["duration_s"] == 12.5
 
     sources, tracks, _ = _features(ok)
-    files = build_report(OutputTables(None, sources, tracks), _settings(output))
+    files = dict(build_report(OutputTables(None, sources, tracks), _settings(output)))
     summary = _data(files, report_page.SUMMARY_FILE)
     assert summary["counts"]["tracks"] == summary["counts"]["ok"] == 3 and not summary["has_metadata"] and summary["runs"] == []
     assert [s["source"] for s in summary["plots"]["loudness"]] == ["mixture", *FIVE]
@@ -272,7 +272,7 @@ def test_runs_are_told_apart_by_the_run_start_or_by_gaps():
     new = _metadata({"c": (TWO, 20.0)}, {"d": ("/m/d.wav", "/m/d.wav: bad")}, "/o", created=T0 + datetime.timedelta(hours=2))
     tables = OutputTables(pa.concat_tables([old, new]))
     for settings in (_settings("/o"), _settings("/o", run_started=T0 + datetime.timedelta(minutes=90))):
-        summary = _data(build_report(tables, settings), report_page.SUMMARY_FILE)
+        summary = _data(dict(build_report(tables, settings)), report_page.SUMMARY_FILE)
         assert (summary["counts"]["separated"], summary["counts"]["already_done"], summary["counts"]["failed"]) == (1, 2, 1)
         assert [(r["tracks_ok"], r["tracks_failed"], r["audio_hours"]) for r in summary["runs"]] == [(2, 0, round(20 / 3600, 3)), (1, 1, round(20 / 3600, 3))]
 
@@ -291,9 +291,9 @@ def _write_output(output, tables: OutputTables) -> None:
 
 
 def test_the_command_writes_the_folder_and_drops_stale_shards(tmp_path, capsys):
-    """`stembeam report OUTPUT` writes index.html, track.html, the assets (plotly.js from the
-    plotly package) and the data; a report of fewer shards removes the files of the earlier one.
-    A folder without tables is one error line."""
+    """`stembeam report OUTPUT` writes index.html, the assets (plotly.js from the plotly package)
+    and the data; a report of fewer shards removes the files of the earlier one, and files of
+    another layout. A folder without tables is one error line."""
     from stembeam.pipeline.cli import main
     from stembeam.pipeline.report import write_report
 
@@ -303,12 +303,16 @@ def test_the_command_writes_the_folder_and_drops_stale_shards(tmp_path, capsys):
     assert main(["report", output]) == 0
     assert capsys.readouterr().err.strip().endswith(f"stembeam report: {output}/report/index.html")
     report = os.path.join(output, "report")
-    assert {"index.html", "track.html", "assets", "data"} <= set(os.listdir(report))
+    assert sorted(os.listdir(report)) == ["assets", "data", "index.html"]
+    assert sorted(os.listdir(os.path.join(report, "assets"))) == ["plotly.min.js", "report.css", "report.js"]
     assert open(os.path.join(report, "assets", "plotly.min.js"), "rb").read().startswith(b"/**\n* plotly.js v")
     write_report(output, tracks_per_shard=2)
     assert sorted(os.listdir(os.path.join(report, "data", "tracks"))) == [f"{k:05d}.js" for k in range(4)]
+    open(os.path.join(report, "track.html"), "w").close()
+    os.makedirs(os.path.join(report, "old"))
     write_report(output)
     assert os.listdir(os.path.join(report, "data", "tracks")) == ["00000.js"]
+    assert sorted(os.listdir(report)) == ["assets", "data", "index.html"]
 
     assert main(["report", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -7,6 +7,8 @@ downloads no browser here), on real outputs made once per module:
 - ``four``: a random-weight 4-stem model, run twice (the second run adds a track, --features --report);
 - ``bare``: the official model without features, then `stembeam report OUTPUT`.
 
+A track's view is the page's second view, ``index.html#track=ID``.
+
 Each page opens from file:// with no console error and no request but file:// ones; plots are
 drawn with data or say why they have none; the stems' players load with the durations of the
 metadata; ids and reasons render as text (no dialog opens). Screenshots of the front page and a
@@ -78,12 +80,12 @@ class Visit:
 
     def index(self, report: str):
         self.page.goto("file://" + os.path.join(report, "index.html"))
-        self.page.wait_for_function("() => document.body.dataset.table === 'ready'", timeout=TIMEOUT_MS)
+        self.page.wait_for_function("() => document.body.dataset.table === 'ready' && document.body.dataset.plots === 'ready'", timeout=TIMEOUT_MS)
         return self.page
 
-    def track(self, report: str, track_id: str, ready: str = "track"):
-        self.page.goto("file://" + os.path.join(report, "track.html") + "#" + urllib.parse.quote(track_id, safe=""))
-        self.page.wait_for_function(f"() => document.body.dataset.rendered === {json.dumps(ready)}", timeout=TIMEOUT_MS)
+    def track(self, report: str, track_id: str, ready: str = "ready"):
+        self.page.goto("file://" + os.path.join(report, "index.html") + "#track=" + urllib.parse.quote(track_id, safe=""))
+        _wait_for_track(self.page, track_id, ready)
         return self.page
 
     def check_clean(self):
@@ -100,6 +102,12 @@ def visit(browser):
     opened = Visit(browser)
     yield opened
     opened.close()
+
+
+def _wait_for_track(page, track_id: str, state: str = "ready") -> None:
+    """Until the track view of ``track_id`` is drawn (or ``state``: missing)."""
+    page.wait_for_function(f"() => document.body.dataset.track === {json.dumps(state)} && document.body.dataset.trackId === {json.dumps(track_id)}",
+                           timeout=TIMEOUT_MS)
 
 
 def _plot(page, div_id: str) -> dict:
@@ -261,8 +269,11 @@ def test_the_track_table_filters_sorts_and_links(main, visit):
     page.click("button.sort[data-key=tempo_bpm]")
     assert _rows(page) == sorted(tempo, key=tempo.get, reverse=True) + ["broken-row"]
     page.click("#track-table a:text-is('2.Lithium')")
-    page.wait_for_function("() => document.body.dataset.rendered === 'track'", timeout=TIMEOUT_MS)
-    assert page.inner_text("#track-title") == "2.Lithium"
+    _wait_for_track(page, "2.Lithium")
+    assert page.inner_text("#track-title") == "2.Lithium" and page.is_hidden("#front")
+    page.go_back()  # the front page as it was left: the same sort, filters and page
+    page.wait_for_selector("#front", state="visible")
+    assert page.is_hidden("#track") and _rows(page) == sorted(tempo, key=tempo.get, reverse=True) + ["broken-row"]
     visit.check_clean()
 
 
@@ -320,7 +331,7 @@ def test_every_id_finds_its_shard_in_the_browser(main, visit, tmp_path):
     for track_id in [*CC0_SONGS, "broken-row", HOSTILE_ID]:
         page = visit.track(os.path.join(copy, "report"), track_id)
         assert page.inner_text("#track-title") == track_id
-    page = visit.track(os.path.join(copy, "report"), "no such track", ready="missing")
+    page = visit.track(os.path.join(copy, "report"), "no such track", "missing")
     assert page.inner_text("#track-status") == "This track is not in the report."
     visit.check_clean()
 

@@ -1,5 +1,6 @@
-// stembeam report: draws index.html (run, failures, corpus plots, track table) and track.html
-// (players, plots over time) from the data scripts under data/ (pipeline/report_page.py).
+// stembeam report: draws index.html's two views, the front page (run, failures, corpus plots,
+// track table) and a track's view (#track=ID: players, plots over time), from the data scripts
+// under data/ (pipeline/report_page.py).
 // Everything from the tables (ids, uris, reasons, stem names) goes into the DOM as text
 // (textContent, never innerHTML) and into Plotly labels escaped (plotText).
 (function () {
@@ -51,6 +52,20 @@
     return window.Plotly.newPlot(div, traces, Object.assign(base, layout), PLOT_CONFIG);
   }
 
+  // plotly.js (4.8 MB) is loaded after the page's text and table are drawn: parsing it is most
+  // of the time a page takes to open, and nothing but the plots needs it.
+  var plotlyLoaded = null;
+
+  function loadPlotly() {
+    if (!plotlyLoaded) {
+      plotlyLoaded = window.Plotly ? Promise.resolve() : loadScript("assets/plotly.min.js").catch(function () {
+        window.Plotly = { newPlot: function (div) { noData(div, "assets/plotly.min.js is missing: write the report again (stembeam report OUTPUT)."); return Promise.resolve(); },
+          purge: function () {} };
+      });
+    }
+    return plotlyLoaded;
+  }
+
   function loadScript(src) {
     return new Promise(function (resolve, reject) {
       var script = document.createElement("script");
@@ -83,8 +98,11 @@
     return "data/tracks/" + String(shard).padStart(5, "0") + ".js";
   }
 
+  // One page, two views: the front page, and a track's view at #track=<percent-encoded id>.
+  var TRACK_HASH = "#track=";
+
   function trackHref(id) {
-    return "track.html#" + encodeURIComponent(id);
+    return TRACK_HASH + encodeURIComponent(id);
   }
 
   function card(parent, label, value, bad) {
@@ -234,34 +252,37 @@
 
   function renderCorpusPlots(summary) {
     var plots = summary.plots;
+    var drawn = [];
     var missing = summary.has_features ? "no values in this output's features" : "no features in this output: run the pipeline with --features (or stembeam features)";
     var div = document.getElementById("plot-loudness");
     if (plots.loudness.length) {
-      plot(div, boxTraces(plots.loudness), { yaxis: { title: { text: "LUFS" } }, showlegend: false });
+      drawn.push(plot(div, boxTraces(plots.loudness), { yaxis: { title: { text: "LUFS" } }, showlegend: false }));
       note("note-loudness", "Boxes: quartiles, whiskers: lowest and highest; " + plots.loudness.map(function (s) { return s.source + " n = " + s.n; }).join(", ") + ".");
     } else noData(div, missing);
     div = document.getElementById("plot-share");
     if (plots.share.length) {
-      plot(div, boxTraces(plots.share), { yaxis: { title: { text: "dB re the mixture" } }, showlegend: false });
+      drawn.push(plot(div, boxTraces(plots.share), { yaxis: { title: { text: "dB re the mixture" } }, showlegend: false }));
       note("note-share", "10·log10 of the stem's mean square over the mixture's; boxes: quartiles, whiskers: lowest and highest.");
     } else noData(div, missing);
     div = document.getElementById("plot-tempo");
     if (plots.tempo) {
-      plot(div, [barsOf(plots.tempo, "#1f77b4", "tracks")], { xaxis: { title: { text: "BPM" } }, yaxis: countAxis(plots.tempo.counts), bargap: 0.05 });
+      drawn.push(plot(div, [barsOf(plots.tempo, "#1f77b4", "tracks")], { xaxis: { title: { text: "BPM" } }, yaxis: countAxis(plots.tempo.counts), bargap: 0.05 }));
       note("note-tempo", plots.tempo.n + " tracks, 5 BPM bins.");
     } else noData(div, missing);
     div = document.getElementById("plot-key");
     if (plots.key) {
       var modes = Object.keys(plots.key.modes);
-      plot(div, modes.map(function (mode, i) {
+      drawn.push(plot(div, modes.map(function (mode, i) {
         return { type: "bar", name: plotText(mode), x: plots.key.tonics.map(plotText), y: plots.key.modes[mode], marker: { color: i ? "#9467bd" : "#ff7f0e" } };
-      }), { barmode: "group", yaxis: countAxis([].concat.apply([], modes.map(function (m) { return plots.key.modes[m]; }))), legend: { orientation: "h", y: 1.12 } });
+      }), { barmode: "group", yaxis: countAxis([].concat.apply([], modes.map(function (m) { return plots.key.modes[m]; }))), legend: { orientation: "h", y: 1.12 } }));
     } else noData(div, missing);
     div = document.getElementById("plot-vocals");
     if (plots.vocals) {
-      plot(div, [barsOf(plots.vocals, "#d62728", "tracks")], { xaxis: { title: { text: "% of the track with vocal activity" }, range: [0, 100] }, yaxis: countAxis(plots.vocals.counts), bargap: 0.05 });
+      drawn.push(plot(div, [barsOf(plots.vocals, "#d62728", "tracks")], { xaxis: { title: { text: "% of the track with vocal activity" }, range: [0, 100] },
+        yaxis: countAxis(plots.vocals.counts), bargap: 0.05 }));
       note("note-vocals", plots.vocals.n + " tracks, 5 % bins.");
     } else noData(div, missing);
+    return Promise.all(drawn);
   }
 
   // Numeric filter: "120", ">120", "<= -14", "100..130" (or "100-130" for positives).
@@ -436,10 +457,10 @@
     document.getElementById("subtitle").textContent = summary.output + " · written " + summary.generated_at;
     renderRun(summary);
     renderFailures(summary.failures);
-    renderCorpusPlots(summary);
-    document.body.dataset.rendered = "summary";
+    document.body.dataset.front = "ready";
     performance.mark("stembeam:summary");  // tests/benchmarks/report_scale.py reads these marks
-    // The table after the summary has been drawn: a large corpus's table is the one big file.
+    // Then the table, then the plots: a large corpus's table is the one big data file, plotly.js
+    // the one big script; loaded one after the other, the table is usable before plotly is parsed.
     loadScript("data/tracks.js").then(function () {
       STORE.trackTable = new TrackTable(STORE.table);
       document.getElementById("table-status").textContent = STORE.table.rows + " tracks; click a column to sort, type in the boxes below it to filter.";
@@ -448,6 +469,9 @@
     }, function (error) {
       document.getElementById("table-status").textContent = String(error.message);
       document.body.dataset.table = "error";
+    }).then(loadPlotly).then(function () { return renderCorpusPlots(summary); }).then(function () {
+      document.body.dataset.plots = "ready";
+      performance.mark("stembeam:plots");
     });
   }
 
@@ -677,18 +701,25 @@
     renderPlayers(track);
     renderFacts(track);
     var duration = track.duration_s || 1;
-    return Promise.all([renderLoudness(track, duration), renderEvents(track, duration), renderF0(track, duration), renderOverview(track, duration)]);
+    return loadPlotly().then(function () {
+      return Promise.all([renderLoudness(track, duration), renderEvents(track, duration), renderF0(track, duration), renderOverview(track, duration)]);
+    });
   }
 
-  function renderTrack() {
+  var shown = 0;  // the latest track view asked for: an earlier one still loading is dropped
+
+  function renderTrack(id) {
     var summary = STORE.summary;
-    var id;
-    try {
-      id = decodeURIComponent(location.hash.replace(/^#/, ""));
-    } catch (error) {
-      id = location.hash.replace(/^#/, "");  // not percent-encoded as the table's links are: taken as it is
+    var token = ++shown;
+    document.body.dataset.track = "";
+    document.body.dataset.trackId = "";
+    function done(state) {
+      document.body.dataset.trackId = id;
+      document.body.dataset.track = state;
     }
-    document.body.dataset.rendered = "";
+    ["track-title", "track-status", "track-reason"].forEach(function (name) { document.getElementById(name).textContent = ""; });
+    clear(document.getElementById("players"));
+    clear(document.getElementById("facts-body"));
     if (!summary) {
       document.getElementById("track-title").textContent = "data/summary.js is missing: write the report again (stembeam report OUTPUT).";
       return;
@@ -701,31 +732,56 @@
     var name = "shard:" + shard;
     var ready = STORE[name] ? Promise.resolve() : loadScript(shardFile(shard));
     ready.then(function () {
+      if (token !== shown) return;
       var track = STORE[name] && Object.prototype.hasOwnProperty.call(STORE[name], id) ? STORE[name][id] : null;
       if (!track) {
         document.getElementById("track-title").textContent = id;
         document.getElementById("track-status").textContent = "This track is not in the report.";
-        document.body.dataset.rendered = "missing";
+        done("missing");
         return;
       }
       return showTrack(track).then(function () {
-        document.body.dataset.rendered = "track";
+        if (token !== shown) return;
+        done("ready");
         performance.mark("stembeam:track");
       });
     }).catch(function (error) {
       document.getElementById("track-status").textContent = String(error.message);
-      document.body.dataset.rendered = "error";
+      done("error");
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    if (!window.Plotly) {
-      document.body.insertBefore(el("p", "empty", "assets/plotly.min.js is missing: write the report again (stembeam report OUTPUT)."), document.body.firstChild);
-      window.Plotly = { newPlot: function (div) { noData(div, "plotly.js missing"); return Promise.resolve(); }, purge: function () {} };
+  var frontDrawn = false, frontScroll = 0;
+
+  function route() {
+    var front = document.getElementById("front"), view = document.getElementById("track");
+    var hash = location.hash;
+    if (hash.indexOf(TRACK_HASH) === 0) {
+      var id = hash.slice(TRACK_HASH.length);
+      try {
+        id = decodeURIComponent(id);
+      } catch (error) {
+        // not percent-encoded as the table's links are: taken as it is
+      }
+      if (!front.hidden) frontScroll = window.scrollY;
+      front.hidden = true;
+      view.hidden = false;
+      window.scrollTo(0, 0);
+      renderTrack(id);
+      return;
     }
-    if (document.body.dataset.page === "track") {
-      window.addEventListener("hashchange", renderTrack);
-      renderTrack();
-    } else renderIndex();
+    document.querySelectorAll("#players audio").forEach(function (audio) { audio.pause(); });
+    view.hidden = true;
+    front.hidden = false;
+    if (STORE.summary) document.title = "stembeam report: " + STORE.summary.title;
+    if (!frontDrawn) {
+      frontDrawn = true;
+      renderIndex();  // only when first shown: a track view opened from a link does not load the table
+    } else window.scrollTo(0, frontScroll);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    window.addEventListener("hashchange", route);
+    route();
   });
 })();
