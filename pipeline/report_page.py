@@ -149,6 +149,14 @@ def audio_href(uri: Optional[str], output: str) -> Optional[str]:
     return urllib.parse.quote(path, safe="/")
 
 
+def stem_href(uri: str) -> str:
+    """A relative URL from ``{output}/report/`` to a stem the pipeline wrote: stems are always at
+    ``{output}/stems/{track folder}/{file}``, so the link holds wherever the output is, however
+    ``--output`` was spelled (a relative path, gs://) and wherever the folder was copied."""
+    folder, name = uri.replace("\\", "/").rstrip("/").split("/")[-2:]
+    return "../stems/" + urllib.parse.quote(folder, safe="") + "/" + urllib.parse.quote(name, safe="")
+
+
 # ---------------------------------------------------------------------------------------------
 # Statistics for the corpus plots (aggregates only: the front page does not grow with the corpus)
 
@@ -406,8 +414,11 @@ def _track_data(track: _Track, features: _Features, series: dict, stems: list, o
             uri = features.sources["source_uri"][index]
         if uri is None and index is None:
             continue
-        # A failed track's source gets no player: it is named as text with the reason.
-        entry = {"name": name, "uri": uri, "href": None if track.status == "error" and track.separated else audio_href(uri, output)}
+        if track.status == "error" and track.separated:
+            href = None  # a failed track's source gets no player: it is named as text with the reason
+        else:
+            href = stem_href(uri) if stem_row else audio_href(uri, output)
+        entry = {"name": name, "uri": uri, "href": href}
         if stem_row:
             entry.update(duration_s=_number(stem_row["duration_s"], 4), sample_rate=stem_row["sample_rate"], channels=stem_row["channels"],
                          codec=stem_row["codec"])

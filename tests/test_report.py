@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -23,7 +24,7 @@ from stembeam.model.features.schema import FRAMES_SCHEMA, SOURCES_SCHEMA, TRACKS
 from stembeam.pipeline import report_page
 from stembeam.pipeline.outputs import OutputTables
 from stembeam.pipeline.report_page import PageSettings, audio_href, box, build_report, histogram, reason_group, script_json, shard_of
-from stembeam.transforms.records import METADATA_SCHEMA, error_row, metadata_row
+from stembeam.transforms.records import METADATA_SCHEMA, Track, error_row, metadata_row
 from tests.conftest import REPO
 
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>\u2028&amp;"
@@ -75,6 +76,14 @@ def test_audio_links_are_relative_to_the_report_folder_and_percent_encoded(tmp_p
     assert audio_href(None, output) is None
 
 
+def test_stem_links_hold_wherever_the_output_is():
+    """The pipeline writes stems at {output}/stems/{folder}/{file}: their links are ../stems/...
+    however --output was spelled (relative, gs://) and wherever the folder is now."""
+    for uri in ("out/stems/a b/vocals.wav", "/data/out/stems/a b/vocals.wav", "gs://bucket/out/stems/a b/vocals.wav", "file:///o/stems/a b/vocals.wav"):
+        assert report_page.stem_href(uri) == "../stems/a%20b/vocals.wav"
+    assert report_page.stem_href('/o/stems/_script_alert(1)_"x#?/v.wav') == "../stems/_script_alert%281%29_%22x%23%3F/v.wav"
+
+
 def test_failures_group_by_reason_without_their_file_names():
     a = "/music/a.mp3: not decodable as audio (ffmpeg: Invalid data found when processing input)"
     b = "gs://b/x y.mp3: not decodable as audio (ffmpeg: Invalid data found when processing input)"
@@ -119,6 +128,29 @@ def test_envelope_db_is_the_power_mean_of_equal_spans():
     assert len(odd) == ENVELOPE_POINTS and odd[0] > odd[-1]
 
 
+def test_envelope_db_of_an_analysed_source(tmp_path):
+    """The sources table's envelope_db from the analysis of a real file: 6 s of a sine at -20 dBFS
+    RMS then 4 s of silence give -20 dB over the first 60 % of the points (the spans across the
+    edge between) and the floor after; stereo or mono, 44.1 or 48 kHz alike."""
+    import soundfile
+
+    from stembeam.model.features.analysis import SourceInput, analyse_track
+
+    for rate, channels in ((44100, 2), (48000, 1)):
+        t = np.arange(6 * rate) / rate
+        tone = np.sqrt(2) * 0.1 * np.sin(2 * np.pi * 440 * t)  # RMS 0.1: -20 dBFS
+        signal = np.concatenate([tone, np.zeros(4 * rate)])
+        path = str(tmp_path / f"tone-{rate}.wav")
+        soundfile.write(path, np.repeat(signal[:, None], channels, axis=1).astype(np.float32), rate, subtype="FLOAT")
+        (row,) = analyse_track("tone", {"mixture": SourceInput(path)}).sources
+        envelope = row["envelope_db"]
+        assert len(envelope) == ENVELOPE_POINTS
+        assert envelope[2:118] == [-20] * 116 and envelope[122:] == [-120] * 78, envelope
+        assert -24 <= envelope[0] <= -20  # the first frame is centred on the first sample (zero padding before it)
+        edge = envelope[118:122]
+        assert edge == sorted(edge, reverse=True) and len([v for v in edge if -120 < v < -20]) <= 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables as the jobs write them
 
@@ -129,7 +161,8 @@ def _metadata(tracks: dict, failed: dict, output: str, created=T0) -> pa.Table:
     for k, (track_id, (stems, duration)) in enumerate(tracks.items()):
         when = created + datetime.timedelta(seconds=10 * k)
         for stem in stems:
-            row = metadata_row(track_id, f"/music/{k}.flac", stem, f"{output}/stems/{track_id}/{stem}.wav", f"spleeter:{len(stems)}stems", "wav",
+            folder = Track(track_id, f"/music/{k}.flac").folder_name  # where the pipeline writes them
+            row = metadata_row(track_id, f"/music/{k}.flac", stem, f"{output}/stems/{folder}/{stem}.wav", f"spleeter:{len(stems)}stems", "wav",
                                44100, 2, duration, 0.1, 0.5, "ok", None, "0.1.0", "float32", 16, 1024)
             rows.append({**row, "created_at": when})
     for track_id, (uri, reason) in failed.items():
@@ -218,7 +251,8 @@ def test_two_stems_with_features_frames_a_failure_and_a_hostile_id(tmp_path):
     hostile = _shard(files, HOSTILE, 4)
     assert hostile["id"] == HOSTILE and [s["name"] for s in hostile["sources"]] == ["mixture", "vocals", "accompaniment"]
     vocals = hostile["sources"][1]
-    assert vocals["href"].startswith("../stems/%3Cscript%3Ealert%281%29%3C/script%3E%22%27%3E%3Cimg%20src%3Dx") and vocals["href"].endswith("/vocals.wav")
+    folder = Track(HOSTILE, "/music/2.flac").folder_name
+    assert folder.startswith("_script_alert(1)__script__'__img src=x") and vocals["href"] == "../stems/" + urllib.parse.quote(folder, safe="") + "/vocals.wav"
     assert hostile["sources"][0]["href"] == os.path.relpath("/music/2.flac", os.path.join(output, "report"))
     row = sources.column("source").to_pylist().index("vocals", 6)
     assert np.frombuffer(base64.b64decode(vocals["features"]["envelope_b64"]), np.int8).tolist() == sources.column("envelope_db")[row].as_py()
@@ -252,7 +286,7 @@ def test_five_stems_without_features_and_a_features_only_output(tmp_path):
     assert summary["plots"] == {"loudness": [], "share": [], "tempo": None, "key": None, "vocals": None}
     track = _shard(files, "song 1", summary["shards"])
     assert [s["name"] for s in track["sources"]] == ["mixture", *FIVE] and track["features"] is None and track["series"] is None
-    assert track["sources"][3]["href"] == "../stems/song%201/drums.wav" and track["sources"][3]["duration_s"] == 12.5
+    assert track["sources"][3]["href"] == "../stems/song%201/drums.wav" and track["sources"][3]["duration_s"] == 12.5  # "song 1" is its own folder
 
     sources, tracks, _ = _features(ok)
     files = dict(build_report(OutputTables(None, sources, tracks), _settings(output)))
@@ -358,3 +392,47 @@ def test_crc32_shards_match_zlib():
     in the browser by tests/test_report_browser.py)."""
     for track_id in ("a", HOSTILE, "é/ü", ""):
         assert shard_of(track_id, 97) == zlib.crc32(track_id.encode("utf-8")) % 97
+
+
+def test_a_gs_output_gets_its_report_in_the_bucket(monkeypatch):
+    """`stembeam report gs://...` (gcp-storage-emulator): the tables read and the report written
+    through Beam FileSystems, the stems linked relatively inside the bucket; an earlier report's
+    extra shard is deleted."""
+    import io
+
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage as gcs
+
+    from tests.test_cloud import _free_port
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    env = os.environ.copy()  # the report runs in a process of its own: Beam's GCS client here may know another emulator
+    try:
+        client = gcs.Client.create_anonymous_client()
+        client.project = "test"
+        bucket = client.create_bucket("corpus")
+        output = "gs://corpus/out"
+        ok = {"a b": (TWO, 3.0), HOSTILE: (TWO, 4.0)}
+        tables = OutputTables(_metadata(ok, {"bad": ("gs://corpus/in/bad.mp3", "gs://corpus/in/bad.mp3: not decodable as audio (x)")}, output),
+                              *_features(ok)[:2])
+        for name, table in (("metadata/tracks", tables.metadata), ("features/sources", tables.sources), ("features/tracks", tables.tracks)):
+            data = io.BytesIO()
+            pq.write_table(table, data)
+            bucket.blob(f"out/{name}-00000-of-00001.parquet").upload_from_string(data.getvalue())
+        bucket.blob("out/report/data/tracks/00099.js").upload_from_string(b"stale")
+        done = subprocess.run([sys.executable, "-m", "stembeam", "report", output], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stderr.strip().endswith(f"stembeam report: {output}/report/index.html")
+        names = sorted(blob.name for blob in bucket.list_blobs(prefix="out/report/"))
+        assert names == ["out/report/assets/plotly.min.js", "out/report/assets/report.css", "out/report/assets/report.js", "out/report/data/summary.js",
+                         "out/report/data/tracks.js", "out/report/data/tracks/00000.js", "out/report/index.html"]
+        files = {"shard": bucket.blob("out/report/data/tracks/00000.js").download_as_bytes()}
+        track = _data(files, "shard")["a b"]
+        assert [s["href"] for s in track["sources"]] == [None, "../stems/a%20b/vocals.wav", "../stems/a%20b/accompaniment.wav"]  # mixture: /music/...
+        assert _data(files, "shard")[HOSTILE]["id"] == HOSTILE
+    finally:
+        server.stop()
