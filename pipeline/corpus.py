@@ -391,7 +391,9 @@ def run(argv=None) -> int:
     if report:
         from stembeam.pipeline.report import write_report
 
-        announce(LOGGER, f"stembeam pipeline: report {write_report(job.output, run_started)}")
+        from stembeam.pipeline.flags import given_flags
+
+        announce(LOGGER, f"stembeam pipeline: report {write_report(job.output, run_started, run_flags=given_flags(argv, 'pipeline'))}")
     return 0
 
 

@@ -150,7 +150,9 @@ def run(argv=None) -> int:
     if report:
         from stembeam.pipeline.report import write_report
 
-        announce(LOGGER, f"stembeam features: report {write_report(job.output)}")
+        from stembeam.pipeline.flags import given_flags
+
+        announce(LOGGER, f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
     return 0
 
 

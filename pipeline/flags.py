@@ -174,3 +174,21 @@ def help_requested(argv, name: str) -> bool:
         add(parser)
     parser.print_help()
     return True
+
+
+def given_flags(argv, name: str) -> list:
+    """The flags of ``stembeam NAME`` that ``argv`` sets to other values than their defaults, as
+    ``--flag [value]`` strings (Beam's own options and the console's left out): what a report
+    shows of the run's options."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for add in JOB_HELP[name][1]:
+        if add is not add_job_args:
+            add(parser)
+    given, defaults = parser.parse_known_args(list(argv))[0], parser.parse_known_args([])[0]
+    shown = []
+    for action in parser._actions:  # noqa: SLF001 - argparse's own list of what it parses
+        value = getattr(given, action.dest, None)
+        if not action.option_strings or value == getattr(defaults, action.dest, None):
+            continue
+        shown.append(action.option_strings[0] if isinstance(value, bool) else f"{action.option_strings[0]} {value}")
+    return shown

@@ -43,11 +43,11 @@ def report_root(output: str) -> str:
     return storage.join(output, REPORT_FOLDER)
 
 
-def write_report(output: str, run_started: datetime.datetime | None = None, tracks_per_shard: int | None = None) -> str:
+def write_report(output: str, run_started: datetime.datetime | None = None, tracks_per_shard: int | None = None, run_flags=()) -> str:
     """Read ``output``'s tables once (the frames table batch by batch) and write its report under
     ``{output}/report/`` (files of an earlier report that this one does not have are removed).
-    ``run_started``: the start of the run that just ended, when known; ``tracks_per_shard``: see
-    report_page.PageSettings. Returns the uri of ``index.html``."""
+    ``run_started`` and ``run_flags``: the start and the flags of the run that just ended, when
+    known; ``tracks_per_shard``: see report_page.PageSettings. Returns the uri of ``index.html``."""
     from stembeam import __version__
     from stembeam.pipeline.outputs import read_tables, table_batches
     from stembeam.pipeline.report_page import PageSettings, build_report
@@ -59,7 +59,7 @@ def write_report(output: str, run_started: datetime.datetime | None = None, trac
     except FileNotFoundError as error:
         raise ReportError(f"stembeam report: {error}") from None
     settings = PageSettings(output=output, run_started=run_started, plotly_js=plotly_js, plotly_version=plotly_version, version=__version__,
-                            **({"tracks_per_shard": tracks_per_shard} if tracks_per_shard else {}))
+                            run_flags=tuple(run_flags), **({"tracks_per_shard": tracks_per_shard} if tracks_per_shard else {}))
     frames = table_batches(output, "frames", ("track_id", "source", "frame_hop_s", "rms_db", "f0_hz", "short_term_hop_s", "short_term_lufs"))
     root = report_root(output)
     targets, pending = set(), []

@@ -58,7 +58,8 @@ class PageSettings:
     start of the latest run when known (``pipeline --report``: tracks whose stems are older were
     already done), else runs are told apart by gaps of over ``run_gap_s`` between tracks;
     ``generated_at`` (default: now); ``plotly_js``, the plotly.js bundle written to assets/ (None:
-    the caller writes it); ``tracks_per_shard``, how many tracks' data one file of data/tracks/ holds."""
+    the caller writes it); ``tracks_per_shard``, how many tracks' data one file of data/tracks/ holds;
+    ``run_flags``, the flags the latest run was given, when known (the tables do not keep them all)."""
 
     output: str
     run_started: Optional[datetime.datetime] = None
@@ -68,6 +69,7 @@ class PageSettings:
     plotly_version: Optional[str] = None
     version: Optional[str] = None
     tracks_per_shard: int = TRACKS_PER_SHARD
+    run_flags: tuple = ()  # the latest run's own flags (pipeline/features --report: flags.given_flags)
 
 
 def script_json(name: str, value) -> bytes:
@@ -514,8 +516,9 @@ def _plots(tracks: list, features: _Features, stems: list) -> dict:
             if features.sources["status"][index] == "ok":
                 per_source.setdefault(source, []).append(index)
     order = [MIXTURE] + stems + sorted(set(per_source) - set(stems) - {MIXTURE})
-    loudness = [{"source": s, **b} for s in order if s in per_source for b in [box(features.sources["integrated_lufs"][i] for i in per_source[s])] if b]
-    share = [{"source": s, **b} for s in order if s in per_source and s != MIXTURE for b in [box(features.sources["share_db"][i] for i in per_source[s])] if b]
+    # A source with no value (silent in every track) keeps its place with n = 0: the page says so.
+    loudness = [{"source": s, **(box(features.sources["integrated_lufs"][i] for i in per_source[s]) or {"n": 0})} for s in order if s in per_source]
+    share = [{"source": s, **(box(features.sources["share_db"][i] for i in per_source[s]) or {"n": 0})} for s in order if s in per_source and s != MIXTURE]
     rows = [t.features for t in tracks if t.features is not None]
     tempo = histogram([features.tracks["tempo_bpm"][i] for i in rows], 5.0)
     vocals = histogram([100 * v for v in (features.tracks["vocal_presence_ratio"][i] for i in rows) if v is not None], 5.0, 0.0, 100.0)
@@ -592,6 +595,7 @@ def _summary(tables, settings: PageSettings, ordered: list, features: _Features,
             "features_failed": sum(1 for s in features.tracks["status"] if s == "error"),
         },
         "run_started": settings.run_started.isoformat(timespec="seconds") if settings.run_started else None,
+        "run_flags": list(settings.run_flags),
         "run_gap_s": settings.run_gap_s,
         "runs": runs[-MAX_RUNS:], "more_runs": max(0, len(runs) - MAX_RUNS),
         "failures": _failures(ordered, features),

@@ -387,6 +387,19 @@ def test_help_imports_neither_tensorflow_nor_beam():
     assert done.stdout.split("\n")[:4] == ["report True", "pipeline True", "features True", "[]"]
 
 
+def test_the_latest_runs_flags_are_those_given_other_than_the_defaults():
+    """What `pipeline --report` shows of its own options: the flags not at their defaults, without
+    Beam's options or the console's."""
+    from stembeam.pipeline.flags import given_flags
+
+    argv = ["--manifest", "m.csv", "--output", "o", "--features", "--vocal_pitch", "--report", "--runner", "DirectRunner", "--mwf", "--codec", "flac",
+            "-v", "--progress_interval", "0", "--batch_size", "2"]
+    assert given_flags(argv, "pipeline") == ["--manifest m.csv", "--output o", "--mwf", "--codec flac", "--features", "--vocal_pitch", "--report"]
+    assert given_flags(["--input", "x", "--output", "o", "--feature_frames"], "features") == ["--input x", "--output o", "--feature_frames"]
+    summary = _data(dict(build_report(OutputTables(_metadata({"a": (TWO, 1.0)}, {}, "/o")), _settings("/o", run_flags=("--mwf",)))), report_page.SUMMARY_FILE)
+    assert summary["run_flags"] == ["--mwf"]
+
+
 def test_crc32_shards_match_zlib():
     """shard_of is zlib's CRC-32 of the id's UTF-8 bytes, which report.js computes too (checked
     in the browser by tests/test_report_browser.py)."""

@@ -237,6 +237,8 @@ def test_front_page_opens_offline_with_every_plot_drawn(main, visit, screenshots
     cards = page.eval_on_selector_all("#run-cards .card", "cards => cards.map(c => [c.querySelector('.label').textContent, c.querySelector('.value').textContent])")
     assert ["tracks", "5"] in cards and ["ok", "4"] in cards and ["failed", "1"] in cards
     assert ["separated by the latest run", "4"] in cards and ["already done (earlier runs)", "0"] in cards
+    facts = page.inner_text("#run-facts")
+    assert "--features --vocal_pitch --feature_frames --report" in facts and "spleeter:2stems" in facts
     (error,) = [row["error"] for row in metadata if row["status"] == "error"]
     failures = page.inner_text("#failures-body")
     assert error in failures and "not decodable as audio" in failures

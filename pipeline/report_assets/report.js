@@ -180,6 +180,7 @@
           "; frame series " + (summary.has_frames ? "yes" : "no (--feature_frames)")
         : "none (run with --features, or stembeam features)"],
       ["latest run started", summary.run_started],
+      ["latest run's flags", summary.run_flags.length ? summary.run_flags.join(" ") : (summary.run_started ? "the defaults" : null)],
       ["report written", summary.generated_at + (summary.version ? " by stembeam " + summary.version : "")],
     ]);
     var host = document.getElementById("run-table");
@@ -222,7 +223,7 @@
   }
 
   function boxTraces(stats) {
-    return stats.map(function (s, i) {
+    return stats.filter(function (s) { return s.n > 0; }).map(function (s, i) {
       return {
         type: "box", name: plotText(s.source), x: [plotText(s.source)], q1: [s.q1], median: [s.median], q3: [s.q3], lowerfence: [s.min],
         upperfence: [s.max], mean: [s.mean], marker: { color: colour(s.source, i) }, hoverinfo: "y", showlegend: false,
@@ -255,14 +256,15 @@
     var drawn = [];
     var missing = summary.has_features ? "no values in this output's features" : "no features in this output: run the pipeline with --features (or stembeam features)";
     var div = document.getElementById("plot-loudness");
-    if (plots.loudness.length) {
+    var counted = function (stats) { return stats.map(function (s) { return s.source + " n = " + s.n; }).join(", ") + "."; };
+    if (plots.loudness.some(function (s) { return s.n > 0; })) {
       drawn.push(plot(div, boxTraces(plots.loudness), { yaxis: { title: { text: "LUFS" } }, showlegend: false }));
-      note("note-loudness", "Boxes: quartiles, whiskers: lowest and highest; " + plots.loudness.map(function (s) { return s.source + " n = " + s.n; }).join(", ") + ".");
+      note("note-loudness", "Boxes: quartiles, whiskers: lowest and highest (silent sources have none); " + counted(plots.loudness));
     } else noData(div, missing);
     div = document.getElementById("plot-share");
-    if (plots.share.length) {
+    if (plots.share.some(function (s) { return s.n > 0; })) {
       drawn.push(plot(div, boxTraces(plots.share), { yaxis: { title: { text: "dB re the mixture" } }, showlegend: false }));
-      note("note-share", "10·log10 of the stem's mean square over the mixture's; boxes: quartiles, whiskers: lowest and highest.");
+      note("note-share", "10·log10 of the stem's mean square over the mixture's; boxes: quartiles, whiskers: lowest and highest; " + counted(plots.share));
     } else noData(div, missing);
     div = document.getElementById("plot-tempo");
     if (plots.tempo) {
@@ -273,7 +275,8 @@
     if (plots.key) {
       var modes = Object.keys(plots.key.modes);
       drawn.push(plot(div, modes.map(function (mode, i) {
-        return { type: "bar", name: plotText(mode), x: plots.key.tonics.map(plotText), y: plots.key.modes[mode], marker: { color: i ? "#9467bd" : "#ff7f0e" } };
+        return { type: "bar", name: plotText(mode), x: plots.key.tonics.map(plotText), y: plots.key.modes[mode],
+          marker: { color: { major: "#ff7f0e", minor: "#9467bd" }[mode] || EXTRA_COLOURS[i % EXTRA_COLOURS.length] } };
       }), { barmode: "group", yaxis: countAxis([].concat.apply([], modes.map(function (m) { return plots.key.modes[m]; }))), legend: { orientation: "h", y: 1.12 } }));
     } else noData(div, missing);
     div = document.getElementById("plot-vocals");
