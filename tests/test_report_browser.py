@@ -321,18 +321,22 @@ def test_hostile_id_and_failure_reason_render_as_text(main, visit):
 
 
 def test_every_id_finds_its_shard_in_the_browser(main, visit, tmp_path):
-    """With one track per shard (5 files), report.js's CRC-32 finds each track's file, the hostile
-    id's included; an id that is not in the report says so."""
+    """A copy of the output folder, its report written with one track per shard (5 files):
+    report.js's CRC-32 finds each track's file, the hostile id's included, and the players load
+    the copy's stems; an id that is not in the report says so."""
     from stembeam.pipeline.report import write_report
 
     output, report, _ = main
-    copy = str(tmp_path / "out")
-    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("stems", "report"))
+    copy = str(tmp_path / "copied")
+    shutil.copytree(output, copy, ignore=shutil.ignore_patterns("report"))
     write_report(copy, tracks_per_shard=1)
     assert _data(os.path.join(copy, "report"), "data/summary.js")["shards"] == 5
     for track_id in [*CC0_SONGS, "broken-row", HOSTILE_ID]:
         page = visit.track(os.path.join(copy, "report"), track_id)
         assert page.inner_text("#track-title") == track_id
+        if track_id != "broken-row":
+            assert [p[0] for p in _players(page)] == ["mixture", "vocals", "accompaniment"]
+    assert {url for url in visit.requests if "/stems/" in url} and all(url.startswith("file://" + copy) for url in visit.requests if "/stems/" in url)
     page = visit.track(os.path.join(copy, "report"), "no such track", "missing")
     assert page.inner_text("#track-status") == "This track is not in the report."
     visit.check_clean()
