@@ -389,9 +389,8 @@ def run(argv=None) -> int:
         f"stems under {storage.join(job.output, 'stems')}, metadata under {storage.join(job.output, 'metadata')}"
     ))
     if report:
-        from stembeam.pipeline.report import write_report
-
         from stembeam.pipeline.flags import given_flags
+        from stembeam.pipeline.report import write_report
 
         announce(LOGGER, f"stembeam pipeline: report {write_report(job.output, run_started, run_flags=given_flags(argv, 'pipeline'))}")
     return 0

@@ -148,9 +148,8 @@ def run(argv=None) -> int:
         f"tables under {features_root(job.output)}"
     ))
     if report:
-        from stembeam.pipeline.report import write_report
-
         from stembeam.pipeline.flags import given_flags
+        from stembeam.pipeline.report import write_report
 
         announce(LOGGER, f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
     return 0

@@ -77,7 +77,7 @@ def write_report(output: str, run_started: datetime.datetime | None = None, trac
     folders = {root}
     for uri in targets:
         parent = uri.rsplit("/", 1)[0]
-        while parent not in folders:
+        while parent not in folders and "/" in parent:
             folders.add(parent)
             parent = parent.rsplit("/", 1)[0]
     found = [*storage.list_matching(root, "*"), *storage.list_matching(root, "*", "*"), *storage.list_matching(root, "data", "tracks", "*")]

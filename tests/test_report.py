@@ -134,7 +134,7 @@ def test_envelope_db_of_an_analysed_source(tmp_path):
     edge between) and the floor after; stereo or mono, 44.1 or 48 kHz alike."""
     import soundfile
 
-    from stembeam.model.features.analysis import SourceInput, analyse_track
+    from stembeam.model.features.analysis import SourceInput, analyse_source
 
     for rate, channels in ((44100, 2), (48000, 1)):
         t = np.arange(6 * rate) / rate
@@ -142,8 +142,7 @@ def test_envelope_db_of_an_analysed_source(tmp_path):
         signal = np.concatenate([tone, np.zeros(4 * rate)])
         path = str(tmp_path / f"tone-{rate}.wav")
         soundfile.write(path, np.repeat(signal[:, None], channels, axis=1).astype(np.float32), rate, subtype="FLOAT")
-        (row,) = analyse_track("tone", {"mixture": SourceInput(path)}).sources
-        envelope = row["envelope_db"]
+        envelope = analyse_source(path, SourceInput(path)).row()["envelope_db"]  # the sources table's column
         assert len(envelope) == ENVELOPE_POINTS
         assert envelope[2:118] == [-20] * 116 and envelope[122:] == [-120] * 78, envelope
         assert -24 <= envelope[0] <= -20  # the first frame is centred on the first sample (zero padding before it)
