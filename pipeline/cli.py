@@ -1,4 +1,4 @@
-"""The ``stembeam`` command: ``separate``, ``pipeline``, ``evaluate``, ``prepare-dataset``, ``train``, ``export``."""
+"""The ``stembeam`` command: ``separate``, ``pipeline``, ``evaluate``, ``prepare-dataset``, ``train``, ``export``, ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -91,6 +91,12 @@ def _export(args) -> int:
     return 0
 
 
+def _write_report(args) -> int:
+    from stembeam.pipeline.report import run
+
+    return run(args)
+
+
 def _pipeline(argv) -> int:
     with collector_paused():
         from stembeam.pipeline.corpus import run
@@ -166,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output_path", required=True)
     add_console_args(exp)
     exp.set_defaults(handler=_export)
+
+    rep = commands.add_parser(
+        "report", help="write OUTPUT/report/: a web page of a finished output (runs, failures, corpus plots, every track's stems to hear)",
+        description="Write OUTPUT/report/index.html (and its data) from the tables of a finished `stembeam pipeline` or `stembeam features` "
+        "output, local or gs://. The folder opens in a browser from disk, with no server and no network; needs `pip install 'stembeam[report]'`.",
+    )
+    rep.add_argument("output", metavar="OUTPUT", help="the output folder (its metadata/ and/or features/ tables)")
+    add_console_args(rep)
+    rep.set_defaults(handler=_write_report)
 
     commands.add_parser("pipeline", help="the corpus job on Apache Beam (see `stembeam pipeline --help`)", add_help=False)
     commands.add_parser("evaluate", help="museval scores of a dataset with ground truth, as a Beam job (see `stembeam evaluate --help`)", add_help=False)

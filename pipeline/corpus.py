@@ -25,7 +25,7 @@ from stembeam.model.encode import CODECS, TEMP_PREFIX, check_bit_depth, check_bi
 from stembeam.pipeline import __version__
 from stembeam.pipeline.jobs import (
     UsageError, announce, drop_staging, help_requested, in_process, parse, private_tempdir, require, run_with_progress, summary, table_staging,
-    timing,
+    timing, wants_report,
 )
 from stembeam.pipeline.options import FeatureOptions, JobOptions, StembeamOptions
 from stembeam.pipeline.output_lock import OutputLock
@@ -439,6 +439,7 @@ def run(argv=None) -> int:
         return 0
     started = time.monotonic()
     run_started = datetime.datetime.now(datetime.timezone.utc)
+    report = wants_report(argv, "pipeline")
     finished = run_pipeline(argv)
     result, job = finished.result, finished.options
     if result is None:
@@ -453,6 +454,11 @@ def run(argv=None) -> int:
     ))
     for line in failure_lines(job.output, counts["tracks_failed"]):
         announce(LOGGER, line)
+    if report:
+        from stembeam.pipeline.flags import given_flags
+        from stembeam.pipeline.report import write_report
+
+        announce(LOGGER, f"stembeam pipeline: report {write_report(job.output, run_started, run_flags=given_flags(argv, 'pipeline'))}")
     return exit_status(counts["tracks_failed"], job.view_as(JobOptions).allow_failures)
 
 

@@ -15,7 +15,9 @@ import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
 from stembeam.pipeline.corpus import output_session
-from stembeam.pipeline.jobs import announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing
+from stembeam.pipeline.jobs import (
+    announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing, wants_report,
+)
 from stembeam.pipeline.options import FeatureOptions, StembeamOptions
 from stembeam.transforms import storage
 from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
@@ -122,6 +124,7 @@ def run(argv=None) -> int:
     argv = list(argv or [])
     if help_requested(argv, "features"):
         return 0
+    report = wants_report(argv, "features")
     options = parse(argv, "features")
     job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
     require("stembeam features", {"--input": features.input, "--output": job.output})
@@ -145,6 +148,11 @@ def run(argv=None) -> int:
         f"{counts['features_tracks_failed']} with errors in {timing(started, status.separated if status else 0)}; "
         f"tables under {features_root(job.output)}"
     ))
+    if report:
+        from stembeam.pipeline.flags import given_flags
+        from stembeam.pipeline.report import write_report
+
+        announce(LOGGER, f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
     return 0
 
 

@@ -137,6 +137,14 @@ def add_feature_args(parser) -> None:
     parser.add_argument("--feature_plots", "--feature-plots", action="store_true", default=False, help="features: one PNG per track under {output}/features/plots/")
 
 
+def add_report_arg(parser) -> None:
+    """--report of ``stembeam pipeline`` and ``stembeam features``."""
+    parser.add_argument(
+        "--report", action="store_true", default=False,
+        help="after the job, write {output}/report/: a web page of the output (as `stembeam report OUTPUT`; needs stembeam[report])",
+    )
+
+
 def add_features_input_args(parser) -> None:
     parser.add_argument(
         "--input", default=None,
@@ -158,8 +166,10 @@ def _prepare_shared(parser) -> None:
 
 # name -> (description, flag adders): what `stembeam NAME --help` shows, without importing the job.
 JOB_HELP = {
-    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_job_args)),
-    "features": ("MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_job_args)),
+    "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_report_arg, add_job_args)),
+    "features": (
+        "MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_report_arg, add_job_args),
+    ),
     "evaluate": (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
         "--manifest is the corpus job's; give the dataset as --dataset. "
@@ -183,3 +193,21 @@ def help_requested(argv, name: str) -> bool:
         add(parser)
     parser.print_help()
     return True
+
+
+def given_flags(argv, name: str) -> list:
+    """The flags of ``stembeam NAME`` that ``argv`` sets to other values than their defaults, as
+    ``--flag [value]`` strings (Beam's own options and the console's left out): what a report
+    shows of the run's options."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for add in JOB_HELP[name][1]:
+        if add is not add_job_args:
+            add(parser)
+    given, defaults = parser.parse_known_args(list(argv))[0], parser.parse_known_args([])[0]
+    shown = []
+    for action in parser._actions:  # noqa: SLF001 - argparse's own list of what it parses
+        value = getattr(given, action.dest, None)
+        if not action.option_strings or value == getattr(defaults, action.dest, None):
+            continue
+        shown.append(action.option_strings[0] if isinstance(value, bool) else f"{action.option_strings[0]} {value}")
+    return shown

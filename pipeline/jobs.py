@@ -88,6 +88,26 @@ def parse(argv, name: str) -> PipelineOptions:
     return options
 
 
+def wants_report(argv, name: str) -> bool:
+    """Whether ``stembeam NAME argv`` asks for ``--report``; if so, that the report can be written
+    (UsageError naming the missing extra now, not after the job)."""
+    import argparse
+
+    from stembeam.pipeline.flags import add_report_arg
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_report_arg(parser)
+    if not parser.parse_known_args(list(argv))[0].report:
+        return False
+    from stembeam.pipeline.report import ReportError, check_available
+
+    try:
+        check_available()
+    except ReportError as error:
+        raise UsageError(f"stembeam {name} --report: {error}") from None
+    return True
+
+
 def require(prog: str, flags: dict) -> None:
     """UsageError naming every required flag (``{"--flag": value}``) that has no value."""
     missing = [flag for flag, value in flags.items() if not value]

@@ -46,3 +46,11 @@ class FeatureOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         flags.add_features_input_args(parser)
         flags.add_feature_args(parser)
+
+
+class ReportOptions(PipelineOptions):
+    """``--report`` of ``stembeam pipeline`` and ``stembeam features``: the web page after the job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        flags.add_report_arg(parser)

@@ -53,15 +53,17 @@ class OutputTables:
         return pa.concat_tables([metadata, added])
 
 
-def read_tables(uri: str) -> OutputTables:
+def read_tables(uri: str, frames: bool = True) -> OutputTables:
     """The tables of the output folder ``uri`` (local or any Beam filesystem, e.g. gs://) of
-    ``stembeam pipeline`` (with or without ``--features``) or ``stembeam features``.
+    ``stembeam pipeline`` (with or without ``--features``) or ``stembeam features``; without
+    ``frames``, not the frame series (``table_batches`` reads them piece by piece).
 
     Raises FileNotFoundError naming the folder when it holds neither ``metadata/tracks-*.parquet``
     nor ``features/sources-*.parquet``."""
     metadata = _read(storage.join(uri, "metadata"), "tracks")
     features = storage.join(uri, "features")
-    tables = OutputTables(metadata, *(_read(features, name) for name in ("sources", "tracks", "frames")))
+    names = ("sources", "tracks", "frames") if frames else ("sources", "tracks")
+    tables = OutputTables(metadata, *(_read(features, name) for name in names))
     if metadata is None and tables.sources is None:
         raise FileNotFoundError(f"{uri}: no metadata/tracks-*.parquet and no features/sources-*.parquet (not a finished stembeam output)")
     return tables
@@ -75,6 +77,16 @@ def read_output(uri: str, to_pandas: bool = False):
     ``pandas.DataFrame`` with ``to_pandas``. ``read_tables`` gives the tables one by one."""
     table = read_tables(uri).stems()
     return table.to_pandas() if to_pandas else table
+
+
+def table_batches(uri: str, name: str, columns=None, batch_rows: int = 256):
+    """Record batches of the feature table ``name`` (``sources``, ``tracks`` or ``frames``) of the
+    output ``uri``, file by file and row group by row group (``columns``: only these, where the
+    file has them): a table larger than memory read once. Nothing when there is no such table."""
+    for file in storage.list_matching(storage.join(uri, "features"), f"{name}-*.parquet"):
+        with storage.local_copy(file) as path, pq.ParquetFile(path) as table:
+            present = None if columns is None else [c for c in columns if c in table.schema_arrow.names]
+            yield from table.iter_batches(batch_size=batch_rows, columns=present)
 
 
 def _read(folder: str, name: str) -> pa.Table | None:

@@ -23,11 +23,14 @@ needs_shared = pytest.mark.skipif(not os.path.isdir(MODELS), reason=f"reference 
 
 # setup.py's package_dir: the checkout's folders are the subpackages of the one `stembeam` package.
 PACKAGE_FOLDERS = {"stembeam": "stembeam", **{f"stembeam/{sub}": sub for sub in ("model", "pipeline", "transforms", "launch")}}
+# setup.py's package_data: the report's page and scripts.
+PACKAGE_DATA = ("stembeam/pipeline/report_assets", (".html", ".js", ".css"))
 
 
 def package_modules(root: str = REPO) -> set:
     """The .py files of the checkout ``root``'s package folders as a wheel names them
-    (``stembeam/model/features/spectral.py``, ...): what an installed stembeam must hold."""
+    (``stembeam/model/features/spectral.py``, ...), and the package data (the report's page):
+    what an installed stembeam must hold."""
     names = set()
     for package, folder in PACKAGE_FOLDERS.items():
         for parent, dirs, files in os.walk(os.path.join(root, folder)):
@@ -35,7 +38,7 @@ def package_modules(root: str = REPO) -> set:
             dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
             inside = os.path.relpath(parent, os.path.join(root, folder))
             prefix = package if inside == "." else f"{package}/{inside.replace(os.sep, '/')}"
-            names.update(f"{prefix}/{name}" for name in files if name.endswith(".py"))
+            names.update(f"{prefix}/{name}" for name in files if name.endswith(".py") or (prefix == PACKAGE_DATA[0] and name.endswith(PACKAGE_DATA[1])))
             if package == "stembeam":
                 dirs[:] = []  # the root package's folder holds only its own modules
     return names

@@ -6,4 +6,5 @@ memory does not grow with the track's length. ``analysis.analyse_track`` ties th
 
 # Bump when any feature's definition changes: stored per-track results of another version are recomputed.
 # 2: share_db from mean squares, frame rms_db window-compensated, exact 10 ms loudness ticks, stems_created_at.
-FEATURE_VERSION = "2"
+# 3: envelope_db (each source's level over time in 200 points).
+FEATURE_VERSION = "3"

@@ -26,6 +26,7 @@ import soxr
 
 from stembeam.model.decode import AudioDecodeError, decode_blocks
 from stembeam.model.features import FEATURE_VERSION
+from stembeam.model.features.envelope import envelope_db
 from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
 from stembeam.model.features.loudness import LoudnessMeter, TICK_S
 from stembeam.model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
@@ -300,6 +301,7 @@ class SourceAnalyser:
             "rms_dbfs": meter.rms_dbfs(),
             **self.spectral.summary(),
             "onset_rate_hz": onset_rate_hz(self.onset_envelope),
+            "envelope_db": envelope_db(self.frame_db),
         }
 
 

@@ -28,6 +28,7 @@ SOURCES_SCHEMA = pa.schema([
     ("zero_crossing_rate_mean", pa.float64()),
     ("onset_rate_hz", pa.float64()),
     ("mfcc_mean", pa.list_(pa.float64())),
+    ("envelope_db", pa.list_(pa.int8())),  # level of 200 equal spans of the source, dBFS, whole dB (model/features/envelope.py)
     ("status", pa.string()),
     ("error", pa.string()),
     ("feature_version", pa.string()),
