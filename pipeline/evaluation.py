@@ -2,18 +2,21 @@
 museval per 1 s window -> Parquet, per-track medians, Table-1 medians, summary.csv, SDR box plot."""
 from __future__ import annotations
 
-import logging
+import dataclasses
 import sys
 import time
+from typing import Optional
 
 import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
-from stembeam.pipeline.corpus import check_block_frames, check_options, drop_stale_metadata, filter_name, output_session, prepare_model, separate_tracks
-from stembeam.pipeline.jobs import (
-    UsageError, announce, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing,
-)
+from stembeam.pipeline.jobs import UsageError, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, table_staging
 from stembeam.pipeline.options import EvaluateOptions, StembeamOptions
+from stembeam.pipeline.prepared_model import ModelRequest, prepare_model
+from stembeam.pipeline.separation import SeparationRun, check_block_frames, check_options, earlier_rows, filter_name, metadata_rows, separate_step
+from stembeam.pipeline.session import output_session
+from stembeam.pipeline.summary import announce, counters, timing
+from stembeam.pipeline.tables import drop_stale_metadata
 from stembeam.transforms import storage
 from stembeam.model.encode import CODECS
 from stembeam.transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, stem_candidates
@@ -21,8 +24,8 @@ from stembeam.transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, Ev
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from stembeam.transforms.report import WriteReport
 from stembeam.transforms.staged import WriteStaged
+from stembeam.transforms.write import WriteMetadata
 
-LOGGER = logging.getLogger("stembeam.evaluate")
 COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_failed")
 
 
@@ -83,35 +86,60 @@ def _dataset_error_row(error, labels):
     return failed_row(track_id, None, reason, labels)
 
 
-def build(pipeline: beam.Pipeline, job: StembeamOptions, evaluation: EvaluateOptions, model, labels: dict, description: str, run_id=None, codec=None,
-          staging=None):
-    """Wire the evaluation job's named transforms into ``pipeline``; its tables are written
-    under ``staging`` (pipeline.jobs.table_staging) and moved into ``evaluation/`` when complete."""
-    staging = staging or table_staging(job.output, run_id, job)
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """One evaluation run: its options, the labels and description of its tables, how the
+    estimates are made (``separation``: None with --estimates, which are read instead), the codec
+    that picks among estimate files (None: any) and where its tables are staged."""
+
+    options: StembeamOptions
+    evaluation: EvaluateOptions
+    labels: dict
+    description: str
+    separation: Optional[SeparationRun] = None
+    codec: Optional[str] = None
+    staging: Optional[str] = None
+
+
+def build(pipeline: beam.Pipeline, scoring: Scoring) -> None:
+    """The evaluation job's steps, in order; its tables are written under ``scoring.staging``
+    (pipeline.jobs.table_staging) and moved into ``evaluation/`` when complete."""
+    job, evaluation, labels = scoring.options, scoring.evaluation, scoring.labels
     dataset = pipeline | "ReadDataset" >> ReadDataset(evaluation.dataset, evaluation.split, job.limit, evaluation.dataset_root)
     input_failures = dataset["errors"] | "DatasetErrorRows" >> beam.Map(_dataset_error_row, labels)
-    if evaluation.estimates:
-        paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(FindEstimates(evaluation.estimates, labels, codec)).with_outputs(TRACKS, main="pairs")
+    if scoring.separation is None:
+        finder = FindEstimates(evaluation.estimates, labels, scoring.codec)
+        paired = dataset["tracks"] | "FindEstimates" >> beam.ParDo(finder).with_outputs(TRACKS, main="pairs")
     else:
-        mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
-        rows = separate_tracks(mixtures, dataset["errors"], job, model, run_id, progress=False, staging=staging)
-        paired = (
-            {
-                "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
-                "rows": rows | "KeyRows" >> beam.Map(lambda r: (r["track_id"], r)),
-            }
-            | "JoinStems" >> beam.CoGroupByKey()
-            | "PairEstimates" >> beam.ParDo(JoinEstimates(labels)).with_outputs(TRACKS, main="pairs")
-        )
+        paired = _separated(dataset, scoring.separation, labels)
     scored = paired.pairs | "Evaluate" >> beam.ParDo(EvaluateTrack(labels)).with_outputs(TRACKS, main="windows")
     track_rows = (scored[TRACKS], paired[TRACKS], input_failures) | "AllTrackRows" >> beam.Flatten()
-    folder, staged = evaluation_output(job.output), storage.join(staging, "evaluation")
-    scored.windows | "WriteWindows" >> WriteStaged(
-        lambda prefix: beam.io.WriteToParquet(prefix, schema=WINDOW_SCHEMA, file_name_suffix=".parquet", num_shards=1), staged, folder, "windows")
-    track_rows | "WriteTracks" >> WriteStaged(
-        lambda prefix: beam.io.WriteToParquet(prefix, schema=TRACK_SCHEMA, file_name_suffix=".parquet", num_shards=1), staged, folder, "tracks")
-    track_rows | "Report" >> WriteReport(job.output, description)
+    folder, staged = evaluation_output(job.output), storage.join(scoring.staging, "evaluation")
+    scored.windows | "WriteWindows" >> WriteStaged(_parquet(WINDOW_SCHEMA), staged, folder, "windows")
+    track_rows | "WriteTracks" >> WriteStaged(_parquet(TRACK_SCHEMA), staged, folder, "tracks")
+    track_rows | "Report" >> WriteReport(job.output, scoring.description)
     track_rows | "ProgressOfRows" >> beam.Map(_progress_of_row) | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(job.output)))
+
+
+def _separated(dataset, run: SeparationRun, labels: dict):
+    """The dataset's mixtures separated by the corpus job's own steps (stems and metadata under
+    the output), each track paired with its stems."""
+    mixtures = dataset["tracks"] | "Mixtures" >> beam.Map(DatasetTrack.track)
+    separated = mixtures | "SeparateTracks" >> separate_step(run)
+    rows = metadata_rows(dataset["errors"], separated, earlier_rows(separated, run), run)
+    rows | "WriteMetadata" >> WriteMetadata(run.output, run.staging)
+    return (
+        {
+            "track": dataset["tracks"] | "KeyTracks" >> beam.Map(lambda t: (t.track_id, t)),
+            "rows": rows | "KeyRows" >> beam.Map(lambda r: (r["track_id"], r)),
+        }
+        | "JoinStems" >> beam.CoGroupByKey()
+        | "PairEstimates" >> beam.ParDo(JoinEstimates(labels)).with_outputs(TRACKS, main="pairs")
+    )
+
+
+def _parquet(schema):
+    return lambda prefix: beam.io.WriteToParquet(prefix, schema=schema, file_name_suffix=".parquet", num_shards=1)
 
 
 def _progress_of_row(row: dict) -> tuple:
@@ -189,39 +217,46 @@ def run(argv=None) -> int:
     check_options(job)
     total = dataset_tracks(evaluation.dataset, evaluation.split, job.limit)
     table_staging(job.output, None, options, check_only=True)
+    # With --estimates a codec chooses among files only when it was given.
+    codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
     with output_session(job.output, "stembeam evaluate") as run_id:
-        model = None
-        if evaluation.estimates:
-            labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
-            description = f"estimates from {evaluation.estimates}"
-        else:
-            model = prepare_model(job.model, job.model_dir, job.output, in_process(options), precision=job.precision)
-            check_block_frames(job, model.config)
-            labels = {"model": job.model, "filter": filter_name(job)}
-            description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
-                f", {model.precision} U-nets" if model.precision != "float32" else "")
         staging = table_staging(job.output, run_id, options)
+        scoring = _scoring(options, run_id, staging, codec)
         pipeline = make_pipeline(options)
-        # With --estimates a codec chooses among files only when it was given.
-        codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
-        build(pipeline, job, evaluation, model, labels, description, run_id, codec, staging)
+        build(pipeline, scoring)
         try:
             result, status = run_with_progress(pipeline, options, job.output, total, {})
         finally:
             drop_staging(staging)
+            if scoring.separation is not None:
+                scoring.separation.model.release()
         drop_stale_evaluation(job.output)
-        if model is not None:
-            model.finish()
+        if scoring.separation is not None:
+            scoring.separation.model.finish()
             drop_stale_metadata(job.output)
-    counts = summary(result, COUNTERS) or _counts_from_tracks(job.output)
+    counts = counters(result, COUNTERS) or _counts_from_tracks(job.output)
     table = storage.join(evaluation_output(job.output), "table.md")
     print(storage.read_bytes(table).decode("utf-8"), flush=True)
-    announce(LOGGER, (
+    announce(
         f"stembeam evaluate: {counts['tracks_evaluated']} tracks evaluated, {counts['tracks_not_evaluated'] + counts['tracks_failed']} not evaluated "
         f"in {timing(started, status.separated if status else 0)}; "
         f"tables under {evaluation_output(job.output)}, summary in {storage.join(job.output, 'summary.csv')}"
-    ))
+    )
     return 0
+
+
+def _scoring(options, run_id: Optional[str], staging: str, codec: Optional[str]) -> Scoring:
+    """What this evaluation scores: estimates read from --estimates, or the model's separation."""
+    job, evaluation = options.view_as(StembeamOptions), options.view_as(EvaluateOptions)
+    if evaluation.estimates:
+        labels = {"model": f"estimates:{evaluation.estimates}", "filter": "as given"}
+        return Scoring(job, evaluation, labels, f"estimates from {evaluation.estimates}", codec=codec, staging=staging)
+    model = prepare_model(ModelRequest(job.model, job.model_dir, job.precision), job.output, in_process(options))
+    check_block_frames(job, model.config)
+    description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
+        f", {model.precision} U-nets" if model.precision != "float32" else "")
+    run = SeparationRun(job, model, run_id, staging)
+    return Scoring(job, evaluation, {"model": job.model, "filter": filter_name(job)}, description, run, codec, staging)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ import time
 import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
-from stembeam.pipeline.corpus import output_session
 from stembeam.pipeline.jobs import (
-    announce, drop_staging, help_requested, in_process, parse, require, run_with_progress, summary, table_staging, timing, wants_report,
+    drop_staging, help_requested, in_process, parse, require, run_with_progress, table_staging, wants_report,
 )
+from stembeam.pipeline.session import output_session
+from stembeam.pipeline.summary import announce, counters, timing
 from stembeam.pipeline.options import FeatureOptions, StembeamOptions
 from stembeam.transforms import storage
 from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
@@ -142,8 +143,8 @@ def run(argv=None) -> int:
         finally:
             drop_staging(staging)
         drop_stale_feature_tables(job.output, features.feature_frames)
-    counts = summary(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
-    announce(LOGGER, (
+    counts = counters(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
+    announce((
         f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "
         f"{counts['features_tracks_failed']} with errors in {timing(started, status.separated if status else 0)}; "
         f"tables under {features_root(job.output)}"
@@ -152,7 +153,7 @@ def run(argv=None) -> int:
         from stembeam.pipeline.flags import given_flags
         from stembeam.pipeline.report import write_report
 
-        announce(LOGGER, f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
+        announce(f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
     return 0
 
 

@@ -115,20 +115,6 @@ def require(prog: str, flags: dict) -> None:
         raise UsageError(f"{prog}: {' and '.join(missing)} required (see --help)")
 
 
-def announce(logger, line: str) -> None:
-    """The job's closing line, on stderr."""
-    print(line, file=sys.stderr, flush=True)
-
-
-def timing(started: float, audio_seconds: float) -> str:
-    """``12:03 wall, 28.1x real time``: wall time since ``started`` (time.monotonic())."""
-    from stembeam.pipeline.progress import clock
-
-    wall = time.monotonic() - started
-    speed = f", {audio_seconds / wall:.1f}x real time" if audio_seconds and wall > 0 else ""
-    return f"{clock(wall)} wall{speed}"
-
-
 def run_with_progress(pipeline, options: PipelineOptions, output: str, total: int, lengths: dict):
     """Run ``pipeline`` and wait for it, showing the progress of its marks under ``output``
     (transforms/progress.py; cleared first): ``(result, last progress Status)``."""
@@ -179,52 +165,6 @@ def drop_staging(folder: str) -> None:
         pass
 
 
-RUN_TEMP_PREFIX = "stembeam-run-"
-
-
-@contextlib.contextmanager
-def private_tempdir():
-    """Point Python's temporary folder (``tempfile.tempdir``) at a folder of this run,
-    ``$TMPDIR/stembeam-run-<pid>-*``, removed at the end: Beam leaves empty folders there on
-    every run (``beam-requirements-cache``, its job server's ``beam-temp*``, the stager's
-    ``tmp*``). Such folders of runs whose process is gone (killed) are removed first."""
-    base = tempfile.gettempdir()
-    sweep_dead_run_tempdirs(base)
-    folder = tempfile.mkdtemp(prefix=f"{RUN_TEMP_PREFIX}{os.getpid()}-", dir=base)
-    previous = tempfile.tempdir
-    tempfile.tempdir = folder
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = previous
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def sweep_dead_run_tempdirs(base: str) -> None:
-    """Remove ``stembeam-run-<pid>-*`` folders under ``base`` whose process is gone."""
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(RUN_TEMP_PREFIX):
-            continue
-        pid = name[len(RUN_TEMP_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)):
-            continue
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process (or not ours to judge)
-    return True
-
-
 def dataset_tracks(dataset: str, split, limit) -> int:
     """How many rows (tracks and unusable entries) the job over ``dataset`` will report, listed
     by the launcher before it starts; UsageError (one line) when there is nothing to read."""
@@ -239,20 +179,6 @@ def dataset_tracks(dataset: str, split, limit) -> int:
     if not tracks and len(found) == 1:
         raise UsageError(found[0][2])
     return min(len(tracks), limit if limit is not None else len(tracks)) + len(found) - len(tracks)
-
-
-def summary(result, names) -> dict | None:
-    """``{name: value}`` of the job's ``stembeam`` counters ``names`` (0 when never incremented);
-    None when the runner reports no metrics (some portable runners)."""
-    counts = {name: 0 for name in names}
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # noqa: BLE001 - NotImplementedError or a runner's own error: no metrics
-        return None
-    for counter in counters:
-        if counter.key.metric.namespace == "stembeam" and counter.key.metric.name in counts:
-            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
-    return counts
 
 
 def in_process(options: PipelineOptions) -> bool:

@@ -15,10 +15,11 @@ import tensorflow as tf
 from stembeam.launch.local import make_pipeline
 from stembeam.model.config import ModelConfig, get_config, load_config_file
 from stembeam.model.training import TRAIN, VALIDATION
-from stembeam.pipeline.corpus import output_session
 from stembeam.pipeline.jobs import (
-    UsageError, announce, dataset_tracks, drop_staging, help_requested, parse, require, run_with_progress, summary, table_staging, timing,
+    UsageError, dataset_tracks, drop_staging, help_requested, parse, require, run_with_progress, table_staging,
 )
+from stembeam.pipeline.session import output_session
+from stembeam.pipeline.summary import announce, counters, timing
 from stembeam.pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
 from stembeam.transforms import storage
 from stembeam.transforms.dataset import ReadDataset
@@ -203,12 +204,12 @@ def run(argv=None) -> int:
             drop_staging(staging)
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     # Runners without metrics: the same counts from the stats the job wrote.
-    counts = summary(result, ("examples_written", "tracks_failed")) or {
+    counts = counters(result, ("examples_written", "tracks_failed")) or {
         "examples_written": sum(part["examples"] for part in stats.values() if isinstance(part, dict) and "examples" in part),
         "tracks_failed": len(stats.get("failed", [])),
     }
     print(json.dumps(stats, indent=2), flush=True)
-    announce(LOGGER, (
+    announce((
         f"stembeam prepare-dataset: {counts['examples_written']} examples, {counts['tracks_failed']} tracks failed "
         f"in {timing(started, status.separated if status else 0)}; records under {output}"
     ))

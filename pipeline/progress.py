@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from stembeam.transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, track_key
+from stembeam.transforms.progress import DECODED, DONE, FAILED, SKIPPED, Tally, mark_key
 
 TTY_POLL_SECONDS = 2.0
 BAR_STEPS = 1000
@@ -97,7 +97,7 @@ class Monitor:
 
     def __init__(self, count: Callable[[], Tally], total: int, lengths: dict, interval: float = 30.0, stream=None, tty: Optional[bool] = None):
         self._count, self.total, self._interval = count, total, interval
-        self._lengths = {track_key(track_id): sec for track_id, sec in lengths.items()}
+        self._lengths = {mark_key(track_id): sec for track_id, sec in lengths.items()}
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty() if tty is None else tty
         self._stop = threading.Event()

@@ -65,8 +65,8 @@ def write_manifest(path, rows, columns=("uri", "track_id")) -> str:
 
 def run_corpus(manifest, output, *flags) -> tuple:
     """The corpus job in this process: ``(separated, already done, failed)``."""
-    from stembeam.pipeline.corpus import COUNTERS, run_pipeline
-    from stembeam.pipeline.jobs import summary
+    from stembeam.pipeline.corpus import run_pipeline
+    from stembeam.pipeline.summary import COUNTERS, counters as summary
 
     result = run_pipeline(["--manifest", manifest, "--output", str(output), *flags]).result
     counts = summary(result, COUNTERS)

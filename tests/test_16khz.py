@@ -250,11 +250,11 @@ def test_the_model_export_is_never_reused_across_bands(tmp_path):
     2stems) and F 1024 / 1536 do not reuse each other's; a folder's own model.keras built for F
     1024 is not loaded for a 16 kHz name."""
     from stembeam.model.load import CONFIG_FILE, KERAS_FILE, load_model
-    from stembeam.pipeline.corpus import prepare_model
+    from stembeam.pipeline.prepared_model import ModelRequest, prepare_model
 
     output = str(tmp_path / "out")
-    wide = prepare_model("spleeter:2stems-16kHz", None, output)
-    base = prepare_model("spleeter:2stems", None, output)
+    wide = prepare_model(ModelRequest("spleeter:2stems-16kHz", None), output)
+    base = prepare_model(ModelRequest("spleeter:2stems", None), output)
     assert wide.keras_uri != base.keras_uri and wide.fingerprint == base.fingerprint
     assert _input_shape(wide.keras_uri) == (None, 512, 1536, 2) and _input_shape(base.keras_uri) == (None, 512, 1024, 2)
 
@@ -262,7 +262,7 @@ def test_the_model_export_is_never_reused_across_bands(tmp_path):
     for f in (1024, 1536):
         path = tmp_path / "2stems.json"  # one file edited in place: one config name
         path.write_text(json.dumps(dict(SPLEETER_16KHZ, model_dir=OFFICIAL, F=f)))
-        prepared = prepare_model(str(path), None, output)
+        prepared = prepare_model(ModelRequest(str(path), None), output)
         configs.setdefault(prepared.config.name, set()).add(prepared.keras_uri)
         assert prepared.config.F == f and _input_shape(prepared.keras_uri) == (None, 512, f, 2), f
     assert list(configs) == ["spleeter-config:2stems"] and len(configs["spleeter-config:2stems"]) == 1
@@ -275,8 +275,8 @@ def test_the_model_export_is_never_reused_across_bands(tmp_path):
     config, model = load_model("spleeter:2stems")
     model.save(str(export / KERAS_FILE))
     (export / CONFIG_FILE).write_text(config.to_json())
-    assert prepare_model("spleeter:2stems", str(export), output).keras_uri == str(export / KERAS_FILE)
-    prepared = prepare_model("spleeter:2stems-16kHz", str(export), output)
+    assert prepare_model(ModelRequest("spleeter:2stems", str(export)), output).keras_uri == str(export / KERAS_FILE)
+    prepared = prepare_model(ModelRequest("spleeter:2stems-16kHz", str(export)), output)
     assert prepared.config.name == "spleeter:2stems-16kHz" and prepared.keras_uri.startswith(output)
     assert _input_shape(prepared.keras_uri) == (None, 512, 1536, 2)
     loaded_config, loaded = load_model("spleeter:2stems-16kHz", str(export))

@@ -106,7 +106,7 @@ def test_redone_tracks_lose_their_feature_rows(tmp_path, monkeypatch):
     # A rerun with --codec flac is killed once its stems (and markers) are written, before the
     # metadata table and anything after the job: the tables still match the (old) metadata.
     monkeypatch.setattr(corpus, "WriteMetadata", _NoMetadata)
-    monkeypatch.setattr(corpus, "drop_stale_metadata", lambda output: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+    monkeypatch.setattr(corpus, "drop_stale_tables", lambda output, wanted: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
     with pytest.raises(KeyboardInterrupt):
         _run("--manifest", second, "--output", output, "--codec", "flac")
     monkeypatch.undo()

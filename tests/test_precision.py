@@ -70,8 +70,8 @@ def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_
 
 
 def _run(manifest, output, *flags):
-    from stembeam.pipeline.corpus import COUNTERS, run_pipeline
-    from stembeam.pipeline.jobs import summary
+    from stembeam.pipeline.corpus import run_pipeline
+    from stembeam.pipeline.summary import COUNTERS, counters as summary
 
     result = run_pipeline(["--manifest", manifest, "--output", str(output), *flags]).result
     counts = summary(result, COUNTERS)

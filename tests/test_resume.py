@@ -104,15 +104,15 @@ def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retra
     weights' content hash: same-size weights replaced in place are exported again."""
     import keras
 
-    from stembeam.pipeline.corpus import prepare_model
+    from stembeam.pipeline.prepared_model import ModelRequest, prepare_model
 
     folder = _copy_model(tmp_path / "model")
     output = str(tmp_path / "out")
-    first = prepare_model("spleeter:2stems", folder, output)
+    first = prepare_model(ModelRequest("spleeter:2stems", folder), output)
     first.finish()
     for name in os.listdir(retrained):
         shutil.copy(os.path.join(retrained, name), os.path.join(folder, name))
-    second = prepare_model("spleeter:2stems", folder, output)
+    second = prepare_model(ModelRequest("spleeter:2stems", folder), output)
     second.finish()
     assert first.keras_uri == second.keras_uri and first.fingerprint != second.fingerprint
     exported = keras.models.load_model(second.keras_uri, compile=False)

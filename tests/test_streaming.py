@@ -223,7 +223,7 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     and the start of the next; in-process, on worker processes and in `stembeam separate`, the
     stems are the same bytes."""
     from stembeam.pipeline.corpus import run_pipeline
-    from stembeam.pipeline.jobs import summary
+    from stembeam.pipeline.summary import counters as summary
     from stembeam.pipeline.separate import separate_files
 
     manifest = str(tmp_path / "m.csv")
@@ -256,9 +256,10 @@ def test_a_retried_bundle_finds_its_finished_tracks(tmp_path):
 
     from stembeam.model.decode import load_audio
     from stembeam.model.config import SPLEETER_2STEMS
-    from stembeam.transforms.audio import DONE, DecodeAndChunk
+    from stembeam.transforms.audio import FINISHED_EARLIER, DecodeAndChunk
     from stembeam.transforms.records import Track
     from stembeam.transforms.resume import job_key, source_identity, track_key
+    from stembeam.transforms.stem_files import StemFiles
 
     song = str(tmp_path / "song.wav")
     soundfile.write(song, load_audio(EXAMPLE)[:44100], 44100, subtype="FLOAT")
@@ -273,6 +274,6 @@ def test_a_retried_bundle_finds_its_finished_tracks(tmp_path):
     with open(os.path.join(folder, ".stembeam.json"), "w") as handle:
         json.dump(marker, handle)
     for skip_existing, run_id, expect_done in ((False, "run1", True), (False, "run2", False), (True, "run2", True)):
-        outputs = list(DecodeAndChunk(SPLEETER_2STEMS, str(tmp_path / "out"), key, skip_existing, run_id).process(track))
+        outputs = list(DecodeAndChunk(SPLEETER_2STEMS, StemFiles(str(tmp_path / "out"), key, run_id=run_id, skip_existing=skip_existing)).process(track))
         tags = [getattr(o, "tag", "chunks") for o in outputs]
-        assert (tags == [DONE]) == expect_done, (skip_existing, run_id, tags)
+        assert (tags == [FINISHED_EARLIER]) == expect_done, (skip_existing, run_id, tags)

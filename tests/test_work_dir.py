@@ -83,8 +83,9 @@ def test_the_decoder_refuses_another_users_work_folder(tmpdir_base):
     planted at the predictable name by another user is refused, not used."""
     from stembeam.model.config import get_config
     from stembeam.transforms.audio import DecodeAndChunk
+    from stembeam.transforms.stem_files import StemFiles
 
-    decoder = DecodeAndChunk(get_config("spleeter:2stems"), OUTPUT, {})
+    decoder = DecodeAndChunk(get_config("spleeter:2stems"), StemFiles(OUTPUT, {}))
     folder = decoder._decode_dir()
     assert _mode(folder) == 0o700
     os.chmod(folder, 0o777)

@@ -9,6 +9,7 @@ import pytest
 from stembeam.model.config import SPLEETER_2STEMS, ModelConfig
 from stembeam.transforms.records import Chunk, Track
 from stembeam.transforms.resume import job_key
+from stembeam.transforms.stem_files import StemFiles
 from stembeam.transforms.write import WriteStems
 
 KEY = job_key("spleeter:2stems", "f" * 64, "wav", "128k", "soft")
@@ -25,7 +26,7 @@ def _segments(track_id="t", count=1, samples=44100, value=None):
 
 
 def _writer(output, run_id="run1"):
-    writer = WriteStems(SPLEETER_2STEMS, output, KEY, "128k", "test", run_id)
+    writer = WriteStems(SPLEETER_2STEMS, StemFiles(output, KEY, version="test", run_id=run_id))
     writer.start_bundle()
     return writer
 

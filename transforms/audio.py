@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from stembeam.model.decode import AudioDecodeError, DecodeLimits, decode_to_file, read_raw
@@ -18,56 +16,17 @@ from stembeam.model.config import ModelConfig
 from stembeam.model.separation import pad_segment, segment_count, segment_start
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.records import Chunk, DecodeNote, Track
-from stembeam.transforms.timing import timer
 from stembeam.transforms.resume import changed_fields, decoding_change, key_run_here, source_identity, track_key
+from stembeam.transforms.stem_files import StemFiles, marker_uri, missing_stems, read_marker, remove_outputs, track_folder
+from stembeam.transforms.timing import timer
 
 LOGGER = logging.getLogger("stembeam.pipeline")
 
 ERRORS = "errors"
-DONE = "done"
-DECODED = "decoded"
-MARKER = ".stembeam.json"
-
-
-def track_folder(output: str, track: Track) -> str:
-    return storage.join(output, "stems", track.folder_name)
-
-
-def marker_uri(output: str, track: Track) -> str:
-    """The file written last for a finished track: its metadata rows as JSON."""
-    return storage.join(track_folder(output, track), MARKER)
-
-
-def read_marker(uri: str) -> dict | None:
-    """A finished track's marker, or None when it is missing or unreadable."""
-    try:
-        return json.loads(storage.read_bytes(uri))
-    except Exception:  # noqa: BLE001 - a missing or broken marker vouches for nothing
-        return None
-
-
-def missing_stems(stored: dict, folder: str) -> list:
-    """The stem files of a marker's rows that are gone from the track's ``folder`` or (markers
-    that record sizes) no longer have the size written: a marker vouches for a track only while
-    all its stems are there."""
-    sizes = stored.get("stem_bytes") or {}
-    missing = []
-    for row in stored.get("rows", []):
-        if not row.get("stem_uri"):
-            continue
-        name = row["stem_uri"].rstrip("/").rsplit("/", 1)[-1]
-        uri = storage.join(folder, name)
-        try:
-            # Stat the path itself: FileSystems.match would read brackets in it as a pattern.
-            size = FileSystems.get_filesystem(uri).metadata(uri).size_in_bytes
-        except Exception:  # noqa: BLE001 - missing or unreadable: the stem is not there
-            missing.append(name)
-            continue
-        if name in sizes and sizes[name] != size:
-            missing.append(name)
-    return missing
-
-
+# DecodeAndChunk's other outputs: the stored rows of tracks an earlier run finished, and each
+# decoded track's length.
+FINISHED_EARLIER = "finished_earlier"
+LENGTHS = "lengths"
 @dataclasses.dataclass(frozen=True)
 class Decoding:
     """How sources are decoded: ``strict`` makes a damaged file (decoder errors, another length
@@ -78,29 +37,21 @@ class Decoding:
     limits: DecodeLimits = DecodeLimits()
 
 
-def remove_outputs(output: str, track: Track, stored: dict) -> None:
-    """Remove a track's marker and the stems it lists (a track that now fails keeps none)."""
-    folder = track_folder(output, track)
-    names = [row["stem_uri"].rstrip("/").rsplit("/", 1)[-1] for row in stored.get("rows", []) if row.get("stem_uri")]
-    storage.delete([marker_uri(output, track)] + [storage.join(folder, name) for name in names])
-
-
 class DecodeAndChunk(beam.DoFn):
     """Track -> Chunk per segment, all from one call (so a track's segments stay in one bundle,
     in order: transforms/write.py WriteStems); tagged ``errors`` ``(track_id, uri, reason)``;
-    tagged ``decoded``: ``(track_id, seconds)`` once the track's length is known; tagged
-    ``done``: stored metadata rows of tracks a previous run finished with the same resume key
+    tagged ``lengths``: ``(track_id, seconds)`` once the track's length is known; tagged
+    ``finished_earlier``: stored metadata rows of tracks a previous run finished with the same resume key
     (transforms.resume: model and weights, output options, filter, span and source file), or
-    that this run (``run_id``) already wrote, when a bundle is retried."""
+    that this run (``files.run_id``) already wrote, when a bundle is retried."""
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, skip_existing: bool = True, run_id: str | None = None,
-                 decoding: Decoding = Decoding()):
+    def __init__(self, config: ModelConfig, files: StemFiles, decoding: Decoding = Decoding()):
         self._decoding = decoding
         self._config = config
-        self._output = output
-        self._key = key
-        self._skip_existing = skip_existing
-        self._run_id = run_id
+        self._output = files.output
+        self._key = files.key
+        self._skip_existing = files.skip_existing
+        self._run_id = files.run_id
         self._skipped = Metrics.counter("stembeam", "tracks_skipped")
         self._decode_ms = Metrics.distribution("stembeam", "decode_ms")
 
@@ -151,7 +102,7 @@ class DecodeAndChunk(beam.DoFn):
         rows = self._finished_rows(track, stored)
         if rows is not None:
             self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(DONE, rows)
+            yield beam.pvalue.TaggedOutput(FINISHED_EARLIER, rows)
             return
         # The track is decoded whole to a local raw file first (memory: one block), so a file
         # that breaks half way is known before any of its segments is separated.
@@ -182,7 +133,7 @@ class DecodeAndChunk(beam.DoFn):
             track = dataclasses.replace(track, decoded=DecodeNote(decoded.warnings, decoded.claimed_seconds))
             n_samples = decoded.frames
             count = segment_count(n_samples, self._config)
-            yield beam.pvalue.TaggedOutput(DECODED, (track.track_id, n_samples / self._config.sample_rate))
+            yield beam.pvalue.TaggedOutput(LENGTHS, (track.track_id, n_samples / self._config.sample_rate))
             for index in range(count):
                 start = time.perf_counter()
                 span = pad_segment(read_raw(raw, segment_start(index, self._config), self._config.segment_samples), self._config)

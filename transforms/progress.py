@@ -30,14 +30,15 @@ def progress_root(output: str) -> str:
     return storage.join(output, "_work", "progress")
 
 
-def track_key(track_id: str) -> str:
+def mark_key(track_id: str) -> str:
+    """The part of a mark's file name that names its track."""
     return hashlib.sha1(track_id.encode("utf-8")).hexdigest()[:16]
 
 
 def mark_name(track_id: str, status: str, seconds: Optional[float], reason: str = "") -> str:
     audio = "x" if seconds is None else str(int(round(seconds * 1000)))
     why = hashlib.sha1(reason.encode("utf-8")).hexdigest()[:8] if reason else "0"
-    return f"{track_key(track_id)}.{status}.{audio}.{why}"
+    return f"{mark_key(track_id)}.{status}.{audio}.{why}"
 
 
 @dataclasses.dataclass

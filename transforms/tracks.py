@@ -11,42 +11,37 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from stembeam.model.config import ModelConfig
-from stembeam.transforms.audio import DECODED, DONE, ERRORS, DecodeAndChunk, Decoding
-from stembeam.transforms.inference import SeparateChunks
+from stembeam.transforms.audio import ERRORS, FINISHED_EARLIER, LENGTHS, DecodeAndChunk, Decoding
+from stembeam.transforms.inference import SeparateChunks, Separation
+from stembeam.transforms.stem_files import StemFiles
 from stembeam.transforms.write import WriteStems
 
 
 class SeparateTracks(beam.PTransform):
     """Track -> ``{"rows": metadata rows of written tracks (and error rows of tracks whose
     stems could not be written), "errors": (track_id, uri, reason) of undecodable tracks,
-    "done": stored rows (JSON) of finished tracks, "decoded": (track_id, seconds)}``.
+    "finished_earlier": stored rows (JSON) of tracks an earlier run finished, "lengths":
+    (track_id, seconds)}``.
 
-    ``key``: the job's resume key (transforms.resume); ``accelerator``: a resource hint for the
-    whole chain (decoding included), so it all runs in the accelerator's environment and only
-    those small outputs leave it (runners do not fuse across environments).
+    ``separation``: the model and how it runs; ``files``: where and how the stems are written
+    and resumed; ``decoding``: how sources are decoded. A resource hint given to this transform
+    (an accelerator) covers the whole chain, decoding included, so it all runs in the
+    accelerator's environment and only those small outputs leave it (runners do not fuse across
+    environments).
     """
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, keras_uri: str, *, skip_existing: bool = True, batch_size: int = 2,
-                 mwf: bool = False, mwf_block_frames: int = 512, precision: str = "float32", bitrate: str = "128k", version: str = "",
-                 run_id: str | None = None, bit_depth: int | None = None, residual: bool = False, decoding: Decoding = Decoding()):
+    def __init__(self, separation: Separation, files: StemFiles, decoding: Decoding = Decoding()):
         super().__init__()
-        self._decoding = decoding
-        self._bit_depth, self._residual = bit_depth, residual
-        self._config, self._output, self._key, self._keras_uri = config, output, key, keras_uri
-        self._skip_existing, self._batch_size, self._mwf, self._block = skip_existing, batch_size, mwf, mwf_block_frames
-        self._precision, self._bitrate, self._version, self._run_id = precision, bitrate, version, run_id
+        self._separation, self._files, self._decoding = separation, files, decoding
 
     def expand(self, tracks):
-        decoded = tracks | "DecodeAndChunk" >> beam.ParDo(
-            DecodeAndChunk(self._config, self._output, self._key, self._skip_existing, self._run_id, self._decoding)
-        ).with_outputs(ERRORS, DONE, DECODED, main="chunks")
+        config = self._separation.model.config
+        decoded = tracks | "DecodeAndChunk" >> beam.ParDo(DecodeAndChunk(config, self._files, self._decoding)).with_outputs(
+            ERRORS, FINISHED_EARLIER, LENGTHS, main="chunks"
+        )
         written = (
             decoded.chunks
-            | "Separate" >> SeparateChunks(self._config, self._keras_uri, self._batch_size, self._mwf, self._block, self._precision,
-                                           self._residual)
-            | "WriteStems" >> beam.ParDo(WriteStems(self._config, self._output, self._key, self._bitrate, self._version, self._run_id,
-                                                    self._bit_depth, self._residual))
+            | "Separate" >> SeparateChunks(self._separation)
+            | "WriteStems" >> beam.ParDo(WriteStems(config, self._files, self._separation.residual))
         )
-        return {"rows": written, ERRORS: decoded[ERRORS], DONE: decoded[DONE], DECODED: decoded[DECODED]}
-
+        return {"rows": written, ERRORS: decoded[ERRORS], FINISHED_EARLIER: decoded[FINISHED_EARLIER], LENGTHS: decoded[LENGTHS]}

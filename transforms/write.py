@@ -1,8 +1,6 @@
 """WriteStems (audio files + a per-track marker) and WriteMetadata (Parquet)."""
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import shutil
 import tempfile
@@ -18,7 +16,7 @@ from stembeam.model.encode import CODECS, AudioEncodeError, AudioWriter, default
 from stembeam.model.config import ModelConfig
 from stembeam.model.separation import OverlapAdd, mixture_minus
 from stembeam.transforms import storage, workspace
-from stembeam.transforms.audio import marker_uri, read_marker, track_folder
+from stembeam.transforms.stem_files import StemFiles, marker_uri, read_marker, rows_to_json, stem_names, track_folder, write_marker
 from stembeam.transforms.records import METADATA_SCHEMA, Chunk, RowContext, Track, error_row, metadata_row
 from stembeam.transforms.resume import track_key, with_precision
 from stembeam.transforms.staged import WriteStaged
@@ -26,19 +24,6 @@ from stembeam.transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
 METADATA_FILE = "tracks-00000-of-00001.parquet"
-
-
-def rows_to_json(rows) -> list:
-    return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
-
-
-def rows_from_json(rows, **defaults) -> list:
-    """A marker's stored rows; ``defaults``: values of columns its release did not write yet
-    (the job's, which the marker's key vouches for: ``bit_depth``, ``F``)."""
-    # Markers written before --precision existed hold float32 stems; before decode_warnings, no
-    # damage was recorded.
-    old = {"precision": "float32", "decode_warnings": None, "claimed_duration_s": None}
-    return [{**old, **defaults, **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
 
 
 class _TrackInFlight:
@@ -141,17 +126,17 @@ class WriteStems(beam.DoFn):
     skips the tracks this run finished: DecodeAndChunk finds their markers).
     """
 
-    def __init__(self, config: ModelConfig, output: str, key: dict, bitrate: str, version: str, run_id: str | None = None,
-                 bit_depth: int | None = None, residual: bool = False):
+    def __init__(self, config: ModelConfig, files: StemFiles, residual: bool = False):
         self._config = config
-        self._bit_depth = default_bit_depth(key["codec"]) if bit_depth is None else bit_depth
+        key = files.key
+        self._bit_depth = default_bit_depth(files.codec) if files.bit_depth is None else files.bit_depth
         self._residual = residual
-        self._output = output
+        self._output = files.output
         self._key = key
-        self._codec = key["codec"]
-        self._bitrate = bitrate
-        self._context = RowContext(key["model"], key["codec"], version, key.get("precision", "float32"), self._bit_depth, config.F)
-        self._run_id = run_id
+        self._codec = files.codec
+        self._bitrate = files.bitrate
+        self._context = RowContext(key["model"], files.codec, files.version, key.get("precision", "float32"), self._bit_depth, config.F)
+        self._run_id = files.run_id
         self._ok = Metrics.counter("stembeam", "tracks_ok")
         self._failed = Metrics.counter("stembeam", "tracks_failed")
         self._seconds = Metrics.counter("stembeam", "audio_seconds_separated")
@@ -253,8 +238,7 @@ class WriteStems(beam.DoFn):
             )
             for stem, uri in flight.uris.items()
         ]
-        record = {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows), "stem_bytes": sizes}
-        storage.write_bytes_atomic(marker, json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        write_marker(marker, {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows), "stem_bytes": sizes})
         self._ok.inc()
         self._seconds.inc(int(round(flight.writers[self._config.instruments[0]].frames / sample_rate)))
         yield from rows
@@ -264,8 +248,7 @@ class WriteStems(beam.DoFn):
         if not earlier or earlier.get("track_id") != flight.track.track_id:
             return
         folder = track_folder(self._output, flight.track)
-        names = {row["stem_uri"].rstrip("/").rsplit("/", 1)[-1] for row in earlier.get("rows", []) if row.get("stem_uri")}
-        names -= {os.path.basename(uri) for uri in flight.uris.values()}
+        names = set(stem_names(earlier)) - {os.path.basename(uri) for uri in flight.uris.values()}
         storage.delete([storage.join(folder, name) for name in sorted(names)])
 
     def finish_bundle(self):
