@@ -1,18 +1,18 @@
-"""Arithmetic precision of the U-nets: ``float32`` (exact, the default) or ``bfloat16``.
+"""Arithmetic precision of the separation: ``float32`` (exact, the default) or ``bfloat16``.
 
-bfloat16 runs only the U-nets in reduced precision; the STFT, the masks and the inverse STFT
-stay float32 (model.segment_graph calls them as separate TF functions):
+bfloat16 runs the U-nets in reduced precision and lets the masks, inverse FFT and overlap-add
+drop float32's exact order of operations (model.synthesis); the STFT stays float32:
   - on a GPU: Keras mixed precision (``mixed_bfloat16``; ``mixed_float16`` on GPUs older than
     compute capability 8.0, e.g. a T4, which have no bfloat16 arithmetic);
-  - on a CPU with AVX512_BF16 or AMX: TensorFlow's oneDNN auto-mixed-precision graph rewrite
-    (with AVX512_BF16 but no AMX, one line says it is likely slower than float32: oneDNN's
-    bfloat16 convolutions measured 1.3-1.6x slower than float32 on such CPUs, Zen 4 and Xeon);
+  - on a CPU with AVX512_BF16 or AMX: the U-nets' bfloat16 transcription
+    (model.unet.reduced_precision_unets: oneDNN's bfloat16 kernels; with AVX512_BF16 but no
+    AMX, one line says it is likely slower than float32: oneDNN's bfloat16 convolutions
+    measured 1.3-1.6x slower than float32 on such CPUs, Zen 4 and Xeon);
   - on a CPU without them: one line on stderr, then float32 (bfloat16 would only be emulated,
     slower than float32).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
@@ -98,32 +98,3 @@ def mixed_precision_model(model, config, policy: str):
         keras.mixed_precision.set_global_policy(previous)
     mixed.set_weights(model.get_weights())
     return mixed
-
-
-@functools.lru_cache(maxsize=None)
-def _onednn_bfloat16_options():
-    from tensorflow.core.protobuf import rewriter_config_pb2
-    from tensorflow.python.eager import context
-
-    config = context.context().config
-    config.allow_soft_placement = True
-    config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
-    return context.FunctionCallOptions(config_proto=config)
-
-
-@contextlib.contextmanager
-def onednn_bfloat16():
-    """TF functions called (and so optimised, on their first call) inside this block get the
-    oneDNN bfloat16 auto-mixed-precision rewrite: what
-    ``tf.config.optimizer.set_experimental_options({'auto_mixed_precision_onednn_bfloat16': True})``
-    does, but for this thread and block only, so float32 functions of the same process (a test
-    session, the STFT and masks) stay exact."""
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    saved = ctx.function_call_options
-    ctx.function_call_options = _onednn_bfloat16_options()
-    try:
-        yield
-    finally:
-        ctx.function_call_options = saved

@@ -8,6 +8,7 @@ inverse STFT overlap-added back in order.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 from typing import Dict, Iterator, Tuple
 
@@ -278,12 +279,15 @@ def separate_waveform(
     mwf: bool = False,
     batch_size: int = 1,
     mwf_block_frames: int | None = None,
+    synthesis_threads: int = 1,
 ) -> Dict[str, np.ndarray]:
     """Separate ``waveform [n, 2]`` into ``{instrument: [n, 2]}``.
 
     ``separator`` is a model.segment_graph.SegmentSeparator. Soft masks and the Wiener filter
     run segment by segment and are overlap-added; ``mwf_block_frames`` is the Wiener
     filter's block (default: one segment, T frames; 0: the whole track at once, as Spleeter).
+    ``synthesis_threads`` > 1: the soft masks' inverse STFT of a batch's segments and channels
+    runs on that many threads (for one song at a time; the same samples).
     """
     config = separator.config
     n = waveform.shape[0]
@@ -298,16 +302,22 @@ def separate_waveform(
             for k, name in enumerate(config.instruments)
         }
 
-    def signals():
+    def signals(pool=None):
         for first, spans in _batches(waveform, config, batch_size):
             if not mwf:
-                yield from separator.soft(spans)
+                yield from separator.soft(spans, pool=pool)
                 continue
             specs, sources = separator.spectra(spans)
             for j, (spec, source) in enumerate(zip(specs, sources)):
                 yield wiener_segment(spec, source, config, segment_frames(first + j, n, config), block)
 
-    stacked = overlap_add_segments(signals(), config, n) if count else np.zeros((0, 2, len(config.instruments)), np.float32)
+    if not count:
+        stacked = np.zeros((0, 2, len(config.instruments)), np.float32)
+    elif synthesis_threads > 1 and not mwf:
+        with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") as pool:
+            stacked = overlap_add_segments(signals(pool), config, n)
+    else:
+        stacked = overlap_add_segments(signals(), config, n)
     return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
 
 

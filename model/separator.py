@@ -75,7 +75,9 @@ class Separator:
         return self._separate(mix)
 
     def _separate(self, mix: np.ndarray) -> Dict[str, np.ndarray]:
-        stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block)
+        # One song at a time: the inverse STFT uses every core, as TensorFlow's U-nets do.
+        stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block,
+                                  synthesis_threads=os.cpu_count() or 1)
         return residual_stems(stems, mix) if self.residual else stems
 
     def separate_to_file(self, path: str, destination: str, codec: str = "wav", bitrate: str = "128k",
