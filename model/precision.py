@@ -1,7 +1,7 @@
 """Arithmetic precision of the separation: ``float32`` (exact, the default) or ``bfloat16``.
 
-bfloat16 runs the U-nets in reduced precision and lets the masks, inverse FFT and overlap-add
-drop float32's exact order of operations (model.synthesis); the STFT stays float32:
+bfloat16 runs the U-nets in reduced precision; the STFT, the masks and the inverse STFT stay
+float32 (model.synthesis: its exact order costs nothing measurable, the inverse FFT does):
   - on a GPU: Keras mixed precision (``mixed_bfloat16``; ``mixed_float16`` on GPUs older than
     compute capability 8.0, e.g. a T4, which have no bfloat16 arithmetic);
   - on a CPU with AVX512_BF16 or AMX: the U-nets' bfloat16 transcription

@@ -201,16 +201,14 @@ class SegmentSeparator:
         tail = [sources[b, used:] for b, used in enumerate(frames) if used < sources.shape[1]]
         if not all(np.isfinite(part).all() for part in tail):
             frames = None
-        exact = self.precision == "float32"
         if pool is None:
-            return synthesis.synthesize(spec, sources, self._window, self.config, frames=frames, exact=exact)
+            return synthesis.synthesize(spec, sources, self._window, self.config, frames=frames)
         batch, channels = spec.shape[:2]
         out = np.empty((batch, self.config.segment_samples, channels, sources.shape[-1]), np.float32)
 
         def one(b, c):
             used = None if frames is None else frames[b : b + 1]
-            part = synthesis.synthesize(spec[b : b + 1, c : c + 1], sources[b : b + 1, ..., c : c + 1, :], self._window, self.config,
-                                        frames=used, exact=exact)
+            part = synthesis.synthesize(spec[b : b + 1, c : c + 1], sources[b : b + 1, ..., c : c + 1, :], self._window, self.config, frames=used)
             out[b, :, c] = part[0, :, 0]
 
         for done in [pool.submit(one, b, c) for b in range(batch) for c in range(channels)]:

@@ -12,9 +12,9 @@ proves the bits against the graph.
 
 Frames past a segment's last audible sample (the padding of a track's last segment) have a zero
 spectrum, so their signals are zeros that add nothing: ``frames`` skips them, the same bits.
-With ``exact=False`` (bfloat16 separations, whose stems are not float32's bits anyway) the
-masks take one reciprocal for all stems and multiply the spectrum's real and imaginary parts
-as floats, in place of float32's exact division and complex product.
+The graph's order costs nothing measurable: a reciprocal shared by the stems instead of their
+divisions, or the products as float pairs, took the same time or longer (the inverse FFT is
+most of the pass), so bfloat16 separations take this same path.
 """
 from __future__ import annotations
 
@@ -34,14 +34,13 @@ def supports(config: ModelConfig) -> bool:
 
 
 def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config: ModelConfig, chunk: int = CHUNK_FRAMES, *,
-               frames=None, exact: bool = True) -> np.ndarray:
+               frames=None) -> np.ndarray:
     """Soft-mask source signals of each segment, overlap-added within the segment.
 
     spec: the mixture STFT's first F bins ``[B, C, T, F]`` complex64; sources: the U-nets'
     magnitudes ``[B, T, F, C, S]`` float32; window: ``[N]`` float32, the synthesis window
     already times 2/3; frames: per segment, how many of its first frames to synthesise (the
-    others must have a zero spectrum and finite magnitudes; default all T); exact: float32's
-    operations in the graph's order (else fewer, see the module's docstring). Returns
+    others must have a zero spectrum and finite magnitudes; default all T). Returns
     ``[B, (T-1)*hop + N, C, S]`` float32.
     """
     batch, channels, count_frames, bins_in = spec.shape
@@ -54,8 +53,6 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
     window_blocks = window.reshape(q, hop)
     # The upper bins stay zero: the inverse FFT of F bins zero-padded, as the graph's irfft.
     masked = np.zeros((count, chunk, n // 2 + 1), np.complex64)
-    # The same buffer as floats [S, chunk, bins, 2] (real, imaginary): the reduced path's products.
-    masked_parts = masked.view(np.float32).reshape(count, chunk, n // 2 + 1, 2)
     by_stem = np.ascontiguousarray(sources.transpose(0, 3, 4, 1, 2))  # [B, C, S, T, F]
     # Frames k-q+1 .. k of the chunk, each as q hop-sized blocks: the q-1 first carry over.
     pieces = np.zeros((count, chunk + q - 1, q, hop), np.float32)
@@ -70,10 +67,14 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
                     inside = max(stop - start, 0)
                     pieces[:, : q - 1] = pieces[:, chunk : chunk + q - 1] if start else 0.0
                     if inside:
-                        if exact:
-                            _exact_masked(spec[b, c, start:stop], by_stem[b, c, :, start:stop], eps, eps_share, masked[:, :inside, :bins_in])
-                        else:
-                            _reduced_masked(spec[b, c, start:stop], by_stem[b, c, :, start:stop], eps, eps_share, masked_parts[:, :inside, :bins_in])
+                        powered = np.square(by_stem[b, c, :, start:stop])  # [S, inside, F]
+                        total = powered[0].copy()
+                        for s in range(1, count):
+                            total += powered[s]
+                        total += eps
+                        powered += eps_share
+                        powered /= total
+                        np.multiply(spec[b, c, start:stop], powered, out=masked[:, :inside, :bins_in])
                         signal = scipy.fft.irfft(masked[:, :inside], n, axis=-1, workers=1)
                         np.multiply(signal.reshape(count, inside, q, hop), window_blocks, out=pieces[:, q - 1 : q - 1 + inside])
                     blocks = min(chunk, used + q - 1 - start)
@@ -85,29 +86,6 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
                 # Blocks only skipped frames reach: the graph's 0 + 0 + ... is +0.0.
                 out_blocks[b, used + q - 1 :, :, c, :] = 0.0
     return out
-
-
-def _exact_masked(spec, sources, eps, eps_share, out) -> None:
-    """``spec [n, F]`` times each stem's mask from ``sources [S, n, F]`` into ``out [S, n, F]``
-    complex64: the graph's float32 operations in its order."""
-    powered = np.square(sources)  # [S, n, F]
-    total = powered[0].copy()
-    for s in range(1, powered.shape[0]):
-        total += powered[s]
-    total += eps
-    powered += eps_share
-    powered /= total
-    np.multiply(spec, powered, out=out)
-
-
-def _reduced_masked(spec, sources, eps, eps_share, out) -> None:
-    """As ``_exact_masked``, with one reciprocal for all stems and the real and imaginary parts
-    multiplied as floats; ``out [S, n, F, 2]`` float32 (a view of the complex64 buffer)."""
-    powered = np.square(sources)
-    scale = np.reciprocal(powered.sum(axis=0) + eps)
-    powered += eps_share
-    powered *= scale
-    np.multiply(spec.view(np.float32).reshape(spec.shape + (2,)), powered[..., np.newaxis], out=out)
 
 
 def audible_frames(spans: np.ndarray, config: ModelConfig) -> np.ndarray:

@@ -68,6 +68,38 @@ def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_
         precision.effective_precision("half")
 
 
+@pytest.mark.parametrize("stems", ["2stems", "4stems", "5stems"])
+@pytest.mark.parametrize("channels", [2, 1])
+def test_bfloat16_transcription_of_the_unets_is_the_keras_model(stems, channels):
+    """model.unet.reduced_precision_unets (the bfloat16 path on CPUs) computes what the Keras
+    U-nets compute: in float32 the same numbers within rounding, for every official layout
+    (LeakyReLU/ReLU, ELU, softmax masks, mono), with batch norms away from the identity."""
+    import dataclasses
+
+    from stembeam.model.config import get_config
+    from stembeam.model.unet import build_model, reduced_precision_unets
+
+    config = dataclasses.replace(get_config(stems), T=64, F=128, n_channels=channels)
+    model = build_model(config)
+    rs = np.random.RandomState(len(stems) + channels)
+    for layer in model.layers:
+        if "batch_normalization" in layer.name:
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma * rs.uniform(0.5, 1.5, gamma.shape), beta + 0.1 * rs.randn(*beta.shape),
+                               mean + 0.1 * rs.randn(*mean.shape), variance * rs.uniform(0.5, 2.0, variance.shape)])
+    mix = np.abs(rs.randn(2, config.T, config.F, channels)).astype(np.float32)
+    reference = model(mix).numpy()
+    assert reference.shape == (2, config.T, config.F, 2, len(config.instruments))
+
+    def relative_error(dtype):
+        out = reduced_precision_unets(model, config, dtype)(mix).numpy()
+        assert out.shape == reference.shape and out.dtype == np.float32
+        return float(np.sqrt(np.mean((out - reference) ** 2) / np.mean(reference**2)))
+
+    assert relative_error("float32") < 1e-5
+    assert 1e-4 < relative_error("bfloat16") < 3e-2
+
+
 def _run(manifest, output, *flags):
     from stembeam.pipeline.corpus import COUNTERS, run_pipeline
     from stembeam.pipeline.jobs import summary
@@ -128,7 +160,7 @@ def test_bfloat16_unets_stay_close_to_float32(two_stems, decoded):
 def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
     """`make quality`: per track and stem, global SDR and museval SDR (BSS Eval v4, median of 1 s
     windows) of float32 and bfloat16 stems against the true stems, and the SNR of bfloat16
-    against float32; the median change of SDR must be at most 0.05 dB."""
+    against float32; every track's SDR, vocals and accompaniment alike, moves by at most 0.05 dB."""
     import museval
 
     from stembeam.model.segment_graph import SegmentSeparator
@@ -158,6 +190,6 @@ def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
             print(f"{song:12s} {stem:14s} {glob['f32']:6.2f} / {glob['bf16']:6.2f} ({glob['bf16'] - glob['f32']:+.3f})"
                   f"          {mus['f32']:6.2f} / {mus['bf16']:6.2f} ({mus['bf16'] - mus['f32']:+.3f})"
                   f"          {snr_db(stems['f32'][stem], stems['bf16'][stem]):5.1f} dB")
-    medians = {kind: float(np.median(values)) for kind, values in changes.items()}
-    print(f"median change bf16 - f32: global SDR {medians['global']:+.4f} dB, museval SDR {medians['museval']:+.4f} dB (limit 0.05 dB)")
-    assert abs(medians["global"]) <= 0.05 and abs(medians["museval"]) <= 0.05
+    largest = {kind: max(values, key=abs) for kind, values in changes.items()}
+    print(f"largest change bf16 - f32: global SDR {largest['global']:+.4f} dB, museval SDR {largest['museval']:+.4f} dB (limit 0.05 dB on every track and stem)")
+    assert all(abs(change) <= 0.05 for values in changes.values() for change in values)
