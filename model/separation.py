@@ -9,6 +9,7 @@ inverse STFT overlap-added back in order.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 from typing import Dict, Iterator, Tuple
 
@@ -312,13 +313,27 @@ def separate_waveform(
                 yield wiener_segment(spec, source, config, segment_frames(first + j, n, config), block)
 
     if not count:
-        stacked = np.zeros((0, 2, len(config.instruments)), np.float32)
-    elif synthesis_threads > 1 and not mwf:
-        with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") as pool:
-            stacked = overlap_add_segments(signals(pool), config, n)
-    else:
+        return {name: np.zeros((0, 2), np.float32) for name in config.instruments}
+    if mwf:
         stacked = overlap_add_segments(signals(), config, n)
-    return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
+        return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
+    with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") if synthesis_threads > 1 else contextlib.nullcontext() as pool:
+        by_stem = overlap_add_by_stem(signals(pool), config, count)
+    return {name: by_stem[k, :n] for k, name in enumerate(config.instruments)}
+
+
+def overlap_add_by_stem(signals, config: ModelConfig, count: int) -> np.ndarray:
+    """``count`` segment signals ``[L, C, S]``, given in order, overlap-added into ``[S, samples, C]``
+    (each stem's samples contiguous): the bits of ``overlap_add_segments`` (a sum of two
+    floats does not depend on their order, only two segments overlap, and the signals, sums
+    from +0.0, hold no -0.0 that adding to the zeros would turn into +0.0), without its copies."""
+    advance = config.T * config.frame_step
+    out = None
+    for j, signal in enumerate(signals):
+        if out is None:
+            out = np.zeros((signal.shape[-1], (count - 1) * advance + signal.shape[0], signal.shape[1]), np.float32)
+        out[:, j * advance : j * advance + signal.shape[0]] += signal.transpose(2, 0, 1)
+    return out
 
 
 def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:

@@ -37,7 +37,8 @@ class Separator:
     ``model``: ``spleeter:2stems`` / ``4stems`` / ``5stems`` (and their ``-16kHz`` variants), a
     model folder or a Spleeter configuration JSON, as ``stembeam separate -p`` takes it.
     ``mwf``: the multichannel Wiener filter instead of soft masks; ``precision``: the U-nets'
-    arithmetic (``float32``, exact; ``bfloat16``); ``residual``: the last stem is the mixture
+    arithmetic (``float32``, exact; ``bfloat16``; ``auto``: bfloat16 on a CPU with AMX or a GPU,
+    else float32; model.precision); ``residual``: the last stem is the mixture
     minus the others. Results are the very samples ``stembeam separate`` writes (before encoding).
     """
 

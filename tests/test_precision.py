@@ -68,6 +68,42 @@ def test_bfloat16_request_on_a_cpu_without_it_says_so_once_and_runs_float32(tmp_
         precision.effective_precision("half")
 
 
+def test_auto_is_bfloat16_where_it_pays_and_float32_elsewhere_without_a_line(tmp_path, capsys):
+    cpus = {}
+    for name, flags in (("plain", "fpu sse2 avx2 avx512f"), ("bf16", "avx512f avx512_bf16"), ("amx", "avx512f avx512_bf16 amx_bf16 amx_tile")):
+        cpus[name] = tmp_path / name
+        cpus[name].write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert precision.effective_precision("auto", str(cpus["amx"]), gpu=()) == "bfloat16"
+    # without AMX, oneDNN's bfloat16 convolutions are slower than float32's: auto keeps float32
+    assert precision.effective_precision("auto", str(cpus["bf16"]), gpu=()) == "float32"
+    assert precision.effective_precision("auto", str(cpus["plain"]), gpu=()) == "float32"
+    assert precision.effective_precision("auto", str(cpus["plain"]), gpu=(7, 5)) == "mixed_float16"
+    assert precision.effective_precision("auto", str(cpus["plain"]), gpu=(8, 0)) == "mixed_bfloat16"
+    assert capsys.readouterr().err == ""
+    assert "--precision bfloat16 (or auto)" in precision.faster_precision_hint(str(cpus["amx"]))
+    assert precision.faster_precision_hint(str(cpus["bf16"])) is None and precision.faster_precision_hint(str(cpus["plain"])) is None
+
+
+def test_the_command_line_hints_at_bfloat16_on_amx_only_to_a_person_at_a_terminal(tmp_path, capsys, monkeypatch):
+    from stembeam.pipeline import cli
+
+    amx = tmp_path / "cpuinfo-amx"
+    amx.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    monkeypatch.setenv("STEMBEAM_CPUINFO", str(amx))
+    cli._precision_hint("separate", ["-o", "out", "song.wav"])  # noqa: SLF001
+    assert capsys.readouterr().err == "", "not at a terminal (scripts, logs, CI): no hint"
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True)
+    for command, rest in (("separate", ["-o", "out", "song.wav"]), ("pipeline", ["--manifest", "m.csv"])):
+        cli._precision_hint(command, rest)  # noqa: SLF001
+        assert capsys.readouterr().err.splitlines() == [precision.faster_precision_hint()]
+    for command, rest in (("separate", ["--precision", "float32", "song.wav"]), ("pipeline", ["--precision=bfloat16"]), ("features", [])):
+        cli._precision_hint(command, rest)  # noqa: SLF001
+        assert capsys.readouterr().err == "", f"{command} {rest}: chosen, or no separation"
+    monkeypatch.setenv("STEMBEAM_CPUINFO", str(tmp_path / "missing"))
+    cli._precision_hint("separate", ["song.wav"])  # noqa: SLF001
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("stems", ["2stems", "4stems", "5stems"])
 @pytest.mark.parametrize("channels", [2, 1])
 def test_bfloat16_transcription_of_the_unets_is_the_keras_model(stems, channels):
