@@ -66,7 +66,7 @@ def timed_process(kind: str, args: list, folder: str, name: str) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{name} failed (exit code {done.returncode}; negative: killed by that signal):\n{done.stderr[-3000:]}")
     with open(report) as handle:
         found = json.load(handle)
     return {**found, "wall": wall, "cpu": cpu, "spawned": spawned}
