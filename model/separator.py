@@ -76,9 +76,11 @@ class Separator:
         return self._separate(mix)
 
     def _separate(self, mix: np.ndarray) -> Dict[str, np.ndarray]:
-        # One song at a time: the inverse STFT uses every core, as TensorFlow's U-nets do.
+        # One song at a time: the inverse STFT uses every core this process may run on, as
+        # TensorFlow's U-nets do (the corpus job's workers, one per core, each keep to one).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block,
-                                  synthesis_threads=os.cpu_count() or 1)
+                                  synthesis_threads=cores)
         return residual_stems(stems, mix) if self.residual else stems
 
     def separate_to_file(self, path: str, destination: str, codec: str = "wav", bitrate: str = "128k",
