@@ -153,7 +153,7 @@ def _precisions(output):
 def test_precision_is_recorded_and_resume_tells_precisions_apart(tmp_path, monkeypatch):
     # Whatever this machine's CPU: bfloat16 runs as bfloat16 (oneDNN emulates it where the
     # instructions are missing), so the rows and keys below do not depend on the hardware.
-    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo="": {"avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo="": {"avx512_bf16", "amx_bf16"})
     song = str(tmp_path / "song.wav")
     write_audio(song, load_audio(EXAMPLE)[: 4 * 44100])
     manifest = str(tmp_path / "m.csv")
@@ -168,6 +168,7 @@ def test_precision_is_recorded_and_resume_tells_precisions_apart(tmp_path, monke
     bfloat16 = (output / "stems" / "song" / "vocals.wav").read_bytes()
     assert bfloat16 != float32
     assert _run(manifest, output, "--precision", "bfloat16") == (0, 1)
+    assert _run(manifest, output, "--precision", "auto") == (0, 1), "auto runs as bfloat16 here: the same stems, skipped"
     assert _run(manifest, output, "--precision", "float32") == (1, 0), "nor a float32 rerun bfloat16 stems"
     assert (output / "stems" / "song" / "vocals.wav").read_bytes() == float32, "float32 is exact again"
     assert _precisions(output) == [("accompaniment", "float32"), ("vocals", "float32")]
