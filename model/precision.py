@@ -1,23 +1,24 @@
-"""Arithmetic precision of the U-nets: ``float32`` (exact, the default) or ``bfloat16``.
+"""Arithmetic precision of the separation: ``float32`` (exact, the default), ``bfloat16``, or
+``auto`` (bfloat16 where it is the fast path: a CPU with AMX, a GPU; float32 elsewhere, silently).
 
-bfloat16 runs only the U-nets in reduced precision; the STFT, the masks and the inverse STFT
-stay float32 (model.segment_graph calls them as separate TF functions):
+bfloat16 runs the U-nets in reduced precision; the STFT, the masks and the inverse STFT stay
+float32 (model.synthesis: its exact order costs nothing measurable, the inverse FFT does):
   - on a GPU: Keras mixed precision (``mixed_bfloat16``; ``mixed_float16`` on GPUs older than
     compute capability 8.0, e.g. a T4, which have no bfloat16 arithmetic);
-  - on a CPU with AVX512_BF16 or AMX: TensorFlow's oneDNN auto-mixed-precision graph rewrite
-    (with AVX512_BF16 but no AMX, one line says it is likely slower than float32: oneDNN's
-    bfloat16 convolutions measured 1.3-1.6x slower than float32 on such CPUs, Zen 4 and Xeon);
+  - on a CPU with AVX512_BF16 or AMX: the U-nets' bfloat16 transcription
+    (model.unet.reduced_precision_unets: oneDNN's bfloat16 kernels; with AVX512_BF16 but no
+    AMX, one line says it is likely slower than float32: oneDNN's bfloat16 convolutions
+    measured 1.3-1.6x slower than float32 on such CPUs, Zen 4 and Xeon);
   - on a CPU without them: one line on stderr, then float32 (bfloat16 would only be emulated,
     slower than float32).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")
 # /proc/cpuinfo flags of CPUs with native bfloat16 dot products (AVX512_BF16, AMX).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -50,7 +51,7 @@ def gpu_compute_capability():
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: choose float32 or bfloat16")
+        raise ValueError(f"--precision {precision!r}: choose float32, bfloat16 or auto")
     return precision
 
 
@@ -61,13 +62,16 @@ def effective_precision(precision: str, cpuinfo: str | None = None, gpu=None) ->
     """What ``precision`` runs as on this machine: ``float32``, ``bfloat16`` (oneDNN on the CPU),
     ``mixed_bfloat16`` or ``mixed_float16`` (Keras on a GPU). A bfloat16 request on a CPU without
     bfloat16 instructions prints one line (once per process) and runs in float32; on a CPU with
-    AVX512_BF16 but no AMX one line says bfloat16 is likely the slower choice."""
+    AVX512_BF16 but no AMX one line says bfloat16 is likely the slower choice. ``auto`` is
+    bfloat16 on a GPU or a CPU with AMX, float32 elsewhere, without a line."""
     if check_precision(precision) == "float32":
         return "float32"
     capability = gpu_compute_capability() if gpu is None else gpu
     if capability:
         return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
     flags = cpu_flags(cpuinfo)
+    if precision == "auto":
+        return "bfloat16" if "amx_bf16" in flags else "float32"
     if flags & set(BF16_CPU_FLAGS):
         if "amx_bf16" not in flags:
             _say_once(f"{cpuinfo}:no-amx", "stembeam: --precision bfloat16: this CPU has avx512_bf16 but no AMX (amx_bf16); bfloat16 U-nets "
@@ -75,6 +79,15 @@ def effective_precision(precision: str, cpuinfo: str | None = None, gpu=None) ->
         return "bfloat16"
     _say_once(f"{cpuinfo}", "stembeam: --precision bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); running in float32")
     return "float32"
+
+
+def faster_precision_hint(cpuinfo: str | None = None) -> str | None:
+    """The line the command line shows a person at a terminal running the float32 default on a
+    CPU with AMX, where bfloat16 is the fast path; None elsewhere."""
+    if "amx_bf16" not in cpu_flags(cpuinfo):
+        return None
+    return ("stembeam: hint: this CPU has AMX (amx_bf16): --precision bfloat16 (or auto) separates about 1.7x as fast, "
+            "SDR within 0.05 dB of float32; the default, float32, gives exact stems")
 
 
 def _say_once(key: str, line: str) -> None:
@@ -98,32 +111,3 @@ def mixed_precision_model(model, config, policy: str):
         keras.mixed_precision.set_global_policy(previous)
     mixed.set_weights(model.get_weights())
     return mixed
-
-
-@functools.lru_cache(maxsize=None)
-def _onednn_bfloat16_options():
-    from tensorflow.core.protobuf import rewriter_config_pb2
-    from tensorflow.python.eager import context
-
-    config = context.context().config
-    config.allow_soft_placement = True
-    config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
-    return context.FunctionCallOptions(config_proto=config)
-
-
-@contextlib.contextmanager
-def onednn_bfloat16():
-    """TF functions called (and so optimised, on their first call) inside this block get the
-    oneDNN bfloat16 auto-mixed-precision rewrite: what
-    ``tf.config.optimizer.set_experimental_options({'auto_mixed_precision_onednn_bfloat16': True})``
-    does, but for this thread and block only, so float32 functions of the same process (a test
-    session, the STFT and masks) stay exact."""
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    saved = ctx.function_call_options
-    ctx.function_call_options = _onednn_bfloat16_options()
-    try:
-        yield
-    finally:
-        ctx.function_call_options = saved

@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from stembeam.model import spectral, synthesis
 from stembeam.model.config import ModelConfig
-from stembeam.model.precision import effective_precision, mixed_precision_model, onednn_bfloat16
+from stembeam.model.precision import effective_precision, mixed_precision_model
+from stembeam.model.unet import reduced_precision_unets
 
 
 def _hann(frame_length, dtype):
@@ -115,8 +116,13 @@ class SegmentSeparator:
     def __init__(self, model, config: ModelConfig, precision: str = "float32"):
         self.config = config
         self.precision = effective_precision(precision)
+        # What the graphs call: the Keras model (float32, exact), its mixed-precision copy (GPU),
+        # or its bfloat16 transcription (CPU with bfloat16 instructions, model.unet).
+        self._unet_model = model
         if self.precision.startswith("mixed_"):
-            model = mixed_precision_model(model, config, self.precision)
+            self._unet_model = mixed_precision_model(model, config, self.precision)
+        elif self.precision == "bfloat16":
+            self._unet_model = reduced_precision_unets(model, config)
         spans = tf.TensorSpec([None, config.segment_samples, 2], tf.float32)
         # Only the F bins the masks cover are kept when the masks are zero above them.
         self._bins = config.F if config.mask_extension == "zeros" else config.n_bins
@@ -151,7 +157,7 @@ class SegmentSeparator:
         return full[..., : self._bins], tf.transpose(tf.abs(full[..., : config.F]), [0, 2, 3, 1])
 
     def _unet_graph(self, mix):
-        return tf.cast(source_magnitudes(self._model, mix, self.config), tf.float32)  # [B, T, F, C, S]
+        return tf.cast(source_magnitudes(self._unet_model, mix, self.config), tf.float32)  # [B, T, F, C, S]
 
     def _synthesis_graph(self, spec, sources):
         config, count = self.config, len(self.config.instruments)
@@ -172,11 +178,7 @@ class SegmentSeparator:
 
     def _timed(self, part, timings, function, *args):
         start = time.perf_counter()
-        if self.precision == "bfloat16" and part == "unets":
-            with onednn_bfloat16():
-                outputs = function(*args)
-        else:
-            outputs = function(*args)
+        outputs = function(*args)
         seconds = time.perf_counter() - start
         with self._stats_lock:
             self.seconds[part] += seconds
@@ -184,18 +186,46 @@ class SegmentSeparator:
             timings[part] = timings.get(part, 0.0) + seconds
         return outputs
 
-    def _soft_signals(self, spans, timings=None):
-        spec, mix = self._timed("stft", timings, self._analysis, spans)
+    def _soft_signals(self, spans, frames, timings=None, pool=None):
+        spec, mix = self._timed("stft", timings, self._analysis, tf.convert_to_tensor(spans))
         sources = self._timed("unets", timings, self._unets, mix)
         if self._window is None:
             return self._timed("synthesis", timings, self._synthesis, spec, sources).numpy()
-        return self._timed("synthesis", timings, synthesis.synthesize, spec.numpy(), sources.numpy(), self._window, self.config)
+        return self._timed("synthesis", timings, self._synthesise, spec.numpy(), sources.numpy(), frames, pool)
 
-    def soft(self, spans: np.ndarray, timings: dict | None = None) -> np.ndarray:
+    def _synthesise(self, spec, sources, frames, pool):
+        """model.synthesis over the batch: on this thread, or with ``pool`` one task per segment
+        and channel (each task's bits are the same as in one call)."""
+        # Skipped frames must add nothing: magnitudes there are finite (inputs with Inf or NaN
+        # spread through the U-nets: then every frame is synthesised, as the graph does).
+        tail = [sources[b, used:] for b, used in enumerate(frames) if used < sources.shape[1]]
+        if not all(np.isfinite(part).all() for part in tail):
+            frames = None
+        if pool is None:
+            return synthesis.synthesize(spec, sources, self._window, self.config, frames=frames)
+        batch, channels = spec.shape[:2]
+        out = np.empty((batch, self.config.segment_samples, channels, sources.shape[-1]), np.float32)
+
+        def one(b, c):
+            used = None if frames is None else frames[b : b + 1]
+            part = synthesis.synthesize(spec[b : b + 1, c : c + 1], sources[b : b + 1, ..., c : c + 1, :], self._window, self.config, frames=used)
+            out[b, :, c] = part[0, :, 0]
+
+        for done in [pool.submit(one, b, c) for b in range(batch) for c in range(channels)]:
+            done.result()
+        return out
+
+    def soft(self, spans: np.ndarray, timings: dict | None = None, pool=None) -> np.ndarray:
         """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``;
-        ``timings`` (optional) gets the seconds of each part (stft, unets, synthesis) added."""
+        ``timings`` (optional) gets the seconds of each part (stft, unets, synthesis) added.
+
+        ``pool`` (a concurrent.futures executor): the masks and inverse STFT of the batch's
+        segments and channels run side by side on it, for callers that separate one song at a
+        time (the corpus job's workers, one per core, pass none: the calling thread does them).
+        The output does not depend on it."""
         spans = np.asarray(spans, np.float32)
-        audible = spans.reshape(spans.shape[0], -1).any(axis=1)
+        frames = synthesis.audible_frames(spans, self.config)
+        audible = frames > 0
         out_shape = (spans.shape[0], self.config.segment_samples, 2, len(self.config.instruments))
         with self._stats_lock:
             self.silent_segments += int((~audible).sum())
@@ -203,9 +233,9 @@ class SegmentSeparator:
         if not audible.any():
             return np.zeros(out_shape, np.float32)
         if audible.all():
-            return self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans), timings))
+            return self._once_traced("soft", lambda: self._soft_signals(spans, frames, timings, pool))
         signals = np.zeros(out_shape, np.float32)
-        signals[audible] = self._once_traced("soft", lambda: self._soft_signals(tf.convert_to_tensor(spans[audible]), timings))
+        signals[audible] = self._once_traced("soft", lambda: self._soft_signals(spans[audible], frames[audible], timings, pool))
         return signals
 
     def _once_traced(self, graph: str, call):

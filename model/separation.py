@@ -8,6 +8,8 @@ inverse STFT overlap-added back in order.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import itertools
 from typing import Dict, Iterator, Tuple
 
@@ -278,12 +280,15 @@ def separate_waveform(
     mwf: bool = False,
     batch_size: int = 1,
     mwf_block_frames: int | None = None,
+    synthesis_threads: int = 1,
 ) -> Dict[str, np.ndarray]:
     """Separate ``waveform [n, 2]`` into ``{instrument: [n, 2]}``.
 
     ``separator`` is a model.segment_graph.SegmentSeparator. Soft masks and the Wiener filter
     run segment by segment and are overlap-added; ``mwf_block_frames`` is the Wiener
     filter's block (default: one segment, T frames; 0: the whole track at once, as Spleeter).
+    ``synthesis_threads`` > 1: the soft masks' inverse STFT of a batch's segments and channels
+    runs on that many threads (for one song at a time; the same samples).
     """
     config = separator.config
     n = waveform.shape[0]
@@ -298,17 +303,37 @@ def separate_waveform(
             for k, name in enumerate(config.instruments)
         }
 
-    def signals():
+    def signals(pool=None):
         for first, spans in _batches(waveform, config, batch_size):
             if not mwf:
-                yield from separator.soft(spans)
+                yield from separator.soft(spans, pool=pool)
                 continue
             specs, sources = separator.spectra(spans)
             for j, (spec, source) in enumerate(zip(specs, sources)):
                 yield wiener_segment(spec, source, config, segment_frames(first + j, n, config), block)
 
-    stacked = overlap_add_segments(signals(), config, n) if count else np.zeros((0, 2, len(config.instruments)), np.float32)
-    return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
+    if not count:
+        return {name: np.zeros((0, 2), np.float32) for name in config.instruments}
+    if mwf:
+        stacked = overlap_add_segments(signals(), config, n)
+        return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
+    with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") if synthesis_threads > 1 else contextlib.nullcontext() as pool:
+        by_stem = overlap_add_by_stem(signals(pool), config, count)
+    return {name: by_stem[k, :n] for k, name in enumerate(config.instruments)}
+
+
+def overlap_add_by_stem(signals, config: ModelConfig, count: int) -> np.ndarray:
+    """``count`` segment signals ``[L, C, S]``, given in order, overlap-added into ``[S, samples, C]``
+    (each stem's samples contiguous): the bits of ``overlap_add_segments`` (a sum of two
+    floats does not depend on their order, only two segments overlap, and the signals, sums
+    from +0.0, hold no -0.0 that adding to the zeros would turn into +0.0), without its copies."""
+    advance = config.T * config.frame_step
+    out = None
+    for j, signal in enumerate(signals):
+        if out is None:
+            out = np.zeros((signal.shape[-1], (count - 1) * advance + signal.shape[0], signal.shape[1]), np.float32)
+        out[:, j * advance : j * advance + signal.shape[0]] += signal.transpose(2, 0, 1)
+    return out
 
 
 def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:

@@ -57,7 +57,8 @@ class Separator:
     ``model``: ``spleeter:2stems`` / ``4stems`` / ``5stems`` (and their ``-16kHz`` variants), a
     model folder or a Spleeter configuration JSON, as ``stembeam separate -p`` takes it.
     ``mwf``: the multichannel Wiener filter instead of soft masks; ``precision``: the U-nets'
-    arithmetic (``float32``, exact; ``bfloat16``); ``residual``: the last stem is the mixture
+    arithmetic (``float32``, exact; ``bfloat16``; ``auto``: bfloat16 on a CPU with AMX or a GPU,
+    else float32; model.precision); ``residual``: the last stem is the mixture
     minus the others. Results are the very samples ``stembeam separate`` writes (before encoding).
     """
 
@@ -92,7 +93,11 @@ class Separator:
         return self._separate(mix)
 
     def _separate(self, mix: np.ndarray) -> Dict[str, np.ndarray]:
-        stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block)
+        # One song at a time: the inverse STFT uses every core this process may run on, as
+        # TensorFlow's U-nets do (the corpus job's workers, one per core, each keep to one).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        stems = separate_waveform(mix, self._separator, mwf=self.mwf, batch_size=self._batch_size, mwf_block_frames=self._block,
+                                  synthesis_threads=cores)
         return residual_stems(stems, mix) if self.residual else stems
 
     def separate_to_file(self, path: str, destination: str, codec: str = "wav", bitrate: str = "128k",

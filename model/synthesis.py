@@ -9,6 +9,12 @@ Frames go through in chunks that stay in the CPU caches, on the calling thread o
 pipeline runs one batch per worker thread; the U-nets keep TensorFlow's thread pool).
 Only for masks extended with zeros above F (every official model); tests/test_synthesis.py
 proves the bits against the graph.
+
+Frames past a segment's last audible sample (the padding of a track's last segment) have a zero
+spectrum, so their signals are zeros that add nothing: ``frames`` skips them, the same bits.
+The graph's order costs nothing measurable: a reciprocal shared by the stems instead of their
+divisions, or the products as float pairs, took the same time or longer (the inverse FFT is
+most of the pass), so bfloat16 separations take this same path.
 """
 from __future__ import annotations
 
@@ -27,20 +33,23 @@ def supports(config: ModelConfig) -> bool:
     return config.mask_extension == "zeros" and config.separation_exponent == 2 and config.frame_length % config.frame_step == 0
 
 
-def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config: ModelConfig, chunk: int = CHUNK_FRAMES) -> np.ndarray:
+def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config: ModelConfig, chunk: int = CHUNK_FRAMES, *,
+               frames=None) -> np.ndarray:
     """Soft-mask source signals of each segment, overlap-added within the segment.
 
     spec: the mixture STFT's first F bins ``[B, C, T, F]`` complex64; sources: the U-nets'
     magnitudes ``[B, T, F, C, S]`` float32; window: ``[N]`` float32, the synthesis window
-    already times 2/3. Returns ``[B, (T-1)*hop + N, C, S]`` float32.
+    already times 2/3; frames: per segment, how many of its first frames to synthesise (the
+    others must have a zero spectrum and finite magnitudes; default all T). Returns
+    ``[B, (T-1)*hop + N, C, S]`` float32.
     """
-    batch, channels, frames, bins_in = spec.shape
+    batch, channels, count_frames, bins_in = spec.shape
     count = sources.shape[-1]
     n, hop = config.frame_length, config.frame_step
     q = n // hop
     eps, eps_share = np.float32(spectral.EPSILON), np.float32(spectral.EPSILON / count)
-    out = np.empty((batch, (frames + q - 1) * hop, channels, count), np.float32)
-    out_blocks = out.reshape(batch, frames + q - 1, hop, channels, count)
+    out = np.empty((batch, (count_frames + q - 1) * hop, channels, count), np.float32)
+    out_blocks = out.reshape(batch, count_frames + q - 1, hop, channels, count)
     window_blocks = window.reshape(q, hop)
     # The upper bins stay zero: the inverse FFT of F bins zero-padded, as the graph's irfft.
     masked = np.zeros((count, chunk, n // 2 + 1), np.complex64)
@@ -51,9 +60,10 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
     # gives Inf/NaN stems, which the writers refuse with one error naming the file.
     with np.errstate(all="ignore"):
         for b in range(batch):
+            used = count_frames if frames is None else int(frames[b])
             for c in range(channels):
-                for start in range(0, frames + q - 1, chunk):
-                    stop = min(start + chunk, frames)
+                for start in range(0, used + q - 1, chunk):
+                    stop = min(start + chunk, used)
                     inside = max(stop - start, 0)
                     pieces[:, : q - 1] = pieces[:, chunk : chunk + q - 1] if start else 0.0
                     if inside:
@@ -67,10 +77,22 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
                         np.multiply(spec[b, c, start:stop], powered, out=masked[:, :inside, :bins_in])
                         signal = scipy.fft.irfft(masked[:, :inside], n, axis=-1, workers=1)
                         np.multiply(signal.reshape(count, inside, q, hop), window_blocks, out=pieces[:, q - 1 : q - 1 + inside])
-                    blocks = min(chunk, frames + q - 1 - start)
+                    blocks = min(chunk, used + q - 1 - start)
                     pieces[:, q - 1 + inside : q - 1 + blocks] = 0.0
                     total_blocks = pieces[:, q - 1 : q - 1 + blocks, 0] + np.float32(0.0)
                     for j in range(1, q):
                         total_blocks += pieces[:, q - 1 - j : q - 1 - j + blocks, j]
                     out_blocks[b, start : start + blocks, :, c, :] = total_blocks.transpose(1, 2, 0)
+                # Blocks only skipped frames reach: the graph's 0 + 0 + ... is +0.0.
+                out_blocks[b, used + q - 1 :, :, c, :] = 0.0
     return out
+
+
+def audible_frames(spans: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Per segment of ``spans [B, L, C]``, how many of its T frames reach an audible (non-zero)
+    sample: the frames after them see only zeros, so their spectrum is zero."""
+    flat = spans.reshape(spans.shape[0], -1)
+    audible = flat.any(axis=1)
+    last = flat.shape[1] - 1 - np.argmax(flat[:, ::-1] != 0, axis=1)  # last non-zero value
+    frames = np.minimum(last // spans.shape[2] // config.frame_step + 1, config.T)
+    return np.where(audible, frames, 0)

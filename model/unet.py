@@ -118,3 +118,102 @@ def build_model(config: ModelConfig) -> keras.Model:
         sources = [expand(f"source{i}")(apply_unet(inputs, config, i, logits=False)) for i in range(n)]
         outputs = layers.Concatenate(axis=-1, name="source_spectrograms")(sources)
     return keras.Model(inputs, outputs, name=config.name.replace(":", "_"))
+
+
+def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str = "bfloat16"):
+    """The U-nets of ``model`` (built by ``build_model``) as one TF function whose convolutions
+    and batch norms run in ``dtype`` (bfloat16 on a CPU with AMX: oneDNN's AMX kernels), for
+    inference only; ``float32`` gives the Keras model's numbers within rounding (the test of
+    this transcription, tests/test_precision.py).
+
+    Faster than the Keras model under TensorFlow's oneDNN auto-mixed-precision rewrite, which
+    converted every weight at every call, ran the batch norms as bfloat16 multiply-adds in Eigen
+    (slow on bfloat16) and the dilated mask convolution through space-to-batch: here the weights
+    are converted once, each batch norm (and its activation) is one fused oneDNN op
+    (``FusedBatchNormV3``, float32 inside; the transposed convolutions' biases too), the mask
+    convolution runs as a dilated convolution, the masks and the product with the mixture in
+    float32. Dropout is inference's identity; the
+    ``+0*x`` that ties the sixth encoder batch norm into the Keras model is left out.
+
+    Returns ``unets(mix [B, T, F, C] float32, training=False) -> [B, T, F, 2, S] float32``.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    compute = tf.as_dtype(dtype)
+    count = len(config.instruments)
+
+    def weights(base, index):
+        return [tf.constant(w, compute) for w in model.get_layer(tf1_name(base, index)).get_weights()]
+
+    def norm(index):
+        layer = model.get_layer(tf1_name("batch_normalization", index))
+        gamma, beta, mean, variance = (tf.constant(w, tf.float32) for w in layer.get_weights())
+        return gamma, beta, mean, variance, float(layer.epsilon)
+
+    def bias_as_norm(bias):
+        ones, zeros = tf.ones(bias.shape, tf.float32), tf.zeros(bias.shape, tf.float32)
+        return ones, tf.constant(bias, tf.float32), zeros, ones, 0.0
+
+    activations = {"leaky_relu": lambda x: tf.nn.leaky_relu(x, 0.2), "relu": tf.nn.relu, "elu": tf.nn.elu}
+    encoder_act, decoder_act = activations[config.conv_activation], activations[config.deconv_activation]
+    levels = len(config.conv_n_filters)
+    unets = []
+    for i in range(count):
+        unets.append({
+            "conv": [weights("conv2d", 7 * i + k) for k in range(levels)],
+            "deconv": [weights("conv2d_transpose", 6 * i + k) for k in range(levels)],
+            # each transposed convolution's bias as a batch norm (x*1 + bias): oneDNN's bfloat16
+            # batch norm, fused with the ReLU that follows, beats Eigen's bias add (8-11 % of the U-nets)
+            "dec_bias": [bias_as_norm(model.get_layer(tf1_name("conv2d_transpose", 6 * i + k)).get_weights()[1]) for k in range(levels)],
+            # the encoder's last batch norm only feeds the +0*x tie: not needed
+            "enc_norm": [norm(12 * i + k) for k in range(levels - 1)],
+            "dec_norm": [norm(12 * i + levels + k) for k in range(levels)],
+        })
+
+    # The S mask convolutions (one input channel each, MASK_CHANNELS outputs) as one float32
+    # convolution of the S decoder outputs whose output channel c*S + s reads only input s: its
+    # output is already [B, T, F, MASK_CHANNELS, S], without stacking the S masks.
+    mask_kernel = np.zeros((4, 4, count, MASK_CHANNELS * count), np.float32)
+    mask_bias = np.zeros((MASK_CHANNELS * count,), np.float32)
+    for i in range(count):
+        kernel, bias = model.get_layer(tf1_name("conv2d", 7 * i + levels)).get_weights()
+        for c in range(MASK_CHANNELS):
+            mask_kernel[:, :, i, c * count + i] = kernel[:, :, 0, c]
+            mask_bias[c * count + i] = bias[c]
+    mask_kernel, mask_bias = tf.constant(mask_kernel), tf.constant(mask_bias)
+
+    def batch_norm(x, params):
+        gamma, beta, mean, variance, epsilon = params
+        return tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance, epsilon=epsilon, is_training=False)[0]
+
+    def unet(x, params):
+        skips = []
+        for level, (kernel, bias) in enumerate(params["conv"]):
+            conv = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 2, "SAME"), bias)
+            skips.append(conv)
+            if level < levels - 1:
+                x = encoder_act(batch_norm(conv, params["enc_norm"][level]))
+        x = skips[-1]
+        for level, (kernel, _) in enumerate(params["deconv"]):
+            shape = tf.shape(x)
+            x = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], kernel.shape[2]]), 2, "SAME")
+            x = batch_norm(decoder_act(batch_norm(x, params["dec_bias"][level])), params["dec_norm"][level])
+            if level < levels - 1:
+                x = tf.concat([skips[levels - 2 - level], x], axis=-1)
+        return x  # [B, T, F, 1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)])
+    def separate(mix):
+        x = tf.cast(mix, compute)
+        decoded = tf.cast(tf.concat([unet(x, params) for params in unets], axis=-1), tf.float32)  # [B, T, F, S]
+        # Few channels: a convolution that AMX tiles would waste, in float32.
+        logits = tf.nn.bias_add(tf.nn.conv2d(decoded, mask_kernel, 1, "SAME", dilations=2), mask_bias)
+        logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:3], [MASK_CHANNELS, count]], 0))  # [B, T, F, 2, S]
+        masks = tf.nn.softmax(logits, axis=-1) if config.softmax_masks else tf.sigmoid(logits)
+        return masks * mix[..., tf.newaxis]
+
+    def call(mix, training=False):
+        return separate(mix)
+
+    return call

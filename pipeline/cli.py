@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     if command not in JOBS:
         args = build_parser().parse_args(argv)  # --help and usage errors exit here, as quickly
     console.setup(*console.wanted(argv))
+    _precision_hint(command, rest)
     try:
         if command in JOBS:
             return JOBS[command](rest)
@@ -220,6 +221,17 @@ def main(argv=None) -> int:
             return 2
         _report(error)
         return 1
+
+
+def _precision_hint(command, rest) -> None:
+    """One line for a person at a terminal who separates with the float32 default where
+    bfloat16 is the fast path (a CPU with AMX); never in scripts or logs."""
+    if command in ("separate", "pipeline", "evaluate") and not any(arg.startswith("--precision") for arg in rest) and sys.stderr.isatty():
+        from stembeam.model.precision import faster_precision_hint
+
+        hint = faster_precision_hint()
+        if hint:
+            print(hint, file=sys.stderr, flush=True)
 
 
 def _report(error: BaseException) -> None:

@@ -87,9 +87,10 @@ def add_stem_format_args(parser) -> None:
 def add_precision_arg(parser) -> None:
     """--precision of the U-nets (model/precision.py), for separate, pipeline and evaluate."""
     parser.add_argument(
-        "--precision", default="float32", choices=("float32", "bfloat16"),
-        help="float32 (default: exact) or bfloat16: the U-nets in bfloat16 on a CPU with AVX512_BF16 or AMX (oneDNN), "
-        "Keras mixed precision on a GPU; STFT, masks and inverse STFT stay float32. A CPU without bfloat16 says so and runs float32",
+        "--precision", default="float32", choices=("float32", "bfloat16", "auto"),
+        help="float32 (default: exact, the same stems on every run), bfloat16: the U-nets in bfloat16 on a CPU with AVX512_BF16 or "
+        "AMX (oneDNN), Keras mixed precision on a GPU; STFT, masks and inverse STFT stay float32 (SDR within 0.05 dB of float32). "
+        "A CPU without bfloat16 says so and runs float32. auto: bfloat16 on a CPU with AMX or a GPU, else float32",
     )
 
 

@@ -119,10 +119,12 @@ def _keras_file(folder: str) -> str:
 
 
 def _runs_as(precision: str) -> str:
-    """The precision in-process workers run: float32 where the CPU has no bfloat16."""
+    """The precision in-process workers run: float32 where the CPU has no bfloat16, and what
+    ``auto`` chooses on this machine."""
     from stembeam.model.precision import effective_precision
 
-    return "float32" if effective_precision(precision) == "float32" else precision
+    effective = effective_precision(precision)
+    return "float32" if effective == "float32" else effective if precision == "auto" else precision
 
 
 class _Export:

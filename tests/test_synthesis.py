@@ -97,3 +97,56 @@ def test_non_finite_spectra_give_the_graphs_inf_and_nan_without_warnings():
         graph, mine = _graph_and_numpy(separator, spec, sources)
     assert np.isnan(graph).any()
     assert np.array_equal(np.isnan(graph), np.isnan(mine)) and np.array_equal(graph[~np.isnan(graph)], mine[~np.isnan(mine)])
+
+
+def test_frames_past_the_last_audible_sample_are_skipped_with_the_same_bits():
+    """A track's last segment is mostly padding: its frames past the last non-zero sample have a
+    zero spectrum; synthesising only the others gives the graph's bits, zeros after them."""
+    config = dataclasses.replace(get_config("2stems"), T=100)
+    separator = SegmentSeparator(None, config)
+    rs = np.random.RandomState(7)
+    spans = np.zeros((3, config.segment_samples, 2), np.float32)
+    spans[0] = rs.randn(config.segment_samples, 2)  # every frame
+    spans[1, : 37 * config.frame_step + 5] = rs.randn(37 * config.frame_step + 5, 2)  # frames 0..37 reach it
+    spans[2, 5 * config.frame_step + 3, 1] = -0.25  # one sample: frames 2..5 reach it
+    frames = synthesis.audible_frames(spans, config)
+    assert frames.tolist() == [100, 38, 6]
+    assert synthesis.audible_frames(np.zeros_like(spans), config).tolist() == [0, 0, 0]
+    spec, _ = separator._analysis(tf.constant(spans))  # noqa: SLF001
+    spec = spec.numpy()
+    for b, used in enumerate(frames):
+        assert not spec[b, :, used:].any() and spec[b, :, used - 1].any()
+    sources = np.abs(rs.randn(3, config.T, config.F, 2, 2)).astype(np.float32)
+    graph = separator._synthesis(tf.constant(spec), tf.constant(sources)).numpy()  # noqa: SLF001
+    skipped = synthesis.synthesize(spec, sources, separator._window, config, 7, frames=frames)  # noqa: SLF001
+    assert _same_bits(graph, skipped)
+    assert not skipped[1, (38 - 1) * config.frame_step + config.frame_length :].any()
+
+
+def test_non_finite_magnitudes_in_skipped_frames_give_the_graphs_nans():
+    """Inf or NaN spread through the U-nets into padding frames: then every frame is synthesised."""
+    config = dataclasses.replace(get_config("2stems"), T=40)
+    separator = SegmentSeparator(None, config)
+    spec, sources = _random_inputs(config, 1, 3)
+    spec[0, :, 20:] = 0
+    sources[0, 30] = np.nan
+    graph = separator._synthesis(tf.constant(spec), tf.constant(sources)).numpy()  # noqa: SLF001
+    mine = separator._synthesise(spec, sources, np.array([20]), None)  # noqa: SLF001
+    assert np.isnan(graph).any()
+    assert np.array_equal(np.isnan(graph), np.isnan(mine)) and np.array_equal(graph[~np.isnan(graph)], mine[~np.isnan(mine)])
+
+
+@needs_shared
+def test_one_song_at_a_time_on_every_core_gives_the_same_bits():
+    """Separator (the sequential API) runs the inverse STFT of a batch's segments and channels
+    on a thread pool: the same samples as the corpus job's one thread per batch."""
+    from stembeam.model.decode import load_audio
+    from stembeam.model.load import load_separator
+    from stembeam.model.separation import separate_waveform
+
+    config, separator = load_separator("spleeter:2stems")
+    waveform = load_audio(os.path.join(CC0, "3.Sodium", "mixture.flac"))
+    alone = separate_waveform(waveform, separator, batch_size=4)
+    pooled = separate_waveform(waveform, separator, batch_size=4, synthesis_threads=3)
+    for stem in config.instruments:
+        assert _same_bits(alone[stem], pooled[stem]) and np.abs(alone[stem]).max() > 0.1

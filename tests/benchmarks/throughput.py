@@ -22,11 +22,14 @@ import argparse
 import csv
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from stembeam.model.precision import cpu_flags
 from tests.conftest import CC0, CC0_SONGS, MODELS
 
 
@@ -56,14 +59,17 @@ def timed_process(kind: str, args: list, folder: str, name: str) -> dict:
     whole process's wall time (interpreter start-up included), and ``spawned``."""
     report = os.path.join(folder, f"{name}.json")
     spawned = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tests.benchmarks.timed_job", report, kind, *args], cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{name} failed (exit code {done.returncode}; negative: killed by that signal):\n{done.stderr[-3000:]}")
     with open(report) as handle:
         found = json.load(handle)
-    return {**found, "wall": wall, "spawned": spawned}
+    return {**found, "wall": wall, "cpu": cpu, "spawned": spawned}
 
 
 def official_job(files: list, output: str, folder: str) -> dict:
@@ -117,10 +123,22 @@ def help_timings() -> list:
 
 def _median_run(found: list) -> dict:
     """The run with the median wall (the lower middle one for an even count), with every
-    round's ``walls`` attached."""
+    round's ``walls`` and ``cpus`` (the process's user + system seconds) attached."""
     walls = [job["wall"] for job in found]
     middle = sorted(found, key=lambda job: job["wall"])[(len(found) - 1) // 2]
-    return {**middle, "walls": walls}
+    return {**middle, "walls": walls, "cpus": [job["cpu"] for job in found]}
+
+
+def _median(values) -> float:
+    return statistics.median(values)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
 
 
 def main(argv=None) -> int:
@@ -141,7 +159,7 @@ def main(argv=None) -> int:
         manifest, files = _manifest(tmp, args.copies)
         audio_seconds = 30.0 * len(files)
         print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s ({audio_seconds / 60:.1f} min); beam options: {' '.join(extra) or '(defaults)'}; "
-              f"{os.cpu_count()} cores; each job a whole process, one after the other", flush=True)
+              f"{_cpu_name()}, {os.cpu_count()} cores{' (amx_bf16)' if 'amx_bf16' in cpu_flags() else ''}; each job a whole process, one after the other", flush=True)
         runs = {"official": []}
         for round_ in range(args.rounds):
             runs["official"].append(official_job(files, os.path.join(tmp, f"official{round_}"), tmp))
@@ -159,13 +177,15 @@ def main(argv=None) -> int:
             if args.vocal_pitch:
                 pitch_s = pipeline_job(manifest, os.path.join(tmp, "pitch"), [*extra, "--features", "--vocal_pitch"], tmp, "pitch")["wall"]
     theirs = audio_seconds / official["wall"]
-    print(f"official graph decode->separate->wav:  {official['wall']:6.1f} s wall  {theirs:6.2f} s audio / s  (1.00x)")
+    print(f"official graph decode->separate->wav:  {official['wall']:6.1f} s wall  {theirs:6.2f} s audio / s  (1.00x)  CPU {_median(official['cpus']):5.1f} s")
     for name, job in jobs.items():
         ours = audio_seconds / job["wall"]
         rounds = "" if args.rounds == 1 else "; rounds: " + ", ".join(f"{o:.2f}x" for o in job["round_ratios"])
-        print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job{rounds})")
+        print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job{rounds})"
+              f"  CPU {_median(job['cpus']):5.1f} s ({_median(official['cpus']) / _median(job['cpus']):.2f}x less than the official job's)")
     if args.rounds > 1:
-        print(f"(median of {args.rounds} rounds; official walls: {', '.join(f'{w:.1f}' for w in official['walls'])} s)")
+        print(f"(median of {args.rounds} rounds; official walls: {', '.join(f'{w:.1f}' for w in official['walls'])} s; CPU: user + system seconds of each "
+              "whole process, medians)")
     print("where the time goes (wall-clock seconds):")
     for name, job in (("official graph", official), *((f"pipeline {name}", job) for name, job in jobs.items())):
         print(f"{name}: {job['wall']:.1f} s")
