@@ -11,7 +11,6 @@ ifneq ($(wildcard $(SHARED)/models/spleeter/2stems/model.index),)
 export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 endif
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo model test test-browser test-slow bench quality soak evaluate install clean
 

@@ -10,6 +10,8 @@ import wave
 
 import numpy as np
 
+from stembeam._compat import soundfile_without_peak_chunk
+
 CODECS = {
     # codec name -> (file extension, ffmpeg encoder arguments)
     "wav": ("wav", None),
@@ -28,19 +30,6 @@ MUXERS = {"m4a": "mp4", "wma": "asf"}
 # samples) or 16. Lossy codecs have no bit depth: they take the float samples.
 BIT_DEPTHS = {"wav": (16, 24, 32), "flac": (24, 16)}
 _SOUNDFILE_FORMATS = {("wav", 24): ("WAV", "PCM_24"), ("wav", 32): ("WAV", "FLOAT"), ("flac", 16): ("FLAC", "PCM_16")}
-
-
-# libsndfile's sf_command code: whether a float WAV gets a PEAK chunk (sndfile.h).
-_SFC_SET_ADD_PEAK_CHUNK = 0x1050
-
-
-def _without_peak_chunk(sound) -> None:
-    """No PEAK chunk in the float WAV ``sound`` (a soundfile.SoundFile opened for writing, before
-    any sample): libsndfile stamps that chunk with the time of writing, so the same stems made
-    different files from run to run. soundfile has no public call for it; its handle is used."""
-    import soundfile
-
-    soundfile._snd.sf_command(sound._file, _SFC_SET_ADD_PEAK_CHUNK, soundfile._ffi.NULL, 0)  # noqa: SLF001 - its own handle
 
 
 def check_codec(codec: str) -> None:
@@ -169,7 +158,9 @@ class AudioWriter:
             container, subtype = _SOUNDFILE_FORMATS[codec, bit_depth]
             self._soundfile = soundfile.SoundFile(self._tmp, "w", sample_rate, channels, subtype, format=container)
             if subtype == "FLOAT":
-                _without_peak_chunk(self._soundfile)
+                # libsndfile stamps a float WAV's PEAK chunk with the time of writing: no chunk,
+                # so the same stems are the same file.
+                soundfile_without_peak_chunk(self._soundfile)
             return
         if codec == "wav":
             self._wav = wave.open(self._tmp, "wb")

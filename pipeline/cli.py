@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
 
-from stembeam.model.startup import collector_paused
+from stembeam.pipeline.startup import collector_paused, hide_keras_optionals
 from stembeam.pipeline import console
 from stembeam.pipeline.flags import (
     JOB_HELP, add_allow_failures_arg, add_console_args, add_decoding_args, add_precision_arg, add_stem_format_args, help_requested,
@@ -51,7 +52,7 @@ def _separate(args) -> int:
     if problem is not None:
         print(f"error: stembeam separate: {problem}", file=sys.stderr)
         return 1
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
 
     try:
@@ -98,35 +99,35 @@ def _write_report(args) -> int:
 
 
 def _pipeline(argv) -> int:
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.corpus import run
 
     return run(argv)
 
 
 def _evaluate(argv) -> int:
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.evaluation import run
 
     return run(argv)
 
 
 def _prepare(argv) -> int:
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.prepare import run
 
     return run(argv)
 
 
 def _train(argv) -> int:
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.train import run
 
     return run(argv)
 
 
 def _features(argv) -> int:
-    with collector_paused():
+    with _startup():
         from stembeam.pipeline.features import run
 
     return run(argv)
@@ -244,19 +245,38 @@ def exit_now(code: int) -> None:
     """End the process with ``code`` once the command is done: atexit handlers run and the
     standard streams are flushed, but the interpreter's teardown is skipped (TensorFlow's and
     Beam's C++ state took about a second to tear down after every job; the OS frees it at once)."""
-    import atexit
     import logging
 
-    atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit runs first
+    from stembeam._compat import run_exit_handlers
+
+    run_exit_handlers()  # what a normal exit runs first
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
+# The start-up tricks (pipeline/startup.py) are the command's: main() called in a process of
+# someone else's (a test, a notebook) leaves that process as it was.
+_TRICKS = {"on": False}
+
+
+def _startup():
+    """While the command imports a job's modules: the collector paused, if this is the command."""
+    return collector_paused() if _TRICKS["on"] else contextlib.nullcontext()
+
+
+def enable_startup_tricks() -> None:
+    """Make this process the ``stembeam`` command's own: Keras' optional imports hidden, the
+    collector paused while modules import (pipeline/startup.py)."""
+    _TRICKS["on"] = True
+    hide_keras_optionals()
+
+
 def entry() -> None:
     """The ``stembeam`` program (console script, ``python -m stembeam``): main() as the
     whole life of the process."""
+    enable_startup_tricks()
     try:
         code = main()
     except SystemExit as stop:  # argparse's usage errors and --help

@@ -56,7 +56,10 @@ def setup(verbose: bool = False, log_level: str | None = None) -> None:
     ``log_level`` sets every logger's level (TF's C++ log follows it)."""
     _state["verbose"] = verbose or log_level in ("DEBUG", "INFO")
     level = logging.INFO if verbose else getattr(logging, log_level or "", None)
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else _TF_LEVELS.get(log_level, "3")
+    if verbose or log_level:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else _TF_LEVELS.get(log_level, "3")
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a level the caller chose stays
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     own = logging.getLogger(LOGGER_NAME)

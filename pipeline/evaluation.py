@@ -190,12 +190,8 @@ def spleeter_aliases(argv: list) -> list:
 
 def _counts_from_tracks(output: str) -> dict:
     """The summary's counts from the per-track table the job wrote (runners without metrics)."""
-    import io
-
-    import pyarrow.parquet as pq
-
     rows = [r for path in storage.list_matching(evaluation_output(output), "tracks-*.parquet")
-            for r in pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()]
+            for r in storage.read_parquet(path).to_pylist()]
     return {
         "tracks_evaluated": len({r["track_id"] for r in rows if r["status"] == "ok"}),
         "tracks_not_evaluated": sum(r["status"] != "ok" for r in rows),

@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+from stembeam._compat import argparse_option_strings, beam_add_options, beam_argument_parser
 
 from stembeam.pipeline.flags import JOB_HELP, help_requested  # noqa: F401 - re-exported for the jobs
 
@@ -28,8 +30,8 @@ class UsageError(SystemExit):
 
 
 def _runner_name(argv) -> str:
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    StandardOptions._add_argparse_args(parser)  # noqa: SLF001 - Beam's own flag definitions
+    parser = beam_argument_parser()
+    beam_add_options(StandardOptions, parser)
     runner = parser.parse_known_args(argv)[0].runner
     return (runner or "DirectRunner").rsplit(".", 1)[-1]
 
@@ -52,14 +54,14 @@ def unknown_options(argv, name: str) -> list:
     parser and the same difflib match Beam logs as "Discarding unparseable args" / "Did you mean"."""
     runner = _runner_name(argv)
     _load_runner_options(runner)
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    parser = beam_argument_parser()
     classes = {str(c): c for c in PipelineOptions.__subclasses__() if c.__module__.startswith("apache_beam")}
     for cls in classes.values():
-        cls._add_argparse_args(parser)  # noqa: SLF001
+        beam_add_options(cls, parser)
     for add in JOB_HELP[name][1]:
         add(parser)
     _, unknown = parser.parse_known_args(argv)
-    known = [option for action in parser._actions for option in action.option_strings]  # noqa: SLF001
+    known = argparse_option_strings(parser)
     problems = []
     for arg in unknown:
         if arg == "--":

@@ -3,7 +3,6 @@ Tables, one row per track and stem with that stem's and its track's features (``
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,7 +92,7 @@ def _read(folder: str, name: str) -> pa.Table | None:
     files = storage.list_matching(folder, f"{name}-*.parquet")
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(uri))) for uri in files], promote_options="default")
+    return pa.concat_tables([storage.read_parquet(uri) for uri in files], promote_options="default")
 
 
 def _left_join(left: pa.Table, left_keys: tuple, right: pa.Table, right_keys: tuple, suffix: str) -> pa.Table:

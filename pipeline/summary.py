@@ -4,7 +4,6 @@ status."""
 from __future__ import annotations
 
 import datetime
-import io
 import sys
 import time
 
@@ -64,9 +63,7 @@ def counts_from_metadata(output: str, started: datetime.datetime, samples_per_ch
 
 def read_metadata_rows(output: str) -> list:
     """The rows of ``{output}/metadata/``'s table (as written by the last run)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(storage.read_bytes(storage.join(output, "metadata", METADATA_FILE)))).to_pylist()
+    return storage.read_parquet(storage.join(output, "metadata", METADATA_FILE)).to_pylist()
 
 
 # Failed rows named by a summary (the rest are in the metadata table).

@@ -130,15 +130,16 @@ def _op_determinism():
     for the run: left on, it would break unseeded random ops of whatever the process runs next
     (``train`` called in-process, e.g. Spleeter's graph with its dropout)."""
     import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # is/disable_op_determinism are not in tf.config
 
-    was_on = tf_config.is_op_determinism_enabled()
+    from stembeam._compat import tf_disable_op_determinism, tf_op_determinism_enabled
+
+    was_on = tf_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
     try:
         yield
     finally:
         if not was_on:
-            tf_config.disable_op_determinism()
+            tf_disable_op_determinism()
 
 
 def _train(args, settings: dict, training, config) -> int:

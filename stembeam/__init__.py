@@ -10,15 +10,7 @@ Subpackages: ``stembeam.model`` (TensorFlow/Keras models, no Beam), ``stembeam.t
 ``stembeam.launch`` (runner-specific launching). ``import stembeam`` loads none of them until
 an attribute is used.
 """
-import os as _os
-
 __version__ = "0.1.0"
-
-# In a source checkout the subpackages are this folder's siblings (model/, pipeline/, ...), as
-# setup.py's package_dir maps them; an installed package holds them inside stembeam/.
-_CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_CHECKOUT, "setup.py")) and _os.path.isfile(_os.path.join(_CHECKOUT, "model", "__init__.py")):
-    __path__.append(_CHECKOUT)  # noqa: F821 - the package's own search path
 
 __all__ = ["Separator", "load_audio", "read_output", "read_tables", "OutputTables", "__version__"]
 

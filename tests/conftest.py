@@ -7,7 +7,6 @@ import wave
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("STEMBEAM_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 MODELS = os.path.join(SHARED, "models", "spleeter")

@@ -1,6 +1,8 @@
-"""Start-up imports only what a job needs (issue 23): Keras' scikit-learn wrappers, its
-matplotlib and Pillow utilities and tensorflow-hub are not loaded, and scikit-learn,
-matplotlib and Pillow still import normally afterwards."""
+"""The command's start-up imports only what a job needs (issue 23): Keras' scikit-learn
+wrappers, its matplotlib and Pillow utilities and tensorflow-hub are not loaded, and
+scikit-learn, matplotlib and Pillow still import normally afterwards. These are the command's
+own tricks (pipeline/startup.py, enabled by its entry point): the library leaves the process as
+it found it (tests/test_side_effects.py)."""
 import subprocess
 import sys
 
@@ -8,6 +10,8 @@ from tests.conftest import REPO
 
 _PROBE = """
 import sys
+from stembeam.pipeline.cli import enable_startup_tricks
+enable_startup_tricks()
 import stembeam.pipeline.corpus
 corpus_only = sorted(name for name in ("tensorflow", "keras") if name in sys.modules)
 import stembeam.model.load, stembeam.transforms.inference
@@ -33,7 +37,7 @@ def test_the_collector_is_paused_while_any_start_up_block_runs_then_frozen_and_b
     import gc
     import threading
 
-    from stembeam.model.startup import collector_paused
+    from stembeam.pipeline.startup import collector_paused
 
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
@@ -67,7 +71,7 @@ def test_the_collector_is_paused_while_any_start_up_block_runs_then_frozen_and_b
 
 def test_a_job_runs_with_the_collector_on(tmp_path):
     # A job that stops at once (no such manifest) after importing its modules with the collector paused.
-    probe = ("import gc, sys\nfrom stembeam.pipeline import cli\n"
+    probe = ("import gc, sys\nfrom stembeam.pipeline import cli\ncli.enable_startup_tricks()\n"
              f"code = cli.main(['pipeline', '--manifest', {str(tmp_path / 'none.csv')!r}, '--output', {str(tmp_path / 'out')!r}])\n"
              "print(code, gc.isenabled(), gc.get_freeze_count() > 0)\n")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout

@@ -47,10 +47,10 @@ def read_entries(uri: str) -> Iterator[tuple]:
     lower = uri.lower()
     data = _read(uri)
     if lower.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        from stembeam.transforms.storage import parquet_from_bytes
 
         try:
-            rows = pq.read_table(io.BytesIO(data)).to_pylist()
+            rows = parquet_from_bytes(data).to_pylist()
         except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a broken file
             raise ManifestError(f"manifest {uri}: not a readable Parquet file: {error}") from None
         yield from enumerate(rows, start=1)

@@ -10,6 +10,8 @@ import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
+from stembeam._compat import beam_gcsio, beam_list_prefix
+
 from stembeam.model.encode import apply_default_mode
 
 
@@ -38,6 +40,30 @@ def local_copy(uri: str):
             shutil.copyfileobj(source, tmp)
         tmp.flush()
         yield tmp.name
+
+
+def read_parquet(uri: str, columns=None):
+    """The Parquet file at ``uri`` (local or any Beam filesystem) as a pyarrow Table.
+
+    Remote bytes are copied into memory pyarrow owns: a Table read from Python-owned bytes (a
+    BytesIO) can be released by one of pyarrow's threads during interpreter shutdown, which
+    then aborts the process ("terminate called without an active exception")."""
+    if is_local(uri):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(local_path(uri), columns=columns)
+    return parquet_from_bytes(read_bytes(uri), columns)
+
+
+def parquet_from_bytes(data: bytes, columns=None):
+    """A Parquet file's ``data`` as a pyarrow Table, read from memory pyarrow owns (see read_parquet)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    owned = pa.allocate_buffer(len(data))
+    np.frombuffer(owned, dtype=np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+    return pq.read_table(pa.BufferReader(owned), columns=columns)
 
 
 def put_file(local_path: str, uri: str) -> None:
@@ -79,7 +105,7 @@ def _gcs(uri: str):
     """Beam's GcsIO for a gs:// uri (None for other schemes)."""
     if not uri.startswith("gs://"):
         return None
-    return FileSystems.get_filesystem(uri)._gcsIO()  # noqa: SLF001 - the literal calls (get, list by prefix, delete one)
+    return beam_gcsio(uri)  # the literal calls (get, list by prefix, delete one)
 
 
 def _not_found(error: Exception) -> bool:
@@ -146,7 +172,7 @@ def _gone_is_fine(function, path, exc_info) -> None:
 
 def _listing(prefix: str):
     """FileMetadata of every object whose name starts with ``prefix`` (remote, one listing)."""
-    return list(FileSystems.get_filesystem(prefix)._list(prefix))  # noqa: SLF001 - a literal prefix listing
+    return beam_list_prefix(prefix)
 
 
 def _segment_match(name: str, pattern: str) -> bool:

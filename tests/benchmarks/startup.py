@@ -22,7 +22,7 @@ import contextlib, gc, json, sys, time
 start = time.perf_counter()
 collections = {"n": 0}
 gc.callbacks.append(lambda phase, info: collections.__setitem__("n", collections["n"] + (phase == "stop")))
-from stembeam.model.startup import collector_paused
+from stembeam.pipeline.startup import collector_paused
 paused = collector_paused() if sys.argv[1] == "paused" else contextlib.nullcontext()
 with paused:
     import stembeam.pipeline.corpus, stembeam.model.load
