@@ -64,10 +64,13 @@ class Separator:
 
     def __init__(self, model: str = "spleeter:2stems", mwf: bool = False, precision: str = "float32", *, model_dir: str | None = None,
                  residual: bool = False, batch_size: int = 4, mwf_block_frames: int | None = None):
-        from stembeam.model.load import load_separator
+        from stembeam._quiet import quiet
 
-        self.config, self._separator = load_separator(model, model_dir, precision)
-        self._separator.warm_up()  # traced here, once, so calls from several threads never trace
+        with quiet():  # TensorFlow's log as it loads and first runs (no GPU factories...): not the user's
+            from stembeam.model.load import load_separator
+
+            self.config, self._separator = load_separator(model, model_dir, precision)
+            self._separator.warm_up()  # traced here, once, so calls from several threads never trace
         self.model, self.mwf, self.residual = model, mwf, residual
         self._batch_size, self._block = batch_size, mwf_block_frames
 

@@ -27,8 +27,11 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
+        from stembeam._quiet import quiet
+
         module, attribute = _LAZY[name]
-        value = getattr(importlib.import_module(module), attribute)
+        with quiet():  # what the dependencies print while they load is not the user's business
+            value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'stembeam' has no attribute {name!r}")

@@ -82,3 +82,27 @@ def test_keras_keeps_its_optional_features():
     done = subprocess.run([sys.executable, "-c", _KERAS], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "True True"
+
+
+_QUIET = """
+import stembeam
+separator = stembeam.Separator("spleeter:2stems")
+stems = separator.separate(stembeam.load_audio({example!r}))
+table = stembeam.read_output({output!r})
+tables = stembeam.read_tables({output!r})
+"""
+
+
+def test_the_library_prints_nothing(output):
+    """Issue 30: a fresh process that imports stembeam, separates the example and reads an output
+    writes nothing, neither through Python nor on its file descriptors (TensorFlow's C++ log),
+    without any TF_CPP_MIN_LOG_LEVEL of the caller's."""
+    import os
+
+    from tests.conftest import EXAMPLE
+
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    done = subprocess.run([sys.executable, "-c", _QUIET.format(example=EXAMPLE, output=output)], cwd=REPO, capture_output=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == b"" and done.stderr == b"", done.stderr.decode("utf-8", "replace")[-3000:]
