@@ -19,7 +19,7 @@ def query(output: str, vocals_after: float = 20.0, tempo_min: float = 118.0, tem
     """``pyarrow.Table`` of track_id, first_vocal_s, tempo_bpm, key, mixture integrated_lufs, loudest first."""
     mixtures = stembeam.read_output(output).filter(pc.field("stem") == "mixture")
     found = mixtures.filter(
-        (pc.field("status_track_features") == "ok") & (pc.field("first_vocal_s") >= vocals_after)
+        (pc.field("status_track") == "ok") & (pc.field("first_vocal_s") >= vocals_after)
         & (pc.field("tempo_bpm") >= tempo_min) & (pc.field("tempo_bpm") <= tempo_max)
     )
     columns = ["track_id", "first_vocal_s", "tempo_bpm", "key_tonic", "key_mode", "integrated_lufs"]

@@ -121,18 +121,33 @@ def test_readme_example_and_read_output(tmp_path):
 
     table = stembeam.read_output(str(tmp_path / "features_output"))
     rows = {(row["track_id"], row["stem"]): row for row in table.to_pylist()}
-    assert set(rows) == {("song", "vocals"), ("song", "accompaniment"), ("song", "mixture"), ("gone", None)}
+    assert list(rows) == [("gone", None), ("song", "mixture"), ("song", "accompaniment"), ("song", "vocals")]  # sorted, mixture first
     for stem in ("vocals", "accompaniment", "mixture"):
         row = rows["song", stem]
-        assert row["status_features"] == "ok" and -70 < row["integrated_lufs"] < 0 and len(row["mfcc_mean"]) > 0
-        assert row["tempo_bpm"] > 0 and row["status_track_features"] == "ok"  # the track's features on each row
-    assert rows["song", "vocals"]["status"] == "ok" and rows["song", "vocals"]["bit_depth"] == 16
-    assert rows["song", "mixture"]["status"] is None  # not a stem: no metadata row
+        assert row["status_source"] == "ok" and -70 < row["integrated_lufs"] < 0 and len(row["mfcc_mean"]) > 0
+        assert row["tempo_bpm"] > 0 and row["status_track"] == "ok"  # the track's features on each row
+        assert row["status"] == "ok" and row["model"] == "spleeter:2stems"  # the mixture row too: the track's status
+    assert rows["song", "vocals"]["bit_depth"] == 16 and rows["song", "mixture"]["bit_depth"] is None
+    assert rows["song", "mixture"]["stem_uri"] == EXAMPLE and rows["song", "mixture"]["duration_s"] == rows["song", "vocals"]["duration_s"]
     assert rows["gone", None]["status"] == "error" and "missing.wav" in rows["gone", None]["error"]
     assert rows["gone", None]["integrated_lufs"] is None
+    # One suffix rule: a name two tables share is the metadata's plain, then _source, _track.
+    names = set(table.column_names)
+    assert {"duration_s", "duration_s_source", "feature_version_source", "feature_version_track", "status_source", "status_track"} <= names
+    assert not [name for name in names if name.endswith(("_features", "_track_features"))]
     frame = stembeam.read_output(str(tmp_path / "features_output"), to_pandas=True)
     assert len(frame) == 4 and set(frame["stem"].dropna()) == {"vocals", "accompaniment", "mixture"}
+    assert {str(frame[name].dtype) for name in ("sample_rate", "channels", "bit_depth", "F")} == {"Int32"}  # nulls keep them integers
+    assert list(frame.loc[frame.status == "ok", "stem"]) == ["mixture", "accompaniment", "vocals"]  # the mixture is not dropped
+    assert frame.loc[frame.stem == "vocals", "sample_rate"].iloc[0] == 44100
+    legacy = stembeam.read_output(str(tmp_path / "features_output"), legacy_names=True)
+    assert {"duration_s_features", "status_features", "status_track_features", "feature_version_track_features"} <= set(legacy.column_names)
     tables = stembeam.read_tables(str(tmp_path / "features_output"))
-    assert tables.metadata.num_rows == 3 and tables.sources.num_rows == 3 and tables.tracks.num_rows == 1
+    assert list(tables) == ["metadata", "sources", "tracks"] and tables["metadata"].num_rows == 3
+    assert tables.sources.num_rows == 3 and tables["tracks"].num_rows == 1 and dict(tables)["sources"] is tables.sources
+    with pytest.raises(KeyError, match="'frames': this output has the tables metadata, sources, tracks"):
+        tables["frames"]
+    frames = stembeam.read_tables(str(tmp_path / "features_output"), to_pandas=True)
+    assert sorted(frames) == ["metadata", "sources", "tracks"] and str(frames["metadata"]["F"].dtype) == "Int32"
     with pytest.raises(FileNotFoundError, match="no metadata"):
         stembeam.read_output(str(tmp_path))
