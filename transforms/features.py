@@ -186,11 +186,6 @@ class AnalyseTracks(beam.DoFn):
         self._reused = Metrics.counter("stembeam", "features_tracks_reused")
         self._failed = Metrics.counter("stembeam", "features_tracks_failed")
 
-    def setup(self):
-        from stembeam.model.features.analysis import warm_up
-
-        warm_up(self._pitch)  # numba compiles once per worker process, not per track
-
     def _key(self, job: FeatureTrack) -> dict:
         sources = {
             name: [source.uri, source.offset, source.duration, source.stream, _file_identity(source.uri)] for name, source in job.sources
@@ -307,24 +302,12 @@ def _corpus_jobs(element, output: str):
     yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker, identity.isoformat() if identity else None)
 
 
-def warm_up_in_background(in_process: bool, vocal_pitch: bool) -> None:
-    """With ``in_process`` workers (the DirectRunner), compile librosa's numba functions while the
-    job starts (decoding, inference) instead of when the first track reaches the features stage."""
-    import threading
-
-    from stembeam.model.features.analysis import warm_up
-
-    if in_process:
-        threading.Thread(target=warm_up, args=(vocal_pitch,), daemon=True).start()
-
-
-def add_to_corpus_job(tracks, rows, output: str, features, in_process: bool, staging: Optional[str] = None) -> dict:
+def add_to_corpus_job(tracks, rows, output: str, features, staging: Optional[str] = None) -> dict:
     """The corpus job's features stage: after the stem writers, every track with written (or
     previously finished) stems is analysed: its stems, and its mixture over the same span; only
     Track references and metadata rows (stem uris) cross to it. ``features``: the job's feature
     options (``vocal_pitch``, ``feature_frames``, ``feature_plots``). The tables are rewritten whole
     (drop_stale_feature_tables after the job)."""
-    warm_up_in_background(in_process, features.vocal_pitch)
     by_id = tracks | "FeatureTracksById" >> beam.Map(lambda track: (track.track_id, track))
     rows_by_id = rows | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
     jobs = (

@@ -65,7 +65,7 @@ class LoudnessMeter:
         flat = block.ravel()
         self.sum_squares += float(np.dot(flat, flat))
         filtered, self._state = scipy.signal.sosfilt(self._sos, block, axis=0, zi=self._state)
-        weighted = np.square(filtered) @ self._gains
+        weighted = np.einsum("ij,ij,j->i", filtered, filtered, self._gains)
         weighted = np.concatenate([self._carry, weighted])
         start = self._boundary(self._finished)
         end = start + weighted.shape[0]
@@ -73,8 +73,7 @@ class LoudnessMeter:
         last = (TICKS_PER_S * (end + 1) - 1) // self.sample_rate
         if last > self._finished:
             edges = self._boundary(np.arange(self._finished, last + 1)) - start
-            sums = np.concatenate([[0.0], np.cumsum(weighted[: edges[-1]], dtype=np.float64)])
-            self._ticks.append(sums[edges[1:]] - sums[edges[:-1]])
+            self._ticks.append(np.add.reduceat(weighted[: edges[-1]], edges[:-1], dtype=np.float64))
             self._carry = weighted[edges[-1] :]
             self._finished = int(last)
         else:
