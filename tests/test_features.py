@@ -4,7 +4,6 @@ import json
 import math
 import os
 
-import librosa
 import mir_eval
 import numpy as np
 import pyloudnorm
@@ -17,6 +16,7 @@ from stembeam.model.features.loudness import LoudnessMeter
 from stembeam.model.features.rhythm import tempo_and_beats
 from stembeam.model.features.vocals import vocal_activity
 from tests.conftest import CC0, CC0_SONGS, needs_shared
+from tests.librosa_reference import librosa
 
 RATE = 44100
 

@@ -46,6 +46,7 @@ class LoudnessMeter:
         self._sos = np.stack([np.concatenate([f.b * f.passband_gain, f.a]) / f.a[0] for f in stages]).astype(np.float32)
         self._state = np.zeros((len(stages), 2, channels), np.float32)
         self._gains = np.asarray(CHANNEL_GAINS[:channels], np.float32)
+        self._unit_gains = bool(np.all(self._gains == 1.0))
         self.sample_rate = sample_rate
         self.channels = channels
         self._carry = np.zeros(0, np.float32)  # weighted squares of the unfinished tick
@@ -65,7 +66,7 @@ class LoudnessMeter:
         flat = block.ravel()
         self.sum_squares += float(np.dot(flat, flat))
         filtered, self._state = scipy.signal.sosfilt(self._sos, block, axis=0, zi=self._state)
-        weighted = np.einsum("ij,ij,j->i", filtered, filtered, self._gains)
+        weighted = np.einsum("ij,ij->i", filtered, filtered) if self._unit_gains else np.einsum("ij,ij,j->i", filtered, filtered, self._gains)
         weighted = np.concatenate([self._carry, weighted])
         start = self._boundary(self._finished)
         end = start + weighted.shape[0]

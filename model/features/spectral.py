@@ -34,7 +34,7 @@ def power_spectrum(y: np.ndarray) -> np.ndarray:
     """``[n, 1 + N_FFT/2]`` float32 power of the Hann-windowed STFT frames (N_FFT every HOP, no
     padding) of a Framer piece ``y``: frame-major, each frame's bins contiguous."""
     frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
-    spectrum = scipy.fft.rfft(frames * WINDOW, axis=1)
+    spectrum = scipy.fft.rfft(frames * WINDOW, axis=1, overwrite_x=True)
     return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
@@ -44,8 +44,8 @@ def rms_db(power: np.ndarray) -> np.ndarray:
     librosa.feature.rms) divided by the window's power gain WINDOW_POWER, i.e. the RMS of the
     frame's 2048 samples (of the mono mix at 22.05 kHz) weighted by the window and normalised."""
     # Every bin counts twice (its negative frequency) except DC and Nyquist.
-    total = power.sum(axis=1, dtype=np.float64) - 0.5 * (power[:, 0] + power[:, -1])
-    rms = np.sqrt(2 * total / N_FFT**2 / WINDOW_POWER)
+    total = power.sum(axis=1) - 0.5 * (power[:, 0] + power[:, -1])
+    rms = np.sqrt(2 * total.astype(np.float64) / N_FFT**2 / WINDOW_POWER)
     return (20.0 * np.log10(np.maximum(rms, 10 ** (RMS_FLOOR_DB / 20)))).astype(np.float32)
 
 
@@ -57,8 +57,8 @@ def mel_db(power: np.ndarray) -> np.ndarray:
 def zero_crossing_rates(y: np.ndarray, frames: int) -> np.ndarray:
     """``[frames]`` share of the N_FFT - 1 sample pairs of each frame of the Framer piece ``y``
     whose signs differ (samples within 1e-10 of 0 count as positive), over N_FFT."""
-    negative = np.signbit(np.where(np.abs(y) <= ZERO_CROSSING_THRESHOLD, 0, y))
-    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1], dtype=np.int64)])
+    negative = y < -ZERO_CROSSING_THRESHOLD  # librosa's sign bit of y, with y within the threshold set to +0
+    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1], dtype=np.int32)])
     starts = np.arange(frames) * HOP
     return (crossings[starts + N_FFT - 1] - crossings[starts]) / N_FFT
 
@@ -73,14 +73,15 @@ class SpectralStats:
         self._zcr = 0.0
         self._mfcc = np.zeros(N_MFCC)
 
-    def add(self, y: np.ndarray, power: np.ndarray, mel: np.ndarray, frame_db: np.ndarray) -> None:
-        """``y``: the Framer piece the ``power [n, 1025]`` / ``mel [128, n]`` / ``frame_db [n]`` frames came from."""
+    def add(self, y: np.ndarray, power: np.ndarray, magnitude: np.ndarray, mel: np.ndarray, frame_db: np.ndarray) -> None:
+        """``y``: the Framer piece the ``power`` / ``magnitude [n, 1025]``, ``mel [128, n]`` and
+        ``frame_db [n]`` frames came from."""
         keep = frame_db > SILENT_FRAME_DB
         if not np.any(keep):
             return
-        kept = power[keep]
-        magnitude = np.sqrt(kept)
-        centroid = (magnitude @ FREQUENCIES).astype(np.float64) / np.maximum(magnitude.sum(axis=1, dtype=np.float64), np.finfo(np.float32).tiny)
+        kept, magnitude = power[keep], magnitude[keep]
+        total = magnitude.sum(axis=1).astype(np.float64)
+        centroid = (magnitude @ FREQUENCIES).astype(np.float64) / np.where(total < np.finfo(np.float32).tiny, 1.0, total)  # librosa.util.normalize(norm=1)
         floored = np.maximum(AMIN, kept)
         flatness = np.exp(np.mean(np.log(floored), axis=1)) / np.mean(floored, axis=1)
         zcr = zero_crossing_rates(y, power.shape[0])[keep]

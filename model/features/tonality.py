@@ -31,12 +31,15 @@ def spectral_peaks(magnitude: np.ndarray) -> tuple:
     150 Hz and 4 kHz of ``magnitude [n, 1 + N_FFT/2]`` frames that reach a tenth of their frame's
     maximum (librosa.piptrack's nonzero entries, in no particular order)."""
     band = magnitude[:, _LOW:_HIGH]
-    shift = parabolic_shifts(band, axis=1)[:, 1:-1]
-    slope = (band[:, 2:] - band[:, :-2]) / 2.0  # np.gradient inside the band
     floor = PEAK_THRESHOLD * magnitude.max(axis=1, keepdims=True)
     frames, bins = np.nonzero(localmax(band * (band > floor), axis=1)[:, 1:-1])
-    frequency = ((bins + _LOW + 1) + shift[frames, bins]) * float(ANALYSIS_RATE) / N_FFT
-    return frequency.astype(np.float32), (band[frames, bins + 1] + 0.5 * slope[frames, bins] * shift[frames, bins]).astype(np.float32)
+    bins += 1  # within band
+    # The parabola through each peak and its neighbours (piptrack interpolates every bin, then keeps these).
+    before, here, after = band[frames, bins - 1], band[frames, bins], band[frames, bins + 1]
+    shift = parabolic_shifts(np.stack([before, here, after]), axis=0)[1]
+    slope = (after - before) / 2.0  # np.gradient
+    frequency = ((bins + _LOW) + shift) * float(ANALYSIS_RATE) / N_FFT
+    return frequency.astype(np.float32), (here + 0.5 * slope * shift).astype(np.float32)
 
 
 class Tonality:
@@ -47,10 +50,10 @@ class Tonality:
         self.chroma = np.zeros(12)
         self._tuning = np.zeros(TUNING_BINS.shape[0] - 1)
 
-    def add(self, power: np.ndarray) -> None:
-        """``power [n, 1 + N_FFT/2]`` STFT frames."""
-        self.chroma += CHROMA_BASIS @ power.sum(axis=0, dtype=np.float64)
-        pitch, mag = spectral_peaks(np.sqrt(power))
+    def add(self, power: np.ndarray, magnitude: np.ndarray) -> None:
+        """``power``, ``magnitude [n, 1 + N_FFT/2]``: the same STFT frames."""
+        self.chroma += CHROMA_BASIS @ power.sum(axis=0)
+        pitch, mag = spectral_peaks(magnitude)
         found = pitch > 0
         if np.any(found):
             strong = pitch[found & (mag >= np.median(mag[found]))]
