@@ -262,7 +262,7 @@ def separate_tracks(tracks, input_errors, options: StembeamOptions, model: Prepa
         separated[DECODED] | "DecodedProgress" >> beam.Map(_decoded_progress) | "MarkDecoded" >> beam.ParDo(MarkProgress(root))
     wanted = options.view_as(FeatureOptions)
     if wanted.features:
-        features.add_to_corpus_job(tracks, rows, options.output, wanted, staging)
+        features.add_to_corpus_job(tracks, rows, options.output, wanted, in_process(options), staging)
     return rows
 
 

@@ -72,6 +72,7 @@ class PYin:
         stay = 1 - SWITCH_PROB
         switch = np.array([[stay, 1.0 - stay], [1.0 - stay, stay]])  # librosa.sequence.transition_loop(2, stay)
         self.log_transition = np.log(np.kron(switch, local) + TINY)  # [2n, 2n], from row to column
+        self.log_transition_to = np.ascontiguousarray(self.log_transition.T)  # [to, from]: the backtrace reads whole rows
         # band[to][from half, d, j]: log transition from bin j + d - half of the 'from' half to bin j of the 'to' half.
         target = np.arange(n)
         self.bands = np.full((2, 2, width, n), -np.inf)
@@ -143,27 +144,27 @@ class PYin:
         return observations
 
     def _viterbi(self, log_prob: np.ndarray) -> np.ndarray:
-        """``[n]`` most likely states (librosa.sequence.viterbi on the banded transitions)."""
+        """``[n]`` most likely states (librosa.sequence.viterbi) of ``log_prob [n, 2 n_bins]``."""
         steps, n, width, half = log_prob.shape[0], self.n_bins, self.width, self.width // 2
         value = np.empty_like(log_prob)
         value[0] = log_prob[0] + self.log_init
         padded = np.full((2, n + 2 * half), -np.inf)
-        sums = np.empty((2, width, n))
+        inner = padded[:, half : half + n]
+        # sources[h, d, j]: state j + d - half of half h of the frame before (-inf beyond the bins)
+        sources = np.lib.stride_tricks.sliding_window_view(padded, n, axis=1)[:, :width]
+        sums = np.empty((2, 2, width, n))
         best = np.empty(2 * n)
         for t in range(1, steps):
             previous = value[t - 1]
-            padded[:, half : half + n] = previous.reshape(2, n)
-            # sources[h, d, j] = previous state j + d - half of half h
-            sources = np.lib.stride_tricks.sliding_window_view(padded, n, axis=1)[:, :width]
-            for to in range(2):
-                np.add(sources, self.bands[to], out=sums)
-                sums.reshape(2 * width, n).max(axis=0, out=best[to * n : (to + 1) * n])
+            inner[...] = previous.reshape(2, n)
+            np.add(sources, self.bands, out=sums)
+            sums.reshape(2, 2 * width, n).max(axis=1, out=best.reshape(2, n))
             np.maximum(best, previous.max() + LOG_TINY, out=best)  # any state, at probability 0
             np.add(log_prob[t], best, out=value[t])
         states = np.empty(steps, dtype=np.int64)
         states[-1] = np.argmax(value[-1])
         for t in range(steps - 2, -1, -1):
-            states[t] = np.argmax(value[t] + self.log_transition[:, states[t + 1]])
+            states[t] = np.argmax(value[t] + self.log_transition_to[states[t + 1]])
         return states
 
     def f0(self, y: np.ndarray) -> np.ndarray:

@@ -85,7 +85,7 @@ def _child(spec: dict) -> dict:
     return {"total": total, "profiled_total": profiled_total, "groups": groups}
 
 
-def _tracks(output: str, copies: int) -> list:
+def pipeline_tracks(output: str, copies: int) -> list:
     """``[{"id", "sources": {name: path}}]`` of a pipeline output: ok stems from its metadata, the mixture its source."""
     import pyarrow.parquet as pq
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         output = args.stems_from or _separate(tmp)
-        tracks = _tracks(output, args.copies if not args.stems_from else 1)
+        tracks = pipeline_tracks(output, args.copies if not args.stems_from else 1)
         results = {}
         if args.baseline:
             results[f"at {args.baseline}"] = measure(checkout(args.baseline, os.path.join(tmp, "baseline")), tracks, args.vocal_pitch, args.feature_frames, tmp)
