@@ -1,16 +1,22 @@
-"""Probabilistic YIN (Mauch & Dixon, 2014) as librosa 0.11's ``pyin`` computes it, in numpy,
-with the same f0 for the same frames and a Viterbi search ~10x cheaper.
+"""Probabilistic YIN (Mauch & Dixon, 2014) as librosa 0.11's ``pyin`` computes it, in numpy:
+the same f0 in the same frames, about ten times cheaper.
 
 librosa decodes pYIN's hidden Markov model (482 pitch bins at 0.1 semitone between 65 and 1050
-Hz, each voiced or unvoiced: 964 states) with a dense Viterbi: 964 x 964 sums per frame, 90 % of
-its time. A pitch moves at most 10 semitones (50 bins) from one frame to the next: every other
-transition has probability 0, i.e. log(0 + tiny) = LOG_TINY, the same for all. So each state's
-best predecessor is either within 50 bins (in its own half or the other: four banded max-plus
-products, 101 x 482 each) or, at LOG_TINY, the overall best state of the frame before. The
-forward pass keeps only values; the backtrace recomputes the one predecessor the path needs
-from the full transition column, with librosa's tie-break (the lowest state index). Each
-value is the same sum of the same floating-point numbers as librosa's, so the path is the
-same. tests/test_vocal_pitch.py compares both on synthetic voices and real vocal stems.
+Hz, each voiced or unvoiced: 964 states) with a dense Viterbi, 964 x 964 sums per frame: 90 % of
+its time. Here:
+- a pitch moves at most 10 semitones (50 bins) from one frame to the next, and every other
+  transition has probability 0, i.e. log(0 + tiny) = LOG_TINY for all: a state's best
+  predecessor is within 50 bins (banded max-plus products, 101 x 482) or, at LOG_TINY, the
+  best state of the frame before;
+- a voiced state whose bin had no YIN trough in the frame before sits ~708 (log tiny) below the
+  rest: left out of the products whenever it cannot beat, for any state, the way there from the
+  same bin's unvoiced state (a bound checked every frame; the few voiced bins that can are added
+  one by one);
+- the forward pass keeps values only; the backtrace recomputes the one predecessor the path
+  needs from the whole transition column, with librosa's tie-break (the lowest state).
+Every value kept is the same sum of the same floating-point numbers as librosa's, so the path is
+the same; the YIN troughs' probabilities are librosa's arithmetic, vectorised over frames.
+tests/test_vocal_pitch.py compares the f0 with librosa's on synthetic voices and real vocals.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ RESOLUTION = 0.1  # semitones per pitch bin
 MAX_TRANSITION_RATE = 35.92  # octaves per second
 SWITCH_PROB = 0.01  # voiced <-> unvoiced per frame
 NO_TROUGH_PROB = 0.01
+SPARSE_SOURCES = 32  # up to this many live voiced bins, the Viterbi adds each one's band alone
 TINY = np.finfo(np.float64).tiny
 LOG_TINY = np.log(TINY)
 
@@ -46,6 +53,11 @@ class PYin:
         self.beta_probs = np.diff(scipy.special.betainc(BETA[0], BETA[1], thresholds))  # scipy.stats.beta.cdf
         # sum(beta_probs[:m]) for m thresholds, summed as numpy sums a slice.
         self.beta_below = np.array([np.sum(self.beta_probs[:m]) for m in range(N_THRESHOLDS + 1)])
+        # scipy.stats.boltzmann.pmf(k, BOLTZMANN, N) = scale[N] * decay[k], each computed as scipy computes it.
+        ranks = np.arange(frame_length)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.boltzmann_scale = (1 - np.exp(-BOLTZMANN)) / (1 - np.exp(-BOLTZMANN * ranks))
+        self.boltzmann_decay = np.exp(-BOLTZMANN * ranks)
         bins_per_semitone = int(np.ceil(1.0 / RESOLUTION))
         self.bins_per_octave = 12 * bins_per_semitone
         self.n_bins = int(np.floor(self.bins_per_octave * np.log2(FMAX_HZ / FMIN_HZ))) + 1
@@ -71,19 +83,29 @@ class PYin:
         local /= local.sum(axis=1, keepdims=True)
         stay = 1 - SWITCH_PROB
         switch = np.array([[stay, 1.0 - stay], [1.0 - stay, stay]])  # librosa.sequence.transition_loop(2, stay)
-        self.log_transition = np.log(np.kron(switch, local) + TINY)  # [2n, 2n], from row to column
-        self.log_transition_to = np.ascontiguousarray(self.log_transition.T)  # [to, from]: the backtrace reads whole rows
+        log_transition = np.log(np.kron(switch, local) + TINY)  # [2n, 2n], from row to column
+        self.log_transition_to = np.ascontiguousarray(log_transition.T)  # [to, from]: the backtrace reads whole rows
         # band[to][from half, d, j]: log transition from bin j + d - half of the 'from' half to bin j of the 'to' half.
         target = np.arange(n)
         self.bands = np.full((2, 2, width, n), -np.inf)
         for source in range(2):
             for to in range(2):
-                block = self.log_transition[source * n : (source + 1) * n, to * n : (to + 1) * n]
+                block = log_transition[source * n : (source + 1) * n, to * n : (to + 1) * n]
                 for d in range(width):
                     origin = target + d - half
                     inside = (origin >= 0) & (origin < n)
                     self.bands[to, source, d, inside] = block[origin[inside], target[inside]]
         self.log_init = np.log(np.full(2 * n, 1.0 / (2 * n)) + TINY)
+        # voiced_bands[to half, k, e]: log transition from voiced bin k to bin k + e - half of the 'to' half.
+        self.voiced_bands = np.full((2, n, width), -np.inf)
+        for to in range(2):
+            block = log_transition[:n, to * n : (to + 1) * n]
+            for e in range(width):
+                destination = target + e - half
+                inside = (destination >= 0) & (destination < n)
+                self.voiced_bands[to, inside, e] = block[target[inside], destination[inside]]
+        self.voiced_reach = self.voiced_bands.max(axis=(0, 2))  # each voiced bin's likeliest transition
+        self.unvoiced_to_voiced = np.diagonal(log_transition[n:, :n]).copy()  # unvoiced bin j -> voiced bin j
 
     def _yin(self, frames: np.ndarray) -> np.ndarray:
         """``[n, lags]`` float64 cumulative mean normalised difference of ``frames [n, frame_length]``, lags min..max period."""
@@ -98,50 +120,62 @@ class PYin:
         mean = np.cumsum(difference[:, 1:], axis=1) / lags
         return difference[:, self.min_period :] / (mean[:, self.min_period - 1 :] + TINY)
 
-    def _trough_probabilities(self, yin: np.ndarray) -> np.ndarray:
-        """``[n, lags]`` probability that each lag is the period (librosa's __pyin_helper): the
-        troughs below each threshold weighted by a Boltzmann prior on their order and the beta
-        prior on the thresholds, the lowest trough also taking the thresholds no trough is under."""
+    def _trough_probabilities(self, yin: np.ndarray) -> tuple:
+        """``(frames, lags, probabilities)`` [p] of the troughs of ``yin [n, lags]`` with a nonzero
+        probability of being the period (librosa's __pyin_helper): the troughs below each
+        threshold weighted by a Boltzmann prior on their order and the beta prior on the
+        thresholds, the lowest trough of a frame also taking the thresholds no trough is under."""
         troughs = localmin(yin, axis=1)
         troughs[:, 0] = yin[:, 0] < yin[:, 1]
         frames, lags = np.nonzero(troughs)  # frame-major, lags ascending: the order of each frame's troughs
-        probabilities = np.zeros_like(yin)
         if frames.size == 0:
-            return probabilities
+            return frames, lags, np.zeros(0)
         heights = yin[frames, lags]
-        below = heights[:, None] < self.thresholds[None, :]  # [troughs, thresholds]
+        probabilities = np.zeros(frames.shape[0])
+        # The lowest trough of each frame (the first of equals) takes the thresholds no trough is under.
         starts = np.flatnonzero(np.diff(frames, prepend=-1))
         group = np.repeat(np.arange(starts.shape[0]), np.diff(np.append(starts, frames.shape[0])))
-        running = np.cumsum(below, axis=0)
-        before = np.vstack([np.zeros((1, N_THRESHOLDS), running.dtype), running[starts[1:] - 1]])
-        position = running - before[group] - 1  # each trough's rank among its frame's troughs under the threshold
-        count = np.add.reduceat(below, starts, axis=0, dtype=np.int64)[group]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prior = (1 - np.exp(-BOLTZMANN)) / (1 - np.exp(-BOLTZMANN * count)) * np.exp(-BOLTZMANN * position)  # scipy.stats.boltzmann.pmf
-        prior[~below] = 0
-        probs = prior.dot(self.beta_probs)
-        # The lowest trough of each frame (the first of equals).
-        lowest = np.minimum.reduceat(heights, starts)[group]
-        candidates = np.flatnonzero(heights == lowest)
-        first = candidates[np.flatnonzero(np.diff(group[candidates], prepend=-1))]
-        probs[first] += NO_TROUGH_PROB * self.beta_below[N_THRESHOLDS - below[first].sum(axis=1)]
-        probabilities[frames, lags] = probs
-        return probabilities
+        candidates = np.flatnonzero(heights == np.minimum.reduceat(heights, starts)[group])
+        lowest = candidates[np.flatnonzero(np.diff(group[candidates], prepend=-1))]
+        # Troughs under some threshold: their rank among their frame's troughs under each one.
+        under = np.flatnonzero(heights < self.thresholds[-1])
+        if under.size:
+            below = heights[under, None] < self.thresholds[None, :]  # [troughs, thresholds]
+            frame_of = frames[under]
+            first = np.flatnonzero(np.diff(frame_of, prepend=-1))
+            own = np.repeat(np.arange(first.shape[0]), np.diff(np.append(first, under.shape[0])))
+            running = np.cumsum(below, axis=0, dtype=np.int32)
+            before = np.vstack([np.zeros((1, N_THRESHOLDS), np.int32), running[first[1:] - 1]])
+            rank = running - before[own] - 1
+            count = np.add.reduceat(below, first, axis=0, dtype=np.int32)[own]
+            # scipy.stats.boltzmann.pmf(rank, BOLTZMANN, count), from tables of its two factors
+            prior = np.where(below, self.boltzmann_scale[count] * self.boltzmann_decay[np.maximum(rank, 0)], 0.0)
+            probabilities[under] = prior.dot(self.beta_probs)
+        probabilities[lowest] += NO_TROUGH_PROB * self.beta_below[N_THRESHOLDS - (heights[lowest, None] < self.thresholds[None, :]).sum(axis=1)]
+        keep = probabilities != 0
+        return frames[keep], lags[keep], probabilities[keep]
 
-    def _observations(self, yin: np.ndarray) -> np.ndarray:
-        """``[2 n_bins, n]`` observation probabilities: voiced bins from the trough
-        probabilities, unvoiced bins share what is left (librosa's layout and sums)."""
-        probabilities = self._trough_probabilities(yin)
-        shifts = parabolic_shifts(yin, axis=1)
-        lag_index, frame_index = np.nonzero(probabilities.T)  # librosa's order: lag-major, so a later lag wins a shared bin
-        periods = self.min_period + lag_index + shifts[frame_index, lag_index]
-        bins = self.bins_per_octave * np.log2(self.sr / periods / FMIN_HZ)
+    def _log_observations(self, yin: np.ndarray) -> np.ndarray:
+        """``[n, 2 n_bins]`` log(observation probability + TINY): voiced bins from the trough
+        probabilities, unvoiced bins sharing what is left (librosa's sums, in its order)."""
+        frames, lags, probabilities = self._trough_probabilities(yin)
+        order = np.lexsort((frames, lags))  # librosa's order, lag-major: a later lag wins a shared bin
+        frames, lags, probabilities = frames[order], lags[order], probabilities[order]
+        # The parabolic shift at each trough (librosa interpolates every lag, 0 at both ends).
+        last = yin.shape[1] - 1
+        around = np.stack([yin[frames, np.maximum(lags - 1, 0)], yin[frames, lags], yin[frames, np.minimum(lags + 1, last)]])
+        shifts = np.where((lags > 0) & (lags < last), parabolic_shifts(around, axis=0)[1], 0.0)
+        bins = self.bins_per_octave * np.log2(self.sr / (self.min_period + lags + shifts) / FMIN_HZ)
         bins = np.clip(np.round(bins), 0, self.n_bins).astype(int)
         observations = np.zeros((2 * self.n_bins, yin.shape[0]))
-        observations[bins, frame_index] = probabilities[frame_index, lag_index]
-        voiced = np.clip(np.sum(observations[: self.n_bins], axis=0, keepdims=True), 0, 1)
-        observations[self.n_bins :] = (1 - voiced) / self.n_bins
-        return observations
+        observations[bins, frames] = probabilities
+        voiced = np.clip(np.sum(observations[: self.n_bins], axis=0), 0, 1)
+        log_prob = np.full((yin.shape[0], 2 * self.n_bins), LOG_TINY)
+        log_prob[:, self.n_bins :] = np.log((1 - voiced) / self.n_bins + TINY)[:, None]
+        voiced_bins = np.flatnonzero(bins < self.n_bins)
+        cells = (frames[voiced_bins], bins[voiced_bins])
+        log_prob[cells] = np.log(observations[cells[1], cells[0]] + TINY)
+        return log_prob
 
     def _viterbi(self, log_prob: np.ndarray) -> np.ndarray:
         """``[n]`` most likely states (librosa.sequence.viterbi) of ``log_prob [n, 2 n_bins]``."""
@@ -154,12 +188,28 @@ class PYin:
         sources = np.lib.stride_tricks.sliding_window_view(padded, n, axis=1)[:, :width]
         sums = np.empty((2, 2, width, n))
         best = np.empty(2 * n)
+        best_by_half = best.reshape(2, n)
         for t in range(1, steps):
             previous = value[t - 1]
             inner[...] = previous.reshape(2, n)
-            np.add(sources, self.bands, out=sums)
-            sums.reshape(2, 2 * width, n).max(axis=1, out=best.reshape(2, n))
-            np.maximum(best, previous.max() + LOG_TINY, out=best)  # any state, at probability 0
+            floor = previous.max() + LOG_TINY  # any state, at probability 0
+            # No target's best is below its own unvoiced bin's way to it (nor the floor), so a voiced
+            # state that cannot beat that for any target is left out: only the voiced bins with a
+            # trough in the frame before live, a few of 482. The maxima are the same numbers.
+            bound = max(floor, float(np.min(previous[n:] + self.unvoiced_to_voiced)))
+            live = np.flatnonzero(previous[:n] + self.voiced_reach > bound)
+            if live.size > SPARSE_SOURCES:
+                np.add(sources, self.bands, out=sums)
+                sums.reshape(2, 2 * width, n).max(axis=1, out=best_by_half)
+            else:
+                unvoiced = sums[:, 1]
+                np.add(sources[1], self.bands[:, 1], out=unvoiced)
+                unvoiced.max(axis=1, out=best_by_half)
+                for k in live:
+                    low, high = max(0, k - half), min(n, k + half + 1)
+                    targets = best_by_half[:, low:high]
+                    np.maximum(targets, previous[k] + self.voiced_bands[:, k, low - k + half : high - k + half], out=targets)
+            np.maximum(best, floor, out=best)
             np.add(log_prob[t], best, out=value[t])
         states = np.empty(steps, dtype=np.int64)
         states[-1] = np.argmax(value[-1])
@@ -171,7 +221,6 @@ class PYin:
         """``[n]`` float32 f0 (Hz, NaN where unvoiced) of the frames of ``y`` (frame_length every
         hop, no padding: librosa.pyin(center=False)); the piece is decoded on its own."""
         frames = np.lib.stride_tricks.sliding_window_view(y, self.frame_length)[:: self.hop]
-        observations = self._observations(self._yin(frames))
-        states = self._viterbi(np.log(observations + TINY).T)
+        states = self._viterbi(self._log_observations(self._yin(frames)))
         f0 = np.where(states < self.n_bins, self.frequencies[states % self.n_bins], np.nan)
         return f0.astype(np.float32)
