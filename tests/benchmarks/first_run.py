@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,13 +41,17 @@ def song_folders(folder: str, copies: int) -> str:
 
 
 def features_run(code: str, songs: str, output: str, cache: str, pitch: bool) -> float:
-    """Wall seconds of `stembeam features` with ``code``'s stembeam, numba's cache in ``cache``."""
+    """Wall seconds of `stembeam features` with ``code``'s stembeam, numba's cache in ``cache``
+    (the process's CPU seconds, user + system, in ``features_run.cpu``)."""
     env = dict(os.environ, PYTHONPATH=code, NUMBA_CACHE_DIR=cache, STEMBEAM_MODEL_PATH=os.environ.get("STEMBEAM_MODEL_PATH", MODELS),
                STEMBEAM_NO_DOWNLOAD="1", TF_CPP_MIN_LOG_LEVEL="2")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "stembeam", "features", "--input", songs, "--output", output, *(["--vocal_pitch"] if pitch else [])],
                           cwd=code, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    features_run.cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
         raise SystemExit(f"stembeam features ({code}) failed:\n{done.stderr[-3000:]}")
     return wall

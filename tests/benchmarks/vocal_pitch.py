@@ -104,17 +104,20 @@ def job(tracks: list, baseline: str, rounds: int, folder: str) -> list:
     for code in codes.values():  # untimed: numba's cache filled (the old code), files in the OS cache
         features_run(code, songs, tempfile.mkdtemp(dir=folder), cache, True)
     walls = {(name, pitch): [] for name in codes for pitch in (True, False)}
+    cpus = {key: [] for key in walls}
     for _ in range(rounds):
         for pitch in (True, False):
             for name, code in codes.items():
                 walls[name, pitch].append(features_run(code, songs, tempfile.mkdtemp(dir=folder), cache, pitch))
-    lines = [f"2. `stembeam features` over the {len(tracks)} tracks, whole processes, median of {rounds} round(s):"]
+                cpus[name, pitch].append(features_run.cpu)
+    lines = [f"2. `stembeam features` over the {len(tracks)} tracks, whole processes, median of {rounds} round(s) (CPU: user + system of the process):"]
     for pitch in (True, False):
         flag = "--vocal_pitch" if pitch else "(no pitch)  "
         (before_name, before), (now_name, now) = ((name, walls[name, pitch]) for name in codes)
+        cpu_before, cpu_now = (statistics.median(cpus[name, pitch]) for name in codes)
         lines.append(f"   {flag} {before_name}: {statistics.median(before):5.1f} s ({', '.join(f'{w:.1f}' for w in before)}); "
                      f"{now_name}: {statistics.median(now):5.1f} s ({', '.join(f'{w:.1f}' for w in now)}): "
-                     f"{statistics.median(before) / statistics.median(now):.1f}x faster")
+                     f"{statistics.median(before) / statistics.median(now):.1f}x faster; CPU {cpu_before:.1f} s vs {cpu_now:.1f} s: {cpu_before / cpu_now:.1f}x")
     return lines
 
 
