@@ -79,13 +79,14 @@ class SpectralStats:
         keep = frame_db > SILENT_FRAME_DB
         if not np.any(keep):
             return
-        kept, magnitude = power[keep], magnitude[keep]
+        if not keep.all():  # (most frames of music are kept: no copies then)
+            power, magnitude, mel = power[keep], magnitude[keep], mel[:, keep]
         total = magnitude.sum(axis=1).astype(np.float64)
         centroid = (magnitude @ FREQUENCIES).astype(np.float64) / np.where(total < np.finfo(np.float32).tiny, 1.0, total)  # librosa.util.normalize(norm=1)
-        floored = np.maximum(AMIN, kept)
+        floored = np.maximum(AMIN, power)
         flatness = np.exp(np.mean(np.log(floored), axis=1)) / np.mean(floored, axis=1)
-        zcr = zero_crossing_rates(y, power.shape[0])[keep]
-        mfcc = scipy.fft.dct(mel[:, keep], type=2, norm="ortho", axis=0)[:N_MFCC]
+        zcr = zero_crossing_rates(y, keep.shape[0])[keep]
+        mfcc = scipy.fft.dct(mel, type=2, norm="ortho", axis=0)[:N_MFCC]
         self.count += int(keep.sum())
         self._centroid += [centroid.sum(), np.square(centroid).sum()]
         self._flatness += float(flatness.sum())
