@@ -35,6 +35,7 @@ RESOLUTION = 0.1  # semitones per pitch bin
 MAX_TRANSITION_RATE = 35.92  # octaves per second
 SWITCH_PROB = 0.01  # voiced <-> unvoiced per frame
 NO_TROUGH_PROB = 0.01
+BLAS_ROWS = 64  # OpenBLAS multiplies up to 9216 elements (92 rows of 100) in the calling thread
 SPARSE_SOURCES = 32  # up to this many live voiced bins, the Viterbi adds each one's band alone
 TINY = np.finfo(np.float64).tiny
 LOG_TINY = np.log(TINY)
@@ -150,7 +151,9 @@ class PYin:
             count = np.add.reduceat(below, first, axis=0, dtype=np.int32)[own]
             # scipy.stats.boltzmann.pmf(rank, BOLTZMANN, count), from tables of its two factors
             prior = np.where(below, self.boltzmann_scale[count] * self.boltzmann_decay[np.maximum(rank, 0)], 0.0)
-            probabilities[under] = prior.dot(self.beta_probs)
+            # librosa's matrix-vector product (OpenBLAS's), a frame's worth of rows at a time: a larger
+            # one would wake OpenBLAS's own threads beside the job's worker threads.
+            probabilities[under] = np.concatenate([prior[i : i + BLAS_ROWS].dot(self.beta_probs) for i in range(0, prior.shape[0], BLAS_ROWS)])
         probabilities[lowest] += NO_TROUGH_PROB * self.beta_below[N_THRESHOLDS - (heights[lowest, None] < self.thresholds[None, :]).sum(axis=1)]
         keep = probabilities != 0
         return frames[keep], lags[keep], probabilities[keep]

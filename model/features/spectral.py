@@ -82,7 +82,8 @@ class SpectralStats:
         if not keep.all():  # (most frames of music are kept: no copies then)
             power, magnitude, mel = power[keep], magnitude[keep], mel[:, keep]
         total = magnitude.sum(axis=1).astype(np.float64)
-        centroid = (magnitude @ FREQUENCIES).astype(np.float64) / np.where(total < np.finfo(np.float32).tiny, 1.0, total)  # librosa.util.normalize(norm=1)
+        # einsum, not BLAS: OpenBLAS would wake its own threads beside the job's worker threads.
+        centroid = np.einsum("ij,j->i", magnitude, FREQUENCIES).astype(np.float64) / np.where(total < np.finfo(np.float32).tiny, 1.0, total)  # librosa.util.normalize(norm=1)
         floored = np.maximum(AMIN, power)
         flatness = np.exp(np.mean(np.log(floored), axis=1)) / np.mean(floored, axis=1)
         zcr = zero_crossing_rates(y, keep.shape[0])[keep]
