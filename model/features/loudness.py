@@ -64,7 +64,7 @@ class LoudnessMeter:
         self.samples += block.shape[0]
         self.peak = max(self.peak, float(block.max()), -float(block.min()))
         # einsum, not BLAS: OpenBLAS would wake its own threads beside the job's worker threads.
-        self.sum_squares += float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        self.sum_squares += float(np.einsum("ij,ij->", block, block))
         filtered, self._state = scipy.signal.sosfilt(self._sos, block, axis=0, zi=self._state)
         weighted = np.einsum("ij,ij->i", filtered, filtered) if self._unit_gains else np.einsum("ij,ij,j->i", filtered, filtered, self._gains)
         weighted = np.concatenate([self._carry, weighted])
