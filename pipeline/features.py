@@ -14,14 +14,12 @@ import time
 import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
-from stembeam.pipeline.jobs import (
-    drop_staging, help_requested, in_process, parse, require, run_with_progress, table_staging, wants_report,
-)
+from stembeam.pipeline.jobs import drop_staging, help_requested, parse, require, run_with_progress, table_staging, wants_report
 from stembeam.pipeline.session import output_session
 from stembeam.pipeline.summary import announce, counters, timing
 from stembeam.pipeline.options import FeatureOptions, StembeamOptions
 from stembeam.transforms import storage
-from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root, warm_up_in_background
+from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from stembeam.transforms.records import Track
 
@@ -131,7 +129,6 @@ def run(argv=None) -> int:
     require("stembeam features", {"--input": features.input, "--output": job.output})
     started = time.monotonic()
     total = sum(1 for _ in list_feature_tracks(features.input, job.output))
-    warm_up_in_background(in_process(options), features.vocal_pitch)
     # One job at a time per output (the features of a pipeline output may share its folder).
     table_staging(job.output, None, options, check_only=True)
     with output_session(job.output, "stembeam features") as run_id:

@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
-import hashlib
-import importlib
-import json
 import logging
-import os
-import re
-import tempfile
-import threading
 from typing import Callable, Optional
 
-import librosa
 import numpy as np
 import soundfile
 import soxr
@@ -27,157 +18,15 @@ import soxr
 from stembeam.model.decode import AudioDecodeError, decode_blocks
 from stembeam.model.features import FEATURE_VERSION
 from stembeam.model.features.envelope import envelope_db
-from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT, Framer
+from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, Framer
 from stembeam.model.features.loudness import LoudnessMeter, TICK_S
+from stembeam.model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
 from stembeam.model.features.schema import SOURCE_COLUMNS, TRACK_COLUMNS
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: threads of one process are still serialised
-    fcntl = None
+from stembeam.model.features.spectral import SpectralStats, mel_db, power_spectrum, rms_db
+from stembeam.model.features.tonality import Tonality
+from stembeam.model.features.vocals import pitch_frames, pitch_summary, vocal_activity
 
 LOGGER = logging.getLogger("stembeam.features")
-
-# librosa compiles its numba functions with cache=True: its guvectorize functions when their
-# module is imported, the others at their first call. Each gufunc is cached as two entries (the
-# kernel, and the wrapper that calls the kernel by a name holding a per-process counter), so two
-# processes compiling at once can leave a kernel of one beside a wrapper of the other: a load
-# then calls a missing symbol and segfaults, in that process and in every later one
-# (numba/numba#10128, not fixed in the pinned numba 0.68.1). So whatever may compile or load them
-# holds compile_lock.
-LIBROSA_COMPILED_AT_IMPORT = ("librosa.util.utils", "librosa.core.audio", "librosa.core.pitch", "librosa.beat")
-LOCK_FILE = "stembeam-numba.lock"
-STAMP_FILE = "stembeam-numba.json"  # the cache files the last completed compile_lock section left: {"files": {path: sha1}}
-_COMPILING = threading.RLock()  # one thread of this process at a time
-_lock_depth = 0  # compile_lock's nesting in the thread holding _COMPILING: the file lock is taken once
-
-
-def librosa_cache_folders() -> list:
-    """The folders numba caches librosa's functions in, one per librosa source folder, as numba's
-    own locators choose them (NUMBA_CACHE_DIR, else the source folder's __pycache__ when
-    writable, else numba's user-wide cache); [] if numba's internals changed."""
-    try:
-        from numba.core import caching
-
-        locators = (getattr(caching, "CacheImpl", None) or caching._CacheImpl)._locator_classes
-        folders = []
-        for source, dirs, files in os.walk(os.path.dirname(os.path.abspath(librosa.__file__))):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            py = sorted(f for f in files if f.endswith(".py"))
-            found = next(filter(None, (cls.from_function(librosa_cache_folders, os.path.join(source, py[0])) for cls in locators)), None) if py else None
-            if found is not None:
-                folders.append(found.get_cache_path())
-        return folders
-    except Exception as error:  # noqa: BLE001 - the lock still holds (in the temp folder), only the cache check is lost
-        LOGGER.warning("cannot locate librosa's numba cache (%s: %s): not checked", type(error).__name__, error)
-        return []
-
-
-def _cache_files(folders: list) -> dict:
-    """``{path: sha1}`` of the numba cache files (indexes .nbi, data .nbc) in ``folders``, paths
-    relative to the first one's parent (a copied cache folder stays trusted)."""
-    found = {}
-    for folder in folders:
-        for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.nb[ic]"))):
-            with contextlib.suppress(FileNotFoundError):
-                with open(path, "rb") as f:
-                    found[os.path.relpath(path, os.path.dirname(folders[0]))] = hashlib.sha1(f.read()).hexdigest()
-    return found
-
-
-def _function_of(path: str) -> tuple:
-    """A cache file's function: its folder, and its name without ``guf-`` (a gufunc wrapper's
-    entries) and numba's suffixes (``.py311.nbi``, ``.py311.2.nbc``, ``.tmp.*``)."""
-    match = re.match(r"(?:guf-)?(.+?)\.py\d+\.", os.path.basename(path))
-    return os.path.dirname(path), match.group(1) if match else os.path.basename(path)
-
-
-def _drop_untrusted_cache(folders: list, stamp: str) -> None:
-    """Delete the cache files of every librosa function whose files are not exactly those the last
-    completed compile_lock section left (``stamp``): new, changed or missing ones were written
-    without the lock (an older stembeam, two processes at once) or by a process that died while
-    compiling, and may pair a gufunc's wrapper with another process's kernel. Those compile afresh."""
-    files = _cache_files(folders)
-    try:
-        with open(stamp) as f:
-            trusted = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        trusted = {}
-    untrusted = {_function_of(path) for path in set(files) | set(trusted) if files.get(path) != trusted.get(path)}
-    if not untrusted:
-        return
-    base = os.path.dirname(folders[0])
-    LOGGER.warning("librosa's numba cache (%s): files of %d functions no completed compile left: deleted, compiling afresh", base, len(untrusted))
-    for folder in folders:
-        for path in glob.glob(os.path.join(glob.escape(folder), "*.nb[ic]*")):  # with killed writers' .tmp files
-            if _function_of(os.path.relpath(path, base)) in untrusted:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-
-
-def _write_stamp(folders: list, stamp: str) -> None:
-    try:
-        partial = f"{stamp}.{os.getpid()}.tmp"
-        with open(partial, "w") as f:
-            json.dump({"files": _cache_files(folders)}, f)
-        os.replace(partial, stamp)
-    except OSError as error:  # the next process recompiles: slower, still safe
-        LOGGER.warning("cannot record librosa's numba cache in %s: %s", stamp, error)
-
-
-@contextlib.contextmanager
-def compile_lock():
-    """Held wherever librosa's numba functions may compile or load from their on-disk cache: one
-    thread of one process at a time, among every process sharing that cache (an exclusive flock
-    on a file beside it, which the kernel releases if the holder dies). Entering drops a cache
-    that is not as a completed section left it; leaving without an error records it."""
-    global _lock_depth
-    with _COMPILING:
-        if _lock_depth:
-            _lock_depth += 1
-            try:
-                yield
-            finally:
-                _lock_depth -= 1
-            return
-        folders = librosa_cache_folders()
-        try:
-            lock = open(os.path.join(folders[0], LOCK_FILE), "a") if folders else None
-        except OSError:
-            lock = None
-        if lock is None:  # no writable cache folder: every process locks in the temp folder alike
-            folders = []
-            lock = open(os.path.join(tempfile.gettempdir(), LOCK_FILE), "a")
-        with lock:
-            try:
-                if fcntl is None:
-                    folders = []  # other processes are not excluded: nothing to check or record
-                else:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-            except OSError as error:  # a file system without locks: run as numba alone would
-                LOGGER.warning("cannot lock %s (%s): librosa's numba functions compile unlocked", lock.name, error)
-                folders = []
-            _lock_depth = 1
-            try:
-                stamp = os.path.join(os.path.dirname(lock.name), STAMP_FILE)
-                if folders:
-                    _drop_untrusted_cache(folders, stamp)
-                yield
-                if folders:
-                    _write_stamp(folders, stamp)
-            finally:
-                _lock_depth = 0
-
-
-with compile_lock():
-    # Imported under the lock: these compile (or load) librosa's guvectorize functions, as do
-    # spectral and tonality, which build librosa filter banks at import.
-    for _module in LIBROSA_COMPILED_AT_IMPORT:
-        importlib.import_module(_module)
-    from stembeam.model.features.rhythm import OnsetEnvelope, onset_rate_hz, tempo_and_beats
-    from stembeam.model.features.spectral import SpectralStats, mel_db, rms_db
-    from stembeam.model.features.tonality import Tonality
-    from stembeam.model.features.vocals import pitch_frames, pitch_summary, vocal_activity
 
 MIXTURE, VOCALS, ACCOMPANIMENT, DRUMS = "mixture", "vocals", "accompaniment", "drums"
 BLOCK_S = 10.0  # seconds decoded at a time
@@ -243,6 +92,14 @@ def read_blocks(path: str, offset: float = 0.0, duration: Optional[float] = None
     return handle.samplerate, handle.channels, blocks()
 
 
+def mono_mix(block: np.ndarray) -> np.ndarray:
+    """``[k]`` float32 mean of the channels of ``block [k, channels]``."""
+    if block.shape[1] == 2:
+        # (l + r) / 2, rounded once as the matrix product rounds l / 2 + r / 2, several times faster than numpy's mean over a 2-wide axis.
+        return np.add(block[:, 0], block[:, 1]) * np.float32(0.5)
+    return block @ np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
+
+
 class SourceAnalyser:
     """Streams one source: ``write([k, channels])`` blocks at ``sample_rate``, then ``finish()``."""
 
@@ -259,8 +116,7 @@ class SourceAnalyser:
 
     def write(self, block: np.ndarray) -> None:
         self.loudness.write(block)
-        # A matrix product: numpy's mean over a 2-wide axis is several times slower.
-        mono = np.asarray(block, dtype=np.float32) @ np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
+        mono = mono_mix(np.asarray(block, dtype=np.float32))
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
         self._frames(self._framer.push(mono))
@@ -268,14 +124,15 @@ class SourceAnalyser:
     def _frames(self, y) -> None:
         if y is None:
             return
-        magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=False))
-        frame_db = rms_db(magnitude)
-        mel = mel_db(np.square(magnitude))
+        power = power_spectrum(y)  # the one STFT of these frames, for every feature below
+        magnitude = np.sqrt(power)
+        frame_db = rms_db(power)
+        mel = mel_db(power)
         self._db.append(frame_db)
-        self.spectral.add(y, magnitude, mel, frame_db)
+        self.spectral.add(y, power, magnitude, mel, frame_db)
         self.onsets.push(mel)
         if self.tonality is not None:
-            self.tonality.add(magnitude)
+            self.tonality.add(power, magnitude)
         if self._f0 is not None:
             self._f0.append(pitch_frames(y))
 
@@ -354,7 +211,6 @@ def analyse_track(
     Tempo comes from drums, else accompaniment, else mixture; vocal activity and pitch from
     ``vocals``; key from the accompaniment, else the summed non-vocal stems, else the mixture.
     """
-    warm_up(vocal_pitch)  # never compile beside another thread's or process's warm-up
     tonal = set(_tonality_sources(sources))
     done, errors, rows = {}, {}, {}
     for name in sorted(sources, key=lambda n: (n != MIXTURE, n)):
@@ -429,26 +285,3 @@ def _frame_rows(track_id: str, done: dict, track: dict) -> list:
             "stems_created_at": None,  # set by the Beam stage (transforms.features) from the metadata rows
         })
     return rows
-
-
-_warmed = set()
-
-
-def warm_up(vocal_pitch: bool = False) -> None:
-    """Compile (or load from the cache) every librosa numba function the analysis calls (beat
-    tracking, onset peaks, pYIN's Viterbi) once per process, on 4 s of clicks, under
-    compile_lock. Later calls return at once; a thread calling it meanwhile waits for it."""
-    with _COMPILING:
-        if vocal_pitch in _warmed:
-            return
-        with compile_lock():
-            t = np.arange(4 * ANALYSIS_RATE) / ANALYSIS_RATE
-            clicks = (np.sin(2 * np.pi * 220 * t) * (np.mod(t, 0.5) < 0.05)).astype(np.float32)
-            analyser = SourceAnalyser(ANALYSIS_RATE, 1, pitch=vocal_pitch, tonality=True)
-            analyser.write(clicks[:, None])
-            analyser.finish()
-            _track_row("warm-up", {VOCALS: analyser}, {}, {VOCALS}, vocal_pitch, 4.0)
-            tempo_and_beats(analyser.onset_envelope)
-            if vocal_pitch:
-                pitch_frames(clicks[:N_FFT])  # a one-frame piece (a block's last): pYIN's Viterbi gets a C-ordered array, else F
-        _warmed.update({vocal_pitch, False})  # the pitch warm-up runs every other path too

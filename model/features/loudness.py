@@ -46,6 +46,7 @@ class LoudnessMeter:
         self._sos = np.stack([np.concatenate([f.b * f.passband_gain, f.a]) / f.a[0] for f in stages]).astype(np.float32)
         self._state = np.zeros((len(stages), 2, channels), np.float32)
         self._gains = np.asarray(CHANNEL_GAINS[:channels], np.float32)
+        self._unit_gains = bool(np.all(self._gains == 1.0))
         self.sample_rate = sample_rate
         self.channels = channels
         self._carry = np.zeros(0, np.float32)  # weighted squares of the unfinished tick
@@ -62,10 +63,10 @@ class LoudnessMeter:
             return
         self.samples += block.shape[0]
         self.peak = max(self.peak, float(block.max()), -float(block.min()))
-        flat = block.ravel()
-        self.sum_squares += float(np.dot(flat, flat))
+        # einsum, not BLAS: OpenBLAS would wake its own threads beside the job's worker threads.
+        self.sum_squares += float(np.einsum("ij,ij->", block, block))
         filtered, self._state = scipy.signal.sosfilt(self._sos, block, axis=0, zi=self._state)
-        weighted = np.square(filtered) @ self._gains
+        weighted = np.einsum("ij,ij->i", filtered, filtered) if self._unit_gains else np.einsum("ij,ij,j->i", filtered, filtered, self._gains)
         weighted = np.concatenate([self._carry, weighted])
         start = self._boundary(self._finished)
         end = start + weighted.shape[0]
@@ -73,8 +74,7 @@ class LoudnessMeter:
         last = (TICKS_PER_S * (end + 1) - 1) // self.sample_rate
         if last > self._finished:
             edges = self._boundary(np.arange(self._finished, last + 1)) - start
-            sums = np.concatenate([[0.0], np.cumsum(weighted[: edges[-1]], dtype=np.float64)])
-            self._ticks.append(sums[edges[1:]] - sums[edges[:-1]])
+            self._ticks.append(np.add.reduceat(weighted[: edges[-1]], edges[:-1], dtype=np.float64))
             self._carry = weighted[edges[-1] :]
             self._finished = int(last)
         else:

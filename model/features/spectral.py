@@ -1,37 +1,66 @@
-"""Per-frame spectral statistics, accumulated over a stream of STFT frames."""
+"""One STFT per block of frames, shared by every feature that reads a spectrum, and the per-frame
+spectral statistics accumulated over a stream of such blocks.
+
+The definitions are librosa 0.11's (stft, feature.rms / melspectrogram / spectral_centroid /
+spectral_flatness / zero_crossing_rate / mfcc, power_to_db), computed in numpy and scipy
+(filters.py says why librosa is not imported); tests/test_feature_reference.py compares them.
+"""
 from __future__ import annotations
 
-import librosa
 import numpy as np
+import scipy.fft
+import scipy.sparse
 
+from stembeam.model.features.filters import fft_frequencies, hann_window, mel_filters
 from stembeam.model.features.framing import ANALYSIS_RATE, HOP, N_FFT
 
 N_MELS = 128
 N_MFCC = 13
 SILENT_FRAME_DB = -60.0  # frames quieter than this (frame RMS, dBFS: rms_db) are left out of the spectral means
 RMS_FLOOR_DB = -120.0
+AMIN = 1e-10  # power floor of the dB and flatness values (librosa's amin)
+ZERO_CROSSING_THRESHOLD = np.float32(1e-10)  # samples this close to 0 count as 0 (librosa.zero_crossings)
+
+WINDOW = hann_window(N_FFT).astype(np.float32)  # librosa.stft's periodic Hann
+# Mean of the squared analysis window (3/8, -4.26 dB): what a windowed frame's power is scaled
+# by, compensated so a frame's level is its samples' RMS.
+WINDOW_POWER = float(np.mean(np.square(hann_window(N_FFT))))
+FREQUENCIES = fft_frequencies(ANALYSIS_RATE, N_FFT).astype(np.float32)
+# The mel filters overlap only their neighbours: as a sparse matrix the product costs 1/60 of a dense one.
+MEL_BASIS = scipy.sparse.csr_matrix(mel_filters(ANALYSIS_RATE, N_FFT, N_MELS))
 
 
-# Mean of the squared analysis window (librosa.stft's periodic Hann: 3/8, -4.26 dB): what a
-# windowed frame's power is scaled by, compensated so a frame's level is its samples' RMS.
-WINDOW_POWER = float(np.mean(np.square(librosa.filters.get_window("hann", N_FFT, fftbins=True))))
+def power_spectrum(y: np.ndarray) -> np.ndarray:
+    """``[n, 1 + N_FFT/2]`` float32 power of the Hann-windowed STFT frames (N_FFT every HOP, no
+    padding) of a Framer piece ``y``: frame-major, each frame's bins contiguous."""
+    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
+    spectrum = scipy.fft.rfft(frames * WINDOW, axis=1, overwrite_x=True)
+    return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
-def rms_db(magnitude: np.ndarray) -> np.ndarray:
+def rms_db(power: np.ndarray) -> np.ndarray:
     """Frame RMS in dBFS (20 log10 re 1.0 = full scale; a full-scale sine reads -3.01 dB) from the
-    Hann-windowed ``magnitude [1 + N_FFT/2, n]``, ``[n]``, floored at -120: Parseval's sum (as
+    Hann-windowed ``power [n, 1 + N_FFT/2]``, ``[n]``, floored at -120: Parseval's sum (as
     librosa.feature.rms) divided by the window's power gain WINDOW_POWER, i.e. the RMS of the
     frame's 2048 samples (of the mono mix at 22.05 kHz) weighted by the window and normalised."""
-    rms = librosa.feature.rms(S=magnitude, frame_length=N_FFT)[0].astype(np.float64) / np.sqrt(WINDOW_POWER)
+    # Every bin counts twice (its negative frequency) except DC and Nyquist.
+    total = power.sum(axis=1) - 0.5 * (power[:, 0] + power[:, -1])
+    rms = np.sqrt(2 * total.astype(np.float64) / N_FFT**2 / WINDOW_POWER)
     return (20.0 * np.log10(np.maximum(rms, 10 ** (RMS_FLOOR_DB / 20)))).astype(np.float32)
 
 
-MEL_BASIS = librosa.filters.mel(sr=ANALYSIS_RATE, n_fft=N_FFT, n_mels=N_MELS)  # what librosa.feature.melspectrogram builds per call
-
-
 def mel_db(power: np.ndarray) -> np.ndarray:
-    """``[N_MELS, n]`` mel power in dB re 1.0 (no top_db clipping: it would depend on the block's maximum)."""
-    return librosa.power_to_db(MEL_BASIS @ power, ref=1.0, top_db=None)
+    """``[N_MELS, n]`` mel power in dB re 1.0 of ``power [n, 1 + N_FFT/2]`` (no top_db clipping: it would depend on the block's maximum)."""
+    return 10.0 * np.log10(np.maximum(AMIN, MEL_BASIS @ power.T))
+
+
+def zero_crossing_rates(y: np.ndarray, frames: int) -> np.ndarray:
+    """``[frames]`` share of the N_FFT - 1 sample pairs of each frame of the Framer piece ``y``
+    whose signs differ (samples within 1e-10 of 0 count as positive), over N_FFT."""
+    negative = y < -ZERO_CROSSING_THRESHOLD  # librosa's sign bit of y, with y within the threshold set to +0
+    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1], dtype=np.int32)])
+    starts = np.arange(frames) * HOP
+    return (crossings[starts + N_FFT - 1] - crossings[starts]) / N_FFT
 
 
 class SpectralStats:
@@ -44,15 +73,21 @@ class SpectralStats:
         self._zcr = 0.0
         self._mfcc = np.zeros(N_MFCC)
 
-    def add(self, y: np.ndarray, magnitude: np.ndarray, mel: np.ndarray, frame_db: np.ndarray) -> None:
-        """``y``: the Framer piece the ``magnitude [1025, n]`` / ``mel [128, n]`` / ``frame_db [n]`` frames came from."""
+    def add(self, y: np.ndarray, power: np.ndarray, magnitude: np.ndarray, mel: np.ndarray, frame_db: np.ndarray) -> None:
+        """``y``: the Framer piece the ``power`` / ``magnitude [n, 1025]``, ``mel [128, n]`` and
+        ``frame_db [n]`` frames came from."""
         keep = frame_db > SILENT_FRAME_DB
         if not np.any(keep):
             return
-        centroid = librosa.feature.spectral_centroid(S=magnitude[:, keep], sr=ANALYSIS_RATE, n_fft=N_FFT)[0]
-        flatness = librosa.feature.spectral_flatness(S=magnitude[:, keep])[0]
-        zcr = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP, center=False)[0][keep]
-        mfcc = librosa.feature.mfcc(S=mel[:, keep], n_mfcc=N_MFCC)
+        if not keep.all():  # (most frames of music are kept: no copies then)
+            power, magnitude, mel = power[keep], magnitude[keep], mel[:, keep]
+        total = magnitude.sum(axis=1).astype(np.float64)
+        # einsum, not BLAS: OpenBLAS would wake its own threads beside the job's worker threads.
+        centroid = np.einsum("ij,j->i", magnitude, FREQUENCIES).astype(np.float64) / np.where(total < np.finfo(np.float32).tiny, 1.0, total)  # librosa.util.normalize(norm=1)
+        floored = np.maximum(AMIN, power)
+        flatness = np.exp(np.mean(np.log(floored), axis=1)) / np.mean(floored, axis=1)
+        zcr = zero_crossing_rates(y, keep.shape[0])[keep]
+        mfcc = scipy.fft.dct(mel, type=2, norm="ortho", axis=0)[:N_MFCC]
         self.count += int(keep.sum())
         self._centroid += [centroid.sum(), np.square(centroid).sum()]
         self._flatness += float(flatness.sum())

@@ -1,18 +1,20 @@
 """Vocal activity from a vocals stem's frame levels, and vocal pitch (pYIN) statistics."""
 from __future__ import annotations
 
-import librosa
+import functools
+
 import numpy as np
 import scipy.ndimage
 
 from stembeam.model.features.framing import ANALYSIS_RATE, FRAME_S, HOP, N_FFT
+from stembeam.model.features.pitch import FMAX_HZ, FMIN_HZ, PYin
 
 FLOOR_DB = -50.0  # a frame is never vocal below this level (dBFS)
 RELATIVE_DB = -30.0  # ... nor more than this below the stem's loud frames (95th percentile), which leaves separation bleed out
 SMOOTH_S = 0.25  # median filter on the level before thresholding
 MIN_GAP_S = 0.5  # shorter pauses are bridged (breaths between phrases)
 MIN_SEGMENT_S = 0.25  # shorter blips are dropped
-PITCH_FMIN_HZ, PITCH_FMAX_HZ = 65.0, 1050.0  # C2..C6: the singing range
+PITCH_FMIN_HZ, PITCH_FMAX_HZ = FMIN_HZ, FMAX_HZ  # C2..C6: the singing range
 
 
 def _runs(mask: np.ndarray) -> list:
@@ -41,9 +43,14 @@ def vocal_activity(frame_db: np.ndarray, duration_s: float) -> tuple:
 
 
 def pitch_frames(y: np.ndarray) -> np.ndarray:
-    """pYIN f0 (Hz, NaN where unvoiced) of the Framer piece ``y``: one value per frame, ``[n]``."""
-    f0, _, _ = librosa.pyin(y, fmin=PITCH_FMIN_HZ, fmax=PITCH_FMAX_HZ, sr=ANALYSIS_RATE, frame_length=N_FFT, hop_length=HOP, center=False)
-    return f0.astype(np.float32)
+    """pYIN f0 (Hz, NaN where unvoiced) of the Framer piece ``y``: one value per frame, ``[n]``
+    float32, as librosa.pyin(y, fmin=65, fmax=1050, sr=22050, frame_length=2048, hop_length=512, center=False)."""
+    return _pyin().f0(y)
+
+
+@functools.lru_cache(maxsize=None)
+def _pyin() -> PYin:
+    return PYin(ANALYSIS_RATE, N_FFT, HOP)  # its transition tables (7 MB) are built once, when pitch is first asked for
 
 
 def pitch_summary(f0: np.ndarray) -> dict:

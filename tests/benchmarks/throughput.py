@@ -8,13 +8,18 @@ and prints seconds of audio per wall-clock second, each job's ratio to the offic
 where each job's wall time went (start-up phases; decode, model, inverse STFT and overlap-add,
 encode/write, summed from the job's Beam metrics (transforms/timing.py); what is left is
 the runner's own cost). Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
---help` take (a fresh process each); after, the same job with ``--features`` and with
-``--features --vocal_pitch``, and what the features add to the job's wall time (target:
-<= 25 % without pitch). With ``--rounds N`` the official and pipeline jobs run N times, in
-turn (official, float32, bfloat16, official, ...), and each ratio is of the median walls, with
-every round's own ratio beside it: on a shared 2-core VM one job's wall varies by about 2 s.
+--help` take (a fresh process each); with ``--features``, the same float32 job with
+``--features`` in every round (right after the float32 job: official, float32, bfloat16,
+features, official, ...) and what the features add to the job's wall time (target: <= 25 %),
+then one job with ``--features --vocal_pitch``, and where the features' thread time goes per
+feature group (tests/benchmarks/feature_groups.py on the stems of the last --features job;
+``--feature-baseline REV`` adds the same breakdown with the code of a git revision, e.g. 8d8e047).
+With ``--rounds N`` the official and pipeline jobs run N times, in turn, and each ratio is of the
+median walls, with every round's own ratio beside it: on a shared 2-core VM one job's wall varies
+by about 2 s.
 Usage:
-  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--rounds 1] [--no-help-timings] [--no-features] [--no-bfloat16] [-- extra Beam options]
+  .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--rounds 1] [--no-help-timings] [--no-features] [--no-vocal-pitch]
+      [--feature-baseline REV] [--no-bfloat16] [-- extra Beam options]
 """
 from __future__ import annotations
 
@@ -107,6 +112,18 @@ def breakdown(job: dict) -> list:
     return lines
 
 
+def feature_group_lines(output: str, baseline, folder: str) -> list:
+    """tests/benchmarks/feature_groups.py's table for the tracks of the pipeline output ``output``."""
+    from tests.benchmarks import feature_groups
+
+    tracks = feature_groups.pipeline_tracks(output, 1)
+    results = {}
+    if baseline:
+        results[f"at {baseline}"] = feature_groups.measure(feature_groups.checkout(baseline, os.path.join(folder, "baseline")), tracks, False, False, folder)
+    results["this checkout"] = feature_groups.measure(REPO, tracks, False, False, folder)
+    return ["where the features' thread time goes (one thread, feature_groups):", *feature_groups.table(results, 30.0 * len(tracks))]
+
+
 HELP_COMMANDS = ([], ["separate"], ["export"], ["pipeline"], ["evaluate"], ["prepare-dataset"], ["features"], ["train"])
 
 
@@ -147,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-help-timings", dest="help_timings", action="store_false", help="skip timing `stembeam ... --help`")
     parser.add_argument("--no-features", dest="features", action="store_false", help="skip the --features runs")
     parser.add_argument("--no-vocal-pitch", dest="vocal_pitch", action="store_false", help="skip the --features --vocal_pitch run")
+    parser.add_argument("--feature-baseline", help="a git revision whose features code is measured beside this checkout's in the feature-group breakdown")
     parser.add_argument("--no-bfloat16", dest="bfloat16", action="store_false", help="skip the --precision bfloat16 run")
     parser.add_argument("--rounds", type=int, default=1, help="run the official and pipeline jobs this many times, in turn; ratios of the median walls")
     args, extra = parser.parse_known_args(argv)
@@ -160,22 +178,24 @@ def main(argv=None) -> int:
         audio_seconds = 30.0 * len(files)
         print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s ({audio_seconds / 60:.1f} min); beam options: {' '.join(extra) or '(defaults)'}; "
               f"{_cpu_name()}, {os.cpu_count()} cores{' (amx_bf16)' if 'amx_bf16' in cpu_flags() else ''}; each job a whole process, one after the other", flush=True)
-        runs = {"official": []}
+        runs, features_runs = {"official": []}, []
         for round_ in range(args.rounds):
             runs["official"].append(official_job(files, os.path.join(tmp, f"official{round_}"), tmp))
             runs.setdefault("float32", []).append(pipeline_job(manifest, os.path.join(tmp, f"float32-{round_}"), extra, tmp, "float32"))
             if args.bfloat16:
                 runs.setdefault("bfloat16", []).append(
                     pipeline_job(manifest, os.path.join(tmp, f"bfloat16-{round_}"), [*extra, "--precision", "bfloat16"], tmp, "bfloat16"))
+            if args.features:
+                features_runs.append(pipeline_job(manifest, os.path.join(tmp, f"features-{round_}"), [*extra, "--features"], tmp, "features"))
         official = _median_run(runs.pop("official"))
         jobs = {name: _median_run(found) for name, found in runs.items()}
         for job in jobs.values():
             job["round_ratios"] = [theirs / ours for theirs, ours in zip(official["walls"], job["walls"])]
-        features_s = pitch_s = None
+        pitch_s, groups = None, []
         if args.features:
-            features_s = pipeline_job(manifest, os.path.join(tmp, "features"), [*extra, "--features"], tmp, "features")["wall"]
             if args.vocal_pitch:
                 pitch_s = pipeline_job(manifest, os.path.join(tmp, "pitch"), [*extra, "--features", "--vocal_pitch"], tmp, "pitch")["wall"]
+            groups = feature_group_lines(os.path.join(tmp, f"features-{args.rounds - 1}"), args.feature_baseline, tmp)
     theirs = audio_seconds / official["wall"]
     print(f"official graph decode->separate->wav:  {official['wall']:6.1f} s wall  {theirs:6.2f} s audio / s  (1.00x)  CPU {_median(official['cpus']):5.1f} s")
     for name, job in jobs.items():
@@ -199,11 +219,15 @@ def main(argv=None) -> int:
             continue
         for line in breakdown(job):
             print(line)
-    if features_s is not None:
-        base = jobs["float32"]["wall"]
-        print(f"stembeam pipeline --features:         {features_s:7.1f} s wall  features cost {100 * (features_s / base - 1):+.0f} % of the job's wall time")
+    if features_runs:
+        base, features = jobs["float32"], _median_run(features_runs)
+        rounds = "" if args.rounds == 1 else " (rounds: " + ", ".join(f"{f / b:.2f}x" for f, b in zip(features["walls"], base["walls"])) + ")"
+        print(f"stembeam pipeline --features:         {features['wall']:7.1f} s wall  {features['wall'] / base['wall']:.2f}x the job without features"
+              f"{rounds}: features cost {100 * (features['wall'] / base['wall'] - 1):+.0f} % of the job's wall time (target: <= +25 %)")
         if pitch_s is not None:
-            print(f"stembeam pipeline --features --vocal_pitch: {pitch_s:7.1f} s wall  features cost {100 * (pitch_s / base - 1):+.0f} %")
+            print(f"stembeam pipeline --features --vocal_pitch: {pitch_s:7.1f} s wall  {pitch_s / base['wall']:.2f}x the job without features (one run)")
+        for line in groups:
+            print(line)
     return 0
 
 
