@@ -167,7 +167,11 @@ class Trainer:
         train_files = record_files(data, TRAIN)
         if not train_files:
             raise FileNotFoundError(f"no training records {os.path.join(data, TRAIN + '-*.tfrecord')} (run `stembeam prepare-dataset`)")
-        self.validation_files = record_files(validation_data or data, VALIDATION) or train_files
+        validation_files = record_files(validation_data or data, VALIDATION)
+        # Without validation records the "validation" loss is the first training batches' (in
+        # inference mode): said so by the command.
+        self.validation_is_training = not validation_files
+        self.validation_files = validation_files or train_files
         self.model = build_model(config)
         if freeze_batch_norm:
             # Keras' fine-tuning practice: frozen BatchNormalization layers run in inference mode,

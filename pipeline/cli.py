@@ -139,7 +139,9 @@ JOBS = {"features": _features, "pipeline": _pipeline, "evaluate": _evaluate, "pr
 def build_parser() -> argparse.ArgumentParser:
     from stembeam.model.encode import CODECS  # numpy only: --help stays quick
 
-    parser = argparse.ArgumentParser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
+    from stembeam.pipeline.spelling import Parser  # both spellings of every option, "did you mean"
+
+    parser = Parser(prog="stembeam", description="Music source separation (Spleeter models) on Apache Beam.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sep = commands.add_parser("separate", help="separate audio files (Spleeter-compatible)")
@@ -188,7 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("prepare-dataset", help="training TFRecords from isolated sources, as a Beam job", add_help=False)
     commands.add_parser("features", help="MIR features (loudness, tempo, vocals, key...) of existing audio, as a Beam job", add_help=False)
     commands.add_parser("train", help="train or fine-tune a model on prepared records (resumable)", add_help=False)
+    parser.commands = {"separate": sep, "export": exp, "report": rep}
     return parser
+
+
+def _parse(argv: list):
+    """The arguments of ``stembeam separate|export|report ...``, parsed by the command's own
+    parser (so an unknown option gets that command's "did you mean"); argparse's exits (usage,
+    --help) as argparse makes them."""
+    parser = build_parser()
+    command = parser.commands.get(argv[0]) if argv else None
+    if command is None:
+        return parser.parse_args(argv)
+    args = command.parse_args(argv[1:])
+    args.command = argv[0]
+    return args
 
 
 def main(argv=None) -> int:
@@ -200,7 +216,7 @@ def main(argv=None) -> int:
     if command in JOB_HELP and help_requested(rest, command):
         return 0  # before any import of TensorFlow or Beam: help is instant
     if command not in JOBS:
-        args = build_parser().parse_args(argv)  # --help and usage errors exit here, as quickly
+        args = _parse(argv)  # --help and usage errors exit here, as quickly
     console.setup(*console.wanted(argv))
     _precision_hint(command, rest)
     try:

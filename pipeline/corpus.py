@@ -23,7 +23,9 @@ from stembeam.pipeline.separation import (
     SeparationRun, check_block_frames, check_options, earlier_rows, mark_progress, metadata_rows, separate_step,
 )
 from stembeam.pipeline.session import output_session
-from stembeam.pipeline.summary import COUNTERS, announce, counters, counts_from_metadata, exit_status, failure_lines, timing
+from stembeam.pipeline.summary import (
+    COUNTERS, announce, counters, counts_from_metadata, exit_status, failed_feature_lines, failure_lines, feature_counts, timing,
+)
 from stembeam.pipeline.tables import drop_stale_tables
 from stembeam.transforms import features, storage
 from stembeam.transforms.manifest import ManifestError, ReadManifest, check_manifest, parse_manifest
@@ -42,7 +44,7 @@ def build(pipeline, run: SeparationRun) -> None:
     mark_progress(manifest["errors"], separated, previous, run)
     wanted = options.view_as(FeatureOptions)
     if wanted.features:
-        features.add_to_corpus_job(manifest["tracks"], rows, run.output, wanted, in_process(options), run.staging)
+        features.add_to_corpus_job(rows, run.output, wanted, in_process(options), run.staging)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +138,20 @@ def run(argv=None) -> int:
     )
     for line in failure_lines(job.output, counts["tracks_failed"]):
         announce(line)
+    failed = counts["tracks_failed"]
+    if job.view_as(FeatureOptions).features:
+        found = feature_counts(job.output, finished.result)
+        announce(f"stembeam pipeline: features of {found['analysed']} tracks analysed, {found['reused']} reused, {found['failed']} failed; "
+                 f"tables under {storage.join(job.output, 'features')}")
+        for line in failed_feature_lines(job.output):
+            announce(line)
+        failed += found["failed"]
     if report:
         from stembeam.pipeline.flags import given_flags
         from stembeam.pipeline.report import write_report
 
         announce(f"stembeam pipeline: report {write_report(job.output, run_started, run_flags=given_flags(argv, 'pipeline'))}")
-    return exit_status(counts["tracks_failed"], job.view_as(JobOptions).allow_failures)
+    return exit_status(failed, job.view_as(JobOptions).allow_failures)
 
 
 if __name__ == "__main__":

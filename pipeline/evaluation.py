@@ -11,11 +11,11 @@ import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
 from stembeam.pipeline.jobs import UsageError, dataset_tracks, drop_staging, help_requested, in_process, parse, require, run_with_progress, table_staging
-from stembeam.pipeline.options import EvaluateOptions, StembeamOptions
+from stembeam.pipeline.options import EvaluateOptions, JobOptions, StembeamOptions
 from stembeam.pipeline.prepared_model import ModelRequest, prepare_model
 from stembeam.pipeline.separation import SeparationRun, check_block_frames, check_options, earlier_rows, filter_name, metadata_rows, separate_step
 from stembeam.pipeline.session import output_session
-from stembeam.pipeline.summary import announce, counters, timing
+from stembeam.pipeline.summary import announce, counters, exit_status, timing
 from stembeam.pipeline.tables import drop_stale_metadata
 from stembeam.transforms import storage
 from stembeam.model.encode import CODECS
@@ -204,14 +204,14 @@ def run(argv=None) -> int:
     argv = spleeter_aliases(list(argv or []))
     if help_requested(argv, "evaluate"):
         return 0
+    if any(arg == "--manifest" or arg.startswith("--manifest=") for arg in argv):
+        raise UsageError("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
     started = time.monotonic()
     options = parse(argv, "evaluate")
     job, evaluation = options.view_as(StembeamOptions), options.view_as(EvaluateOptions)
-    if job.manifest:
-        raise UsageError("stembeam evaluate: --manifest is the corpus job's option; give the dataset (folder or manifest) as --dataset")
     require("stembeam evaluate", {"--dataset": evaluation.dataset, "--output": job.output})
     check_options(job)
-    total = dataset_tracks(evaluation.dataset, evaluation.split, job.limit)
+    total = dataset_tracks(evaluation.dataset, evaluation.split, job.limit, needs_references="stembeam evaluate")
     table_staging(job.output, None, options, check_only=True)
     # With --estimates a codec chooses among files only when it was given.
     codec = job.codec if any(a == "--codec" or a.startswith("--codec=") for a in argv) else None
@@ -238,7 +238,7 @@ def run(argv=None) -> int:
         f"in {timing(started, status.separated if status else 0)}; "
         f"tables under {evaluation_output(job.output)}, summary in {storage.join(job.output, 'summary.csv')}"
     )
-    return 0
+    return exit_status(counts["tracks_not_evaluated"] + counts["tracks_failed"], job.view_as(JobOptions).allow_failures)
 
 
 def _scoring(options, run_id: Optional[str], staging: str, codec: Optional[str]) -> Scoring:

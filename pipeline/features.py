@@ -14,17 +14,16 @@ import time
 import apache_beam as beam
 
 from stembeam.launch.local import make_pipeline
-from stembeam.pipeline.jobs import drop_staging, help_requested, parse, require, run_with_progress, table_staging, wants_report
+from stembeam.pipeline.jobs import UsageError, drop_staging, help_requested, parse, require, run_with_progress, table_staging, wants_report
 from stembeam.pipeline.session import output_session
-from stembeam.pipeline.summary import announce, counters, timing
-from stembeam.pipeline.options import FeatureOptions, StembeamOptions
+from stembeam.pipeline.options import FeatureOptions, JobOptions, StembeamOptions
+from stembeam.pipeline.summary import announce, exit_status, failed_feature_lines, feature_counts, timing
 from stembeam.transforms import storage
 from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from stembeam.transforms.records import Track
 
 LOGGER = logging.getLogger("stembeam.features")
-COUNTERS = ("features_tracks_ok", "features_tracks_reused", "features_tracks_failed")
 
 
 def _marker(output: str, folder: str) -> str:
@@ -38,34 +37,46 @@ def _job(output: str, track_id: str, sources: dict) -> FeatureTrack:
 
 
 def _pipeline_output_tracks(root: str, output: str):
-    """FeatureTracks from a pipeline output's metadata tables (ok stem rows, mixture = source_uri),
-    each with its stems' identity (transforms.features.latest_stems)."""
-    import dataclasses
+    """FeatureTracks from a pipeline output's metadata tables (transforms.features.feature_track:
+    its ok stems, its mixture over the span the stems were made from, its stems' identity)."""
+    from stembeam.transforms.features import feature_track
 
-    import pyarrow.parquet as pq
-
-    from stembeam.model.features.analysis import SourceInput
-    from stembeam.transforms.features import latest_stems
-
-    stems, rows = {}, []
+    by_track = {}
     for uri in storage.list_matching(storage.join(root, "metadata"), "*.parquet"):
-        with storage.local_copy(uri) as path:
-            rows += pq.read_table(path, columns=["track_id", "source_uri", "stem", "stem_uri", "status", "created_at"]).to_pylist()
-    for row in rows:
-        if row["status"] == "ok" and row["stem"]:
-            stems.setdefault(row["track_id"], {MIXTURE: SourceInput(row["source_uri"])})[row["stem"]] = SourceInput(row["stem_uri"])
-    identities = latest_stems(rows)
-    for track_id in sorted(stems):
-        identity = identities.get(track_id)
-        yield dataclasses.replace(_job(output, track_id, stems[track_id]), stems_created_at=identity.isoformat() if identity else None)
+        for row in storage.read_parquet(uri).to_pylist():
+            by_track.setdefault(row["track_id"], []).append(row)
+    for track_id in sorted(by_track):
+        found = feature_track(track_id, by_track[track_id], lambda folder: _marker(output, folder))
+        if found is not None:
+            yield found
+
+
+# Files a flat folder's tracks are read from (each file a track of its mixture alone).
+AUDIO_SUFFIXES = (".wav", ".wave", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma")
+
+
+def _flat_tracks(root: str, output: str) -> list:
+    """A flat folder of audio files as mixture-only tracks (each file's name without its suffix
+    is the track id), or [] when ``root`` holds no audio file itself."""
+    from stembeam.model.features.analysis import SourceInput
+
+    files = [uri for uri in storage.list_matching(root, "*") if uri.lower().endswith(AUDIO_SUFFIXES) and not uri.lower().endswith(".stem.mp4")]
+    return [_job(output, uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0], {MIXTURE: SourceInput(uri)}) for uri in files]
 
 
 def _folder_tracks(root: str, output: str):
-    """FeatureTracks of a folder of track folders (transforms.dataset's listing), or ``(track_id, uri, reason)``."""
+    """FeatureTracks of a folder of track folders (transforms.dataset's listing), of a flat folder
+    of audio files (mixture-only tracks), or ``(track_id, uri, reason)``."""
     from stembeam.model.features.analysis import SourceInput
     from stembeam.transforms.dataset import DatasetTrack, list_dataset
 
-    for item in list_dataset(root, split="all"):
+    listed = list(list_dataset(root, split="all"))
+    if not any(isinstance(item, DatasetTrack) for item in listed):
+        flat = _flat_tracks(root, output)
+        if flat:
+            yield from flat
+            return
+    for item in listed:
         if not isinstance(item, DatasetTrack):
             yield item
             continue
@@ -128,7 +139,11 @@ def run(argv=None) -> int:
     job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
     require("stembeam features", {"--input": features.input, "--output": job.output})
     started = time.monotonic()
-    total = sum(1 for _ in list_feature_tracks(features.input, job.output))
+    listed = list(list_feature_tracks(features.input, job.output))
+    if not any(isinstance(item, FeatureTrack) for item in listed):
+        reasons = "; ".join(dict.fromkeys(item[2] for item in listed)) or f"{features.input}: nothing to analyse"
+        raise UsageError(f"stembeam features: no usable tracks in {features.input}: {reasons}")
+    total = len(listed)
     # One job at a time per output (the features of a pipeline output may share its folder).
     table_staging(job.output, None, options, check_only=True)
     with output_session(job.output, "stembeam features") as run_id:
@@ -140,18 +155,19 @@ def run(argv=None) -> int:
         finally:
             drop_staging(staging)
         drop_stale_feature_tables(job.output, features.feature_frames)
-    counts = counters(result, COUNTERS) or dict.fromkeys(COUNTERS, "?")  # "?": a runner without metrics
+    counts = feature_counts(job.output, result)
     announce((
-        f"stembeam features: {counts['features_tracks_ok']} tracks analysed, {counts['features_tracks_reused']} reused, "
-        f"{counts['features_tracks_failed']} with errors in {timing(started, status.separated if status else 0)}; "
-        f"tables under {features_root(job.output)}"
+        f"stembeam features: {counts['analysed']} tracks analysed, {counts['reused']} reused, {counts['failed']} failed "
+        f"in {timing(started, status.separated if status else 0)}; tables under {features_root(job.output)}"
     ))
+    for line in failed_feature_lines(job.output):
+        announce(line)
     if report:
         from stembeam.pipeline.flags import given_flags
         from stembeam.pipeline.report import write_report
 
         announce(f"stembeam features: report {write_report(job.output, run_flags=given_flags(argv, 'features'))}")
-    return 0
+    return exit_status(counts["failed"], job.view_as(JobOptions).allow_failures)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ answers at once; pipeline/options.py registers the same functions with Beam's Pi
 from __future__ import annotations
 
 import argparse
+import functools
 
 BEAM_EPILOG = "Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...); an unknown one is an error."
 
@@ -26,9 +27,11 @@ def add_job_args(parser) -> None:
     )
 
 
-def add_pipeline_args(parser) -> None:
-    """The corpus job's flags (``stembeam pipeline``; evaluate takes them too)."""
-    parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
+def add_pipeline_args(parser, corpus: bool = True) -> None:
+    """The corpus job's flags (``stembeam pipeline``; evaluate takes them too, all but
+    ``--manifest``: ``corpus`` False)."""
+    if corpus:
+        parser.add_argument("--manifest", default=None, help="CSV / JSONL / Parquet manifest (local or gs://)")
     parser.add_argument("--output", default=None, help="output root: stems/, metadata/ (local or gs://)")
     parser.add_argument("--model", default="spleeter:2stems", help="model name (spleeter:2stems|4stems|5stems, -16kHz: to 16 kHz) or folder")
     parser.add_argument("--model_dir", "--model-dir", default=None, help="folder holding the model")
@@ -130,10 +133,12 @@ def add_prepare_args(parser) -> None:
     parser.add_argument("--shards", type=int, default=4, help="TFRecord files per split")
 
 
-def add_feature_args(parser) -> None:
-    """The MIR feature flags of ``stembeam features`` and ``stembeam pipeline --features``."""
-    parser.add_argument("--features", action="store_true", default=False, help="stembeam pipeline: also compute MIR features into {output}/features/")
-    parser.add_argument("--vocal_pitch", "--vocal-pitch", action="store_true", default=False, help="features: vocal f0 with pYIN (slow)")
+def add_feature_args(parser, corpus: bool = True) -> None:
+    """The MIR feature flags of ``stembeam pipeline --features`` and (all but ``--features``:
+    ``corpus`` False) ``stembeam features``."""
+    if corpus:
+        parser.add_argument("--features", action="store_true", default=False, help="also compute MIR features into {output}/features/")
+    parser.add_argument("--vocal_pitch", "--vocal-pitch", action="store_true", default=False, help="features: vocal f0 (pYIN) and its summary")
     parser.add_argument("--feature_frames", "--feature-frames", action="store_true", default=False, help="features: also write per-frame series (frames-*.parquet)")
     parser.add_argument("--feature_plots", "--feature-plots", action="store_true", default=False, help="features: one PNG per track under {output}/features/plots/")
 
@@ -169,13 +174,13 @@ def _prepare_shared(parser) -> None:
 JOB_HELP = {
     "pipeline": ("Separate every track of a manifest on Apache Beam.", (add_pipeline_args, add_feature_args, add_report_arg, add_job_args)),
     "features": (
-        "MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.", (_features_shared, add_feature_args, add_report_arg, add_job_args),
+        "MIR features (loudness, tempo, vocals, key...) of existing audio on Apache Beam.",
+        (_features_shared, functools.partial(add_feature_args, corpus=False), add_report_arg, add_job_args),
     ),
     "evaluate": (
         "Separate a dataset with ground-truth stems (or read existing estimates) and score it with museval (BSS Eval v4, 1 s windows). "
-        "--manifest is the corpus job's; give the dataset as --dataset. "
-        "Spleeter's flags work too: -p MODEL (--model), --mus_dir DIR (--dataset), -o OUT (--output).",
-        (add_evaluate_args, add_pipeline_args, add_job_args),
+        "A manifest is given as --dataset. Spleeter's flags work too: -p MODEL (--model), --mus_dir DIR (--dataset), -o OUT (--output).",
+        (add_evaluate_args, functools.partial(add_pipeline_args, corpus=False), add_job_args),
     ),
     "prepare-dataset": (
         "Training examples (TFRecords) from a dataset of isolated sources, as a Beam job.",

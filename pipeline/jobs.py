@@ -48,18 +48,29 @@ def _load_runner_options(runner: str) -> None:
         pass
 
 
-def unknown_options(argv, name: str) -> list:
-    """Messages for each argument neither the job ``name`` (pipeline/flags.py) nor Beam (its
-    options classes, the chosen runner's included) knows, with Beam's own suggestion: the same
-    parser and the same difflib match Beam logs as "Discarding unparseable args" / "Did you mean"."""
-    runner = _runner_name(argv)
-    _load_runner_options(runner)
+def known_options(argv, name: str) -> list:
+    """Every option the job ``name`` takes: its own (pipeline/flags.py) and Beam's (its options
+    classes, the chosen runner's included)."""
+    return argparse_option_strings(_job_parser(argv, name))
+
+
+def _job_parser(argv, name: str):
+    _load_runner_options(_runner_name(argv))
     parser = beam_argument_parser()
     classes = {str(c): c for c in PipelineOptions.__subclasses__() if c.__module__.startswith("apache_beam")}
     for cls in classes.values():
         beam_add_options(cls, parser)
     for add in JOB_HELP[name][1]:
         add(parser)
+    return parser
+
+
+def unknown_options(argv, name: str) -> list:
+    """Messages for each argument neither the job ``name`` (pipeline/flags.py) nor Beam (its
+    options classes, the chosen runner's included) knows, with Beam's own suggestion: the same
+    parser and the same difflib match Beam logs as "Discarding unparseable args" / "Did you mean"."""
+    runner = _runner_name(argv)
+    parser = _job_parser(argv, name)
     _, unknown = parser.parse_known_args(argv)
     known = argparse_option_strings(parser)
     problems = []
@@ -81,6 +92,9 @@ def unknown_options(argv, name: str) -> list:
 def parse(argv, name: str) -> PipelineOptions:
     """Beam options of ``stembeam NAME`` from ``argv`` (UsageError for an unknown option), local
     parallelism defaulted."""
+    from stembeam.pipeline.spelling import respell
+
+    argv = respell(list(argv), known_options(argv, name))
     problems = unknown_options(argv, name)
     if problems:
         raise UsageError(f"stembeam {name}: {'; '.join(problems)}")
@@ -167,9 +181,10 @@ def drop_staging(folder: str) -> None:
         pass
 
 
-def dataset_tracks(dataset: str, split, limit) -> int:
+def dataset_tracks(dataset: str, split, limit, needs_references: str | None = None) -> int:
     """How many rows (tracks and unusable entries) the job over ``dataset`` will report, listed
-    by the launcher before it starts; UsageError (one line) when there is nothing to read."""
+    by the launcher before it starts; UsageError (one line) when there is nothing to read, or,
+    for the job ``needs_references`` names, when no track has a reference stem."""
     from stembeam.transforms.dataset import DatasetTrack, list_dataset
     from stembeam.transforms.manifest import ManifestError
 
@@ -180,6 +195,11 @@ def dataset_tracks(dataset: str, split, limit) -> int:
     tracks = [item for item in found if isinstance(item, DatasetTrack)]
     if not tracks and len(found) == 1:
         raise UsageError(found[0][2])
+    if needs_references and tracks and not any(track.stems for track in tracks):
+        raise UsageError(
+            f"{needs_references}: {dataset} has no reference stems (folders <track>/{{vocals,drums,bass,other}}.*, or manifest columns "
+            "vocals, drums, bass, other, piano, accompaniment): nothing to score; to separate it, run stembeam pipeline --manifest"
+        )
     return min(len(tracks), limit if limit is not None else len(tracks)) + len(found) - len(tracks)
 
 

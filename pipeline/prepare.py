@@ -19,8 +19,8 @@ from stembeam.pipeline.jobs import (
     UsageError, dataset_tracks, drop_staging, help_requested, parse, require, run_with_progress, table_staging,
 )
 from stembeam.pipeline.session import output_session
-from stembeam.pipeline.summary import announce, counters, timing
-from stembeam.pipeline.options import EvaluateOptions, PrepareOptions, StembeamOptions
+from stembeam.pipeline.summary import announce, counters, exit_status, timing
+from stembeam.pipeline.options import EvaluateOptions, JobOptions, PrepareOptions, StembeamOptions
 from stembeam.transforms import storage
 from stembeam.transforms.dataset import ReadDataset
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
@@ -170,6 +170,7 @@ def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, spl
             pipeline.run().wait_until_finish()
         finally:
             drop_staging(staging)
+        drop_empty_shards(output)
         stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
         storage.write_bytes_atomic(source, stamp.encode("utf-8"))
     return stats
@@ -208,12 +209,24 @@ def run(argv=None) -> int:
         "examples_written": sum(part["examples"] for part in stats.values() if isinstance(part, dict) and "examples" in part),
         "tracks_failed": len(stats.get("failed", [])),
     }
-    print(json.dumps(stats, indent=2), flush=True)
-    announce((
-        f"stembeam prepare-dataset: {counts['examples_written']} examples, {counts['tracks_failed']} tracks failed "
-        f"in {timing(started, status.separated if status else 0)}; records under {output}"
-    ))
-    return 0
+    dropped = drop_empty_shards(output)
+    splits = ", ".join(f"{stats[split]['examples']} {split} examples of {stats[split]['tracks']} tracks" for split in (TRAIN, VALIDATION)
+                       if isinstance(stats.get(split), dict))
+    announce(
+        f"stembeam prepare-dataset: {splits or str(counts['examples_written']) + ' examples'}, {counts['tracks_failed']} tracks failed "
+        f"in {timing(started, status.separated if status else 0)}; records under {output} ({len(dropped)} empty shards not kept), "
+        f"statistics in {storage.join(output, STATS_FILE)}"
+    )
+    return exit_status(counts["tracks_failed"], job.view_as(JobOptions).allow_failures)
+
+
+def drop_empty_shards(output: str) -> list:
+    """Remove the record files with no example (a split with fewer examples than --shards, or none
+    at all: Beam writes every shard); the uris removed."""
+    files = [uri for pattern in ("train-*.tfrecord", "validation-*.tfrecord") for uri in storage.list_matching(output, pattern)]
+    empty = [uri for uri in files if storage.stat(uri)[0] == 0]
+    storage.delete(empty)
+    return empty
 
 
 if __name__ == "__main__":

@@ -88,3 +88,29 @@ def exit_status(failed: int, allow_failures: bool) -> int:
     return ROWS_FAILED if failed and not allow_failures else 0
 
 
+
+
+def _feature_rows(output: str) -> list:
+    """The rows of ``{output}/features/``'s tracks table (one per track analysed, reused or failed)."""
+    files = storage.list_matching(storage.join(output, "features"), "tracks-*.parquet")
+    return [row for uri in files for row in storage.read_parquet(uri, columns=["track_id", "status", "error"]).to_pylist()]
+
+
+def feature_counts(output: str, result=None) -> dict:
+    """``{"analysed", "reused", "failed"}`` tracks of the features written under ``output`` by the
+    run whose Beam ``result`` says how many it reused (runners without metrics: 0 reused)."""
+    rows = _feature_rows(output)
+    ok = sum(row["status"] == "ok" for row in rows)
+    reused = (counters(result, ("features_tracks_reused",)) or {}).get("features_tracks_reused", 0) if result is not None else 0
+    return {"analysed": ok - reused, "reused": reused, "failed": sum(row["status"] != "ok" for row in rows)}
+
+
+def failed_feature_lines(output: str) -> list:
+    """Lines naming up to FAILURES_SHOWN tracks whose features failed, and where the full list is."""
+    failed = [row for row in _feature_rows(output) if row["status"] != "ok"]
+    if not failed:
+        return []
+    lines = [f"  {row['track_id']}: {row['error']}" for row in failed[:FAILURES_SHOWN]]
+    more = f"{len(failed) - FAILURES_SHOWN} more, all " if len(failed) > FAILURES_SHOWN else "all "
+    table = storage.join(output, "features", "tracks-*.parquet")
+    return [f"tracks whose features failed ({len(failed)}):", *lines, f"({more}in {table}: rows with status 'error')"]

@@ -12,7 +12,9 @@ from stembeam.pipeline.flags import add_console_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from stembeam.pipeline.spelling import Parser  # both spellings of every option, "did you mean"
+
+    parser = Parser(
         prog="stembeam train",
         description="Train or fine-tune a Spleeter U-net model on `stembeam prepare-dataset` records. "
         "Run again with the same --model-dir to resume after an interruption. "
@@ -163,6 +165,9 @@ def _train(args, settings: dict, training, config) -> int:
         freeze_batch_norm=freeze, validation_data=validation_data, keep_checkpoints=args.keep_checkpoints or None,
     )
     print(f"stembeam train: {trainer.restore_or_initialize(args.init)}", file=sys.stderr, flush=True)
+    if trainer.validation_is_training:
+        print(f"stembeam train: no validation records in {validation_data or args.data}: the validation loss is the loss of the first "
+              f"{args.validation_batches} training batches (in inference mode), not of held-out tracks", file=sys.stderr, flush=True)
 
     def report(entry):
         print(json.dumps(entry), flush=True)
@@ -175,7 +180,9 @@ def _train(args, settings: dict, training, config) -> int:
 
         # Spleeter's Estimator layout: model.ckpt-<step>.index/.data-* and `checkpoint` naming it.
         save_official_checkpoint(trainer.model, os.path.join(model_dir, f"model.ckpt-{step}"), step)
-    print(f"stembeam train: step {step}; model exported to {model_dir} (stembeam separate -p {args.config if spleeter_layout else model_dir})", file=sys.stderr, flush=True)
+    model = args.config if spleeter_layout else model_dir
+    shown = model if os.sep in model or model.startswith(".") or spleeter_layout else os.path.join(".", model)
+    print(f"stembeam train: step {step}; model exported to {model_dir} (use it with: stembeam separate -p {shown} FILE...)", file=sys.stderr, flush=True)
     return 0
 
 

@@ -17,7 +17,7 @@ from stembeam.model.separation import pad_segment, segment_count, segment_start
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.records import Chunk, DecodeNote, Track
 from stembeam.transforms.resume import changed_fields, decoding_change, key_run_here, source_identity, track_key
-from stembeam.transforms.stem_files import StemFiles, marker_uri, missing_stems, read_marker, remove_outputs, track_folder
+from stembeam.transforms.stem_files import StemFiles, marker_uri, missing_stems, read_marker, remove_outputs, stored_rows, track_folder
 from stembeam.transforms.timing import timer
 
 LOGGER = logging.getLogger("stembeam.pipeline")
@@ -82,7 +82,7 @@ class DecodeAndChunk(beam.DoFn):
         if self._decoding.strict and any(row.get("decode_warnings") for row in stored.get("rows", [])):
             LOGGER.info("%s: decoded again, its stems were made from a damaged source (--strict_decoding)", track.track_id)
             return None
-        return stored["rows"]
+        return stored_rows(stored)
 
     def _fail(self, track: Track, stored: dict | None, reason: str):
         """The error of ``track``, whose stems an earlier run may have written: they go."""

@@ -287,22 +287,32 @@ class ComputeFeatures(beam.PTransform):
         return tables
 
 
-def _corpus_jobs(element, output: str):
-    """``(track_id, {"track": [Track], "rows": [metadata rows]})`` -> a FeatureTrack of the mixture
-    (read over the manifest row's offset/duration, the span the stems were made from) and its stems."""
+def feature_track(track_id: str, rows: list, marker) -> Optional[FeatureTrack]:
+    """The FeatureTrack of a pipeline output's track from its metadata ``rows``: its ok stems, and
+    its mixture read over the span the stems were made from (the rows' source offset, duration
+    and stream); None when it has no stems. ``marker``: the uri of the stored result, from the
+    track's folder name (``marker(folder)``). Both the corpus job's features stage and
+    ``stembeam features`` on a pipeline output build them here."""
     from stembeam.model.features.analysis import SourceInput
 
-    track_id, joined = element
-    stems = {row["stem"]: row["stem_uri"] for row in joined["rows"] if row.get("status") == "ok" and row.get("stem")}
-    if not stems or not joined["track"]:
-        return
-    track: Track = joined["track"][0]
-    sources = {name: SourceInput(uri) for name, uri in stems.items()}
-    sources[MIXTURE] = SourceInput(track.source_uri, track.offset or 0.0, track.duration, track.stream)
-    marker = storage.join(output, "stems", track.folder_name, CORPUS_MARKER)
+    ok = [row for row in rows if row.get("status") == "ok" and row.get("stem")]
+    if not ok:
+        return None
+    first = ok[0]
+    sources = {row["stem"]: SourceInput(row["stem_uri"]) for row in ok}
+    sources[MIXTURE] = SourceInput(first["source_uri"], first.get("source_offset_s") or 0.0, first.get("source_duration_s"), first.get("source_stream"))
+    folder = Track(track_id, first["source_uri"]).folder_name
     # The same rows the metadata table gets: the identity a later run compares with.
-    identity = latest_stems(joined["rows"]).get(track_id)
-    yield FeatureTrack(track_id, track.folder_name, tuple(sorted(sources.items())), marker, identity.isoformat() if identity else None)
+    identity = latest_stems(rows).get(track_id)
+    return FeatureTrack(track_id, folder, tuple(sorted(sources.items())), marker(folder), identity.isoformat() if identity else None)
+
+
+def _corpus_jobs(element, output: str):
+    """``(track_id, [metadata rows])`` -> the track's FeatureTrack, its result stored beside its stems."""
+    track_id, rows = element
+    found = feature_track(track_id, list(rows), lambda folder: storage.join(output, "stems", folder, CORPUS_MARKER))
+    if found is not None:
+        yield found
 
 
 def import_in_background(in_process: bool) -> None:
@@ -316,18 +326,17 @@ def import_in_background(in_process: bool) -> None:
         threading.Thread(target=importlib.import_module, args=("stembeam.model.features.analysis",), daemon=True).start()
 
 
-def add_to_corpus_job(tracks, rows, output: str, features, in_process: bool, staging: Optional[str] = None) -> dict:
+def add_to_corpus_job(rows, output: str, features, in_process: bool, staging: Optional[str] = None) -> dict:
     """The corpus job's features stage: after the stem writers, every track with written (or
     previously finished) stems is analysed: its stems, and its mixture over the same span; only
-    Track references and metadata rows (stem uris) cross to it. ``features``: the job's feature
-    options (``vocal_pitch``, ``feature_frames``, ``feature_plots``). The tables are rewritten whole
+    metadata rows (stem uris and spans) cross to it. ``features``: the job's feature options
+    (``vocal_pitch``, ``feature_frames``, ``feature_plots``). The tables are rewritten whole
     (drop_stale_feature_tables after the job)."""
     import_in_background(in_process)
-    by_id = tracks | "FeatureTracksById" >> beam.Map(lambda track: (track.track_id, track))
-    rows_by_id = rows | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
     jobs = (
-        {"track": by_id, "rows": rows_by_id}
-        | "JoinTracksAndStems" >> beam.CoGroupByKey()
+        rows
+        | "FeatureRowsById" >> beam.Map(lambda row: (row["track_id"], row))
+        | "RowsOfTracks" >> beam.GroupByKey()
         | "FeatureJobs" >> beam.FlatMap(_corpus_jobs, output)
     )
     return jobs | "Features" >> ComputeFeatures(output, features.vocal_pitch, features.feature_frames, features.feature_plots, staging=staging)

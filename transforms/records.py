@@ -16,6 +16,11 @@ METADATA_SCHEMA = pa.schema(
     [
         ("track_id", pa.string()),
         ("source_uri", pa.string()),
+        # The span of the source the stems were made from (the manifest row's offset, duration
+        # (null: to the end) and audio stream (null: the only one)).
+        ("source_offset_s", pa.float64()),
+        ("source_duration_s", pa.float64()),
+        ("source_stream", pa.int32()),
         ("stem", pa.string()),
         ("stem_uri", pa.string()),
         ("model", pa.string()),
@@ -161,12 +166,16 @@ def error_row(context: RowContext, track_id: str, source_uri: str, reason: str, 
 def metadata_row(context: RowContext, track_id: str, source_uri: str, *, stem: Optional[str] = None, stem_uri: Optional[str] = None,
                  sample_rate: Optional[int] = None, channels: Optional[int] = None, duration_s: Optional[float] = None,
                  rms: Optional[float] = None, peak: Optional[float] = None, status: str = "ok", error: Optional[str] = None,
-                 precision: Optional[str] = None, note: Optional[DecodeNote] = None) -> dict:
+                 precision: Optional[str] = None, note: Optional[DecodeNote] = None, span: Optional["Track"] = None) -> dict:
     """A row of METADATA_SCHEMA: a written stem's (``status`` ok) or a failed track's; ``precision``
-    overrides the context's (what ran), ``note`` says what decoding the source found."""
+    overrides the context's (what ran), ``note`` says what decoding the source found, ``span``:
+    the Track whose offset, duration and stream the stems were made from."""
     return {
         "track_id": track_id,
         "source_uri": source_uri,
+        "source_offset_s": span.offset if span is not None else None,
+        "source_duration_s": span.duration if span is not None else None,
+        "source_stream": span.stream if span is not None else None,
         "stem": stem,
         "stem_uri": stem_uri,
         "model": context.model,

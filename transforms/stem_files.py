@@ -98,5 +98,14 @@ def rows_from_json(rows, **defaults) -> list:
     (the job's, which the marker's key vouches for: ``bit_depth``, ``F``)."""
     # Markers written before --precision existed hold float32 stems; before decode_warnings, no
     # damage was recorded.
-    old = {"precision": "float32", "decode_warnings": None, "claimed_duration_s": None}
+    old = {"precision": "float32", "decode_warnings": None, "claimed_duration_s": None, "source_offset_s": None, "source_duration_s": None,
+           "source_stream": None}
     return [{**old, **defaults, **row, "created_at": datetime.datetime.fromisoformat(row["created_at"])} for row in rows]
+
+
+def stored_rows(stored: dict) -> list:
+    """A marker's rows (as JSON), with the span its key vouches for where its release did not
+    write it in the rows (the row's offset, duration and stream are in every key)."""
+    key = stored.get("key") or {}
+    span = {"source_offset_s": key.get("offset"), "source_duration_s": key.get("duration"), "source_stream": key.get("stream")}
+    return [{**span, **row} for row in stored["rows"]]

@@ -234,7 +234,7 @@ class WriteStems(beam.DoFn):
             metadata_row(
                 self._context, track.track_id, track.source_uri, stem=stem, stem_uri=uri, sample_rate=sample_rate,
                 channels=self._config.n_channels, duration_s=flight.writers[stem].frames / sample_rate, rms=flight.writers[stem].rms,
-                peak=flight.writers[stem].peak, precision=precision, note=track.decoded,
+                peak=flight.writers[stem].peak, precision=precision, note=track.decoded, span=track,
             )
             for stem, uri in flight.uris.items()
         ]
