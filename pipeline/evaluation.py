@@ -23,7 +23,7 @@ from stembeam.transforms.dataset import STEM_NAMES, DatasetTrack, ReadDataset, s
 from stembeam.transforms.evaluate import TRACK_SCHEMA, TRACKS, WINDOW_SCHEMA, EvaluateTrack, failed_row
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from stembeam.transforms.report import WriteReport
-from stembeam.transforms.staged import WriteStaged
+from stembeam.transforms.staged import WriteTable
 from stembeam.transforms.write import WriteMetadata
 
 COUNTERS = ("tracks_evaluated", "tracks_not_evaluated", "tracks_failed")
@@ -115,8 +115,8 @@ def build(pipeline: beam.Pipeline, scoring: Scoring) -> None:
     scored = paired.pairs | "Evaluate" >> beam.ParDo(EvaluateTrack(labels)).with_outputs(TRACKS, main="windows")
     track_rows = (scored[TRACKS], paired[TRACKS], input_failures) | "AllTrackRows" >> beam.Flatten()
     folder, staged = evaluation_output(job.output), storage.join(scoring.staging, "evaluation")
-    scored.windows | "WriteWindows" >> WriteStaged(_parquet(WINDOW_SCHEMA), staged, folder, "windows")
-    track_rows | "WriteTracks" >> WriteStaged(_parquet(TRACK_SCHEMA), staged, folder, "tracks")
+    scored.windows | "WriteWindows" >> WriteTable(WINDOW_SCHEMA, staged, folder, "windows")
+    track_rows | "WriteTracks" >> WriteTable(TRACK_SCHEMA, staged, folder, "tracks")
     track_rows | "Report" >> WriteReport(job.output, scoring.description)
     track_rows | "ProgressOfRows" >> beam.Map(_progress_of_row) | "MarkProgress" >> beam.ParDo(MarkProgress(progress_root(job.output)))
 
@@ -136,10 +136,6 @@ def _separated(dataset, run: SeparationRun, labels: dict):
         | "JoinStems" >> beam.CoGroupByKey()
         | "PairEstimates" >> beam.ParDo(JoinEstimates(labels)).with_outputs(TRACKS, main="pairs")
     )
-
-
-def _parquet(schema):
-    return lambda prefix: beam.io.WriteToParquet(prefix, schema=schema, file_name_suffix=".parquet", num_shards=1)
 
 
 def _progress_of_row(row: dict) -> tuple:

@@ -19,7 +19,8 @@ from stembeam.pipeline.session import output_session
 from stembeam.pipeline.options import FeatureOptions, JobOptions, StembeamOptions
 from stembeam.pipeline.summary import announce, exit_status, failed_feature_lines, feature_counts, timing
 from stembeam.transforms import storage
-from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, drop_stale_feature_tables, error_rows, features_root
+from stembeam.pipeline.tables import drop_stale_feature_tables
+from stembeam.transforms.features import MIXTURE, ComputeFeatures, FeatureTrack, error_rows, features_root
 from stembeam.transforms.progress import DONE, FAILED, MarkProgress, progress_root
 from stembeam.transforms.records import Track
 

@@ -2,13 +2,8 @@
 flags, progress while the job runs, the closing summary."""
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-import shutil
-import sys
-import tempfile
-import time
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 

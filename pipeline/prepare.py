@@ -10,7 +10,6 @@ import time
 from typing import Optional
 
 import apache_beam as beam
-import tensorflow as tf
 
 from stembeam.launch.local import make_pipeline
 from stembeam.model.config import ModelConfig, get_config, load_config_file

@@ -4,7 +4,7 @@ numpy picks a fused-multiply-add SIMD kernel or a scalar fallback for each compl
 complex absolute value by comparing buffer addresses, so norbert.wiener's results depended on
 where malloc put its temporaries: in the pipeline's worker threads, with TensorFlow and Beam
 allocating beside them, the same block of frames gave different stems from run to run
-(model.separation.norbert_wiener). These checks fail with ``norbert.wiener`` in its place.
+(model.wiener.norbert_wiener). These checks fail with ``norbert.wiener`` in its place.
 """
 import csv
 import hashlib
@@ -57,7 +57,7 @@ def _churn(rng: np.random.Generator, kept: list) -> None:
 def test_wiener_segment_bits_do_not_depend_on_buffers_or_threads(wiener_inputs):
     """The same segment filtered from inputs at other alignments, on one worker thread and on two
     at once with the heap in other states, gives exactly the main thread's bits."""
-    from stembeam.model.separation import wiener_segment
+    from stembeam.model.wiener import wiener_segment
 
     config, specs, sources, frames = wiener_inputs
     reference = [wiener_segment(specs[k], sources[k], config, frames[k], BLOCK) for k in range(2)]
@@ -139,7 +139,7 @@ def test_filter_is_norberts_wiener(wiener_inputs):
     import norbert
 
     from stembeam.model import spectral
-    from stembeam.model.separation import norbert_wiener
+    from stembeam.model.wiener import norbert_wiener
 
     config, specs, sources, _ = wiener_inputs
     v = spectral.extend_bins(sources[0][:BLOCK], config.n_bins)

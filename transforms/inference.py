@@ -9,7 +9,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 from stembeam.model.config import ModelConfig
-from stembeam.model.separation import segment_frames, wiener_segment
+from stembeam.model.separation import segment_frames
+from stembeam.model.wiener import wiener_segment
 from stembeam.transforms.model_handler import ModelSource, model_handler
 from stembeam.transforms.records import Chunk
 from stembeam.transforms.timing import timer

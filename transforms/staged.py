@@ -35,3 +35,17 @@ class WriteStaged(beam.PTransform):
     def expand(self, pcoll):
         written = pcoll | "Write" >> self._sink(storage.join(self._staging, self._name))
         return written | "MoveIntoPlace" >> beam.Map(move_into, self._folder)
+
+
+def parquet_sink(schema):
+    """The sink of a one-file Parquet table of ``schema``: ``sink(prefix)`` writes
+    ``{prefix}-00000-of-00001.parquet``."""
+    return lambda prefix: beam.io.WriteToParquet(prefix, schema=schema, file_name_suffix=".parquet", num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
+
+
+class WriteTable(WriteStaged):
+    """Rows -> the Parquet table ``{folder}/{name}-00000-of-00001.parquet`` of ``schema``, written
+    under ``staging`` and moved into place whole (every table stembeam writes)."""
+
+    def __init__(self, schema, staging: str, folder: str, name: str):
+        super().__init__(parquet_sink(schema), staging, folder, name)

@@ -14,12 +14,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from stembeam.model.encode import CODECS, AudioEncodeError, AudioWriter, default_bit_depth
 from stembeam.model.config import ModelConfig
-from stembeam.model.separation import OverlapAdd, mixture_minus
+from stembeam.model.separation import OverlapAdd, with_residual
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.stem_files import StemFiles, marker_uri, read_marker, rows_to_json, stem_names, track_folder, write_marker
 from stembeam.transforms.records import METADATA_SCHEMA, Chunk, RowContext, Track, error_row, metadata_row
 from stembeam.transforms.resume import track_key, with_precision
-from stembeam.transforms.staged import WriteStaged
+from stembeam.transforms.staged import WriteTable
 from stembeam.transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
@@ -60,9 +60,7 @@ class _TrackInFlight:
         if self._residual:
             # The mixture came along as one more channel (FilterSegments): the last stem is it
             # minus the others.
-            stems = piece[..., :-1].copy()
-            stems[..., -1] = mixture_minus(piece[..., -1], piece[..., :-2])
-            piece = stems
+            piece = with_residual(piece[..., :-1], piece[..., -1])
         with timer(self._encode_ms):
             for k, writer in enumerate(self.writers.values()):
                 writer.write(piece[..., k])
@@ -287,7 +285,4 @@ class WriteMetadata(beam.PTransform):
         self._staging = staging or storage.staging_folder(output)
 
     def expand(self, rows):
-        def sink(prefix):
-            return beam.io.WriteToParquet(prefix, schema=METADATA_SCHEMA, file_name_suffix=".parquet", num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
-
-        return rows | "WriteParquet" >> WriteStaged(sink, storage.join(self._staging, "metadata"), storage.join(self._output, "metadata"), "tracks")
+        return rows | "WriteParquet" >> WriteTable(METADATA_SCHEMA, storage.join(self._staging, "metadata"), storage.join(self._output, "metadata"), "tracks")

@@ -5,7 +5,7 @@ Levels: ``*_dbfs`` and ``rms_db`` are dB re full scale (1.0; a full-scale sine's
 seconds, ``*_hz`` Hz. ``stems_created_at`` (every table): the identity of the stems a row was
 computed from, the latest ``created_at`` of the track's ok stem rows in ``metadata/`` (null when
 the stems are not a pipeline output's); rows whose track's stems differ are dropped after every
-pipeline run (transforms.features.drop_stale_feature_rows).
+pipeline run (pipeline.tables.drop_stale_feature_rows).
 """
 from __future__ import annotations
 
