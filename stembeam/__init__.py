@@ -8,7 +8,18 @@
 Subpackages: ``stembeam.model`` (TensorFlow/Keras models, no Beam), ``stembeam.transforms``
 (Beam PTransforms and DoFns), ``stembeam.pipeline`` (the jobs and the command line) and
 ``stembeam.launch`` (runner-specific launching). ``import stembeam`` loads none of them until
-an attribute is used.
+an attribute is used, and no call of the library changes the process beyond stembeam.
+
+Shapes, as the docstrings write them:
+
+- ``[samples, channels]``: a waveform, float32, full scale 1.0 (``[n, 2]``: stereo; the models
+  take stereo at 44.1 kHz).
+- ``[L, 2]``: one segment's samples, ``L = (T - 1) * hop + N`` (model/separation.py).
+- ``[frames, bins, channels]``: an STFT (complex64, ``bins = N // 2 + 1`` = 2049) or its
+  magnitudes; the U-nets see the first ``F`` bins (1024, or 1536 for the 16 kHz models).
+- ``[B, T, F, channels]``: a batch of ``B`` segments of ``T`` frames (512) into the U-nets;
+  ``[..., S]``: one more axis for the ``S`` sources (stems) of a model.
+- ``N`` = 4096 (frame length), ``hop`` = 1024 (frame step), ``T`` = 512 frames per segment.
 """
 __version__ = "0.1.0"
 

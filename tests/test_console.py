@@ -133,7 +133,9 @@ def test_runner_options_are_known():
             "--experiments", "x", "--sdk_location", "container", "--job_endpoint", "localhost:8099", "--environment_type", "LOOPBACK",
             "--dataflow_service_options", "y", "--project", "p", "-v", "--log_level", "info", "--progress_interval", "5"]
     assert unknown_options(argv, "pipeline") == []
-    assert unknown_options(argv + ["--estimates", "x"], "evaluate") == []
+    evaluate = ["--dataset" if arg == "--manifest" else arg for arg in argv] + ["--estimates", "x"]
+    assert unknown_options(evaluate, "evaluate") == []
+    assert unknown_options(argv, "evaluate") == ["unknown option --manifest"]  # the corpus job's, not evaluate's
     assert unknown_options(["--dataset", "d"], "pipeline")[0].startswith("unknown option --dataset")  # evaluate's flag, not the pipeline's
     flink = ["--runner", "FlinkRunner", "--flink_master", "h:1", "--parallelizm", "2", "--some_java_option", "1"]
     assert unknown_options(flink, "pipeline") == ["unknown option --parallelizm (did you mean --parallelism?)"]  # the rest goes to the job server

@@ -262,10 +262,10 @@ def _query_example(output, vocals_after, tempo_min, tempo_max):
     return module.query(output, vocals_after, tempo_min, tempo_max).column("track_id").to_pylist()
 
 
-def _features_job(*argv):
+def _features_job(*argv, status=0):
     from stembeam.pipeline.features import run
 
-    assert run(list(argv)) == 0
+    assert run(list(argv)) == status
 
 
 def test_features_job_error_rows_resume_and_same_tables(tmp_path):
@@ -276,7 +276,7 @@ def test_features_job_error_rows_resume_and_same_tables(tmp_path):
     broken = _song_folder(data, "b", 96, 1.0)
     (broken / "vocals.wav").write_text("not audio\n")
     output = str(tmp_path / "out")
-    _features_job("--input", str(data), "--output", output)
+    _features_job("--input", str(data), "--output", output, status=3)  # 3: finished, with failed rows
     sources, tracks = _parquet_rows(output, "sources"), _parquet_rows(output, "tracks")
     assert [(r["track_id"], r["source"], r["status"]) for r in sources] == [
         ("a", "drums", "ok"), ("a", "mixture", "ok"), ("a", "vocals", "ok"), ("b", "drums", "ok"), ("b", "mixture", "ok"), ("b", "vocals", "error")
@@ -289,11 +289,11 @@ def test_features_job_error_rows_resume_and_same_tables(tmp_path):
     markers = {name: os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns for name in ("a", "b")}
     assert _query_example(output, 1.5, 110, 130) == ["a"] and _query_example(output, 2.5, 110, 130) == []
 
-    _features_job("--input", str(data), "--output", output)
+    _features_job("--input", str(data), "--output", output, status=3)
     assert _parquet_rows(output, "sources") == sources and _parquet_rows(output, "tracks") == tracks
     assert {name: os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns for name in markers} == markers  # reused
 
-    _features_job("--input", str(data), "--output", output, "--vocal_pitch")
+    _features_job("--input", str(data), "--output", output, "--vocal_pitch", status=3)
     again = {r["track_id"]: r for r in _parquet_rows(output, "tracks")}
     assert again["a"]["vocal_f0_median_hz"] == pytest.approx(330, rel=0.006)  # recomputed with pitch
     assert all(os.stat(os.path.join(output, "features", "_done", f"{name}.json")).st_mtime_ns != markers[name] for name in markers)

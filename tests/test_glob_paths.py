@@ -179,7 +179,8 @@ def test_prepare_dataset_with_brackets_locks_its_output_and_keeps_records_when_a
     argv = ["--dataset", str(dataset), "--output", str(output), "--shards", "1"]
 
     assert prepare(argv) == 0
-    assert sorted(os.listdir(output)) == ["config.json", "stats.json", "train-00000-of-00001.tfrecord", "validation-00000-of-00001.tfrecord"]
+    # one track: all of it is training data, and the empty validation shard is not written
+    assert sorted(os.listdir(output)) == ["config.json", "stats.json", "train-00000-of-00001.tfrecord"]
     assert [e["track_id"] for e in read_examples(os.path.join(output, "train-*.tfrecord"), SPLEETER_2STEMS)] == ["Song [Live]"]
     assert record_files(str(output), TRAIN) == [os.path.join(str(output), "train-00000-of-00001.tfrecord")]
     assert _tree(tmp_path / "records 1") == sibling

@@ -62,7 +62,8 @@ def test_records_decode_to_the_spectrograms_of_the_audio_for_every_layout(tmp_pa
         outputs[name] = str(tmp_path / f"records-{name}")
         model_config = tmp_path / f"{name}.json"
         model_config.write_text(config.to_json())
-        assert prepare(["--dataset", str(dataset), "--output", outputs[name], "--model_config", str(model_config), "--shards", "2"]) == 0
+        # The folder's C-no-bass track cannot be used: the run ends with 3 (some rows failed).
+        assert prepare(["--dataset", str(dataset), "--output", outputs[name], "--model_config", str(model_config), "--shards", "2"]) == (3 if name == "folder" else 0)
 
     stats = json.loads(open(os.path.join(outputs["folder"], "stats.json")).read())
     assert stats["train"] == {"tracks": 1, "examples": 3, "audio_seconds": 30.0} and stats["validation"]["tracks"] == 1
