@@ -12,17 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from stembeam.model.encode import AudioEncodeError, AudioWriter
-from tests.conftest import EXAMPLE, MODELS, REPO, SHARED, needs_shared, write_manifest
+from tests.conftest import EXAMPLE, MODELS, REPO, SHARED, needs_shared, run_cli, write_manifest
 
 pytestmark = needs_shared
 RATE = 44100
-
-
-def _cli(*args, inject: str = "", cwd=None, env=None, timeout=600):
-    """``stembeam ARGS`` in a fresh process (``inject``: Python run first): ``(exit code, stderr lines)``."""
-    code = f"{inject}\nfrom stembeam.pipeline.cli import entry\nimport sys\nsys.argv = ['stembeam'] + {list(args)!r}\nentry()"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout, env=env)
-    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +41,13 @@ def song(tmp_path_factory):
     (["-c", "mp3", "-b", "abc"], "-b/--bitrate: bitrate 'abc' is not a bitrate"),
 ])
 def test_separate_options_are_checked_before_any_work(song, tmp_path, flags, says):
-    code, lines = _cli("separate", "-o", str(tmp_path / "out"), *flags, song[0])
+    code, lines = run_cli("separate", "-o", str(tmp_path / "out"), *flags, song[0])
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: stembeam separate: ") and says in lines[0]
     assert not os.path.exists(tmp_path / "out")
 
 
 def test_an_offset_past_the_end_names_the_offset(song, tmp_path):
-    code, lines = _cli("separate", "--no-progress", "-o", str(tmp_path / "out"), "-s", "40", song[0])
+    code, lines = run_cli("separate", "--no-progress", "-o", str(tmp_path / "out"), "-s", "40", song[0])
     assert code == 3 and lines[0] == f"error: {song[0]}: offset 40 s is at or past its end (5.00 s long)"
 
 
@@ -64,7 +57,7 @@ def test_an_offset_past_the_end_names_the_offset(song, tmp_path):
     (["--mwf", "--mwf_block_frames", "-5"], "error: --mwf_block_frames -5: must be between 1 and T=512"),
 ])
 def test_pipeline_options_are_checked_before_any_work(song, tmp_path, flags, says):
-    code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--progress_interval", "0", *flags)
+    code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--progress_interval", "0", *flags)
     assert code == 1 and lines == [lines[0]] and lines[0].startswith(says)
     assert not os.path.exists(tmp_path / "out" / "stems")
 
@@ -72,7 +65,7 @@ def test_pipeline_options_are_checked_before_any_work(song, tmp_path, flags, say
 def test_bad_spans_in_a_manifest_are_error_rows(song, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"uri,track_id,offset,duration\n{song[0]},a,-1,\n{song[0]},b,0,nan\n{song[0]},c,1,2\n")
-    code, lines = _cli("pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"), "--progress_interval", "0")
+    code, lines = run_cli("pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"), "--progress_interval", "0")
     assert code == 3
     rows = {row["track_id"]: row for row in pq.read_table(str(tmp_path / "out" / "metadata")).to_pylist()}
     assert "offset must be a finite number of seconds >= 0, not -1.0" in rows["a"]["error"]
@@ -105,9 +98,9 @@ def _corrupt_index(folder):
 def test_a_damaged_model_is_one_line_naming_its_file(song, tmp_path, damage, file_name, command):
     model = _broken_model(tmp_path, damage)
     if command == "pipeline":
-        code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--model", model, "--progress_interval", "0")
+        code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--model", model, "--progress_interval", "0")
     else:
-        code, lines = _cli("separate", "-o", str(tmp_path / "out"), "-p", model, song[0])
+        code, lines = run_cli("separate", "-o", str(tmp_path / "out"), "-p", model, song[0])
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: {os.path.join(model, file_name)}: cannot be read, truncated or corrupt (")
 
@@ -122,7 +115,7 @@ wave.Wave_write.writeframes = full
 
 def test_a_full_disk_fails_the_job_in_one_line_and_leaves_nothing(song, tmp_path):
     out = tmp_path / "out"
-    code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(out), "--progress_interval", "0", inject=_FULL_DISK)
+    code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(out), "--progress_interval", "0", inject=_FULL_DISK)
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: OSError: [Errno 28] writing the stems of track song under {out}/stems/song: No space left on device")
     assert not os.path.exists(out / "stems" / "song") and not os.path.exists(out / "_work")
@@ -145,7 +138,7 @@ encode.AudioWriter.write = write
 def test_separate_leaves_nothing_of_a_file_that_fails_half_way(song, tmp_path):
     """The disk fills after the first stem: neither stem stays, no temporary file, exit 3."""
     out = tmp_path / "out"
-    code, lines = _cli("separate", "--no-progress", "-o", str(out), song[0], inject=_SECOND_STEM_FULL)
+    code, lines = run_cli("separate", "--no-progress", "-o", str(out), song[0], inject=_SECOND_STEM_FULL)
     assert code == 3
     assert lines[0] == f"error: {song[0]}: writing its stems failed: No space left on device"
     assert lines[-1] == f"separated 0 of 1 files into {out}"
@@ -179,14 +172,14 @@ def test_an_output_onto_its_own_input_is_refused(song, tmp_path):
     target = tmp_path / "vocals.wav"
     shutil.copy(song[0], target)
     before = target.read_bytes()
-    code, lines = _cli("separate", "-o", str(tmp_path), "-f", "{instrument}.{codec}", str(target))
+    code, lines = run_cli("separate", "-o", str(tmp_path), "-f", "{instrument}.{codec}", str(target))
     assert code == 1 and "would write" in lines[0] and "over the input file" in lines[0] and lines[0].endswith("nothing written")
     assert target.read_bytes() == before
 
 
 @pytest.mark.parametrize("fmt", ["{filename.__class__}", "{filename[0]}/{instrument}.{codec}", "{filename!r}/{instrument}", "{filename:>9}/{instrument}", "{0}"])
 def test_filename_formats_take_plain_fields_only(song, tmp_path, fmt):
-    code, lines = _cli("separate", "-o", str(tmp_path / "out"), "-f", fmt, song[0])
+    code, lines = run_cli("separate", "-o", str(tmp_path / "out"), "-f", fmt, song[0])
     assert code == 1 and len(lines) == 1 and "is not one of the fields {filename} {foldername} {instrument} {codec}" in lines[0]
     assert not os.path.exists(tmp_path / "out")
 
@@ -423,12 +416,12 @@ def test_a_redo_in_another_codec_leaves_no_stems_of_the_old_one(song, tmp_path):
 def test_a_failed_pipeline_summary_names_the_rows_and_the_table(song, tmp_path):
     rows = [(song[0], "good")] + [(str(tmp_path / f"missing{i}.wav"), f"gone{i:02d}") for i in range(12)]
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    code, lines = _cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0")
+    code, lines = run_cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0")
     assert code == 3
     start = lines.index("failed rows (12):")
     named = lines[start + 1 : start + 11]
     assert len(named) == 10 and all(line.startswith("  gone") and "file not found" in line for line in named)
     assert lines[start + 11] == f"(2 more, all in {tmp_path / 'out'}/metadata/tracks-00000-of-00001.parquet: rows with status 'error')"
-    code, _ = _cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0", "--allow_failures")
+    code, _ = run_cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0", "--allow_failures")
     assert code == 0
 
