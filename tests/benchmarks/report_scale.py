@@ -109,9 +109,9 @@ def folder_bytes(root: str) -> int:
 
 def measure_rtf(folder: str, copies: int) -> float:
     """Seconds of audio per wall second of `stembeam pipeline` over ``copies`` x the three songs, one whole process."""
-    from tests.benchmarks.throughput import _manifest, pipeline_job
+    from tests.benchmarks.throughput import corpus_manifest, pipeline_job
 
-    manifest, files = _manifest(folder, copies)
+    manifest, files = corpus_manifest(folder, copies)
     job = pipeline_job(manifest, os.path.join(folder, "rtf"), [], folder, "rtf")
     return 30.0 * len(files) / job["wall"]
 
