@@ -125,7 +125,7 @@ def test_dataflow_job_graph_without_submitting(gcs_corpus, tmp_path):
     (composite,) = [t for t in transforms.values() if t.unique_name == "SeparateTracks"]
     crossing = {pc for t in transforms.values() if not t.subtransforms and not t.unique_name.startswith("SeparateTracks/")
                 for pc in t.inputs.values() if pc in produced}
-    assert crossing <= set(composite.outputs.values()) and set(composite.outputs) == {"rows", "errors", "done", "decoded"}
+    assert crossing <= set(composite.outputs.values()) and set(composite.outputs) == {"rows", "errors", "finished_earlier", "lengths"}
     for step in [t.unique_name for t in transforms.values() if not t.subtransforms and t.unique_name.startswith(("ReadManifest/", "WriteMetadata/"))]:
         assert "beam:resources:accelerator:v1" not in hints(step), step
 
