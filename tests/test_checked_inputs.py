@@ -145,6 +145,7 @@ def test_separate_leaves_nothing_of_a_file_that_fails_half_way(song, tmp_path):
     assert not os.path.exists(out) or os.listdir(out) == []
 
 
+@pytest.mark.fast
 def test_a_writer_whose_encoder_cannot_start_leaves_no_temporary_file(tmp_path, monkeypatch):
     def no_ffmpeg(*args, **kwargs):
         raise FileNotFoundError("ffmpeg")
@@ -155,6 +156,7 @@ def test_a_writer_whose_encoder_cannot_start_leaves_no_temporary_file(tmp_path, 
     assert os.listdir(tmp_path) == []  # no .tmp-*, and not the folder it made
 
 
+@pytest.mark.fast
 def test_a_broken_pipe_to_ffmpeg_is_its_message(tmp_path):
     with pytest.raises(ValueError, match="bitrate"):
         AudioWriter(str(tmp_path / "x.mp3"), codec="mp3", bitrate="abc")
@@ -184,6 +186,7 @@ def test_filename_formats_take_plain_fields_only(song, tmp_path, fmt):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_clashing_folders_suggest_foldername(tmp_path):
     from stembeam.pipeline.separate import FilenameCollisionError, planned_paths
 
@@ -208,6 +211,7 @@ def clip():
     return load_audio(EXAMPLE, duration=3.0)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
 def test_integer_arrays_are_scaled_by_their_full_range(separator, clip, dtype):
     info = np.iinfo(dtype)
@@ -222,6 +226,7 @@ def test_integer_arrays_are_scaled_by_their_full_range(separator, clip, dtype):
         assert np.max(np.abs(got[name])) < 2.0  # audio, not 1e9
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("waveform,rate,says", [
     (np.full((44100, 2), 1e18, np.float32), 44100, "beyond"),
     (np.full((44100, 2), np.nan, np.float32), 44100, "NaN or Inf"),
@@ -237,6 +242,7 @@ def test_what_cannot_be_audio_is_one_value_error(separator, waveform, rate, says
         separator.separate(waveform, rate)
 
 
+@pytest.mark.fast
 def test_load_audio_refuses_a_rate_of_zero():
     from stembeam.model.decode import load_audio
 
@@ -256,6 +262,7 @@ def test_every_codec_of_the_cli_works_in_separate_to_file(separator, song, tmp_p
         assert abs(load_audio(path).shape[0] - 5 * RATE) < 4096  # lossy codecs pad a little
 
 
+@pytest.mark.fast
 def test_an_unknown_codec_is_a_value_error(separator, song, tmp_path):
     with pytest.raises(ValueError, match="unknown codec 'aiff'; choose one of flac, m4a, mp3, ogg, wav, wma"):
         separator.separate_to_file(song[0], str(tmp_path), codec="aiff")
@@ -362,6 +369,7 @@ def test_in_process_jobs_do_not_keep_their_models(song, tmp_path):
     assert len([ref for ref in made if ref() is not None]) <= 1
 
 
+@pytest.mark.fast
 def test_counts_without_metrics_use_the_models_segments(tmp_path):
     import datetime
 
@@ -381,11 +389,13 @@ def test_counts_without_metrics_use_the_models_segments(tmp_path):
     assert counts_from_metadata(str(tmp_path), now - datetime.timedelta(seconds=5), 256 * 512)["chunks_inferred"] == 11
 
 
+@pytest.mark.fast
 def test_python_requires_the_version_extractall_filter_needs():
     with open(os.path.join(REPO, "setup.py")) as handle:
         assert 'python_requires=">=3.10.12,' in handle.read()
 
 
+@pytest.mark.fast
 def test_a_model_folder_without_weights_says_what_is_missing(tmp_path):
     from stembeam.model.resolve import ModelNotFoundError, resolve_model_dir
 
