@@ -12,7 +12,7 @@ export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 endif
 
-.PHONY: demo model test test-browser test-slow bench quality soak evaluate install clean
+.PHONY: demo model test test-fast test-browser test-slow bench quality soak evaluate install clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ demo: model
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser" tests
+
+# What to run while working (tests marked `fast`: DoFns and PTransforms on Beam's TestPipeline, the
+# Python API, pure functions): under 2 minutes on 2 cores. `make test` runs these too.
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "fast and not slow and not browser" tests
 
 # `stembeam report`'s pages in headless chromium on real outputs (about 3 minutes; CI runs it after `make test`).
 test-browser: $(STAMP)

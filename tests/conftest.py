@@ -1,7 +1,13 @@
-"""Shared fixtures: ../shared reference data, the official graph, the loaded 2-stems model."""
+"""Shared fixtures and helpers: ../shared reference data, the official graph, the loaded 2-stems
+model, manifests, the corpus job in this process or as a command, ``stembeam`` in a fresh
+process, and an in-memory GCS server."""
 from __future__ import annotations
 
+import csv
 import os
+import socket
+import subprocess
+import sys
 import wave
 
 import numpy as np
@@ -52,14 +58,34 @@ def stem_folder(output: str, track_id: str, source_uri: str = "") -> str:
 
 
 def write_manifest(path, rows, columns=("uri", "track_id")) -> str:
-    """A CSV manifest of ``rows`` under ``columns``; its path."""
-    import csv
-
-    with open(path, "w", newline="") as handle:
+    """A UTF-8 CSV manifest of ``rows`` (tuples in the order of ``columns``); its path."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows(rows)
     return str(path)
+
+
+def pipeline_command(manifest, output, *flags) -> list:
+    """The command line of the corpus job (``stembeam pipeline``) as a process of its own."""
+    return [sys.executable, "-m", "stembeam.pipeline", "--manifest", str(manifest), "--output", str(output), *flags]
+
+
+def peak_rss_mb(command) -> float:
+    """Run ``command`` (from the checkout) to its successful end: its peak resident memory, MB."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, process.stderr.read().decode()[-3000:]
+    return usage.ru_maxrss / 1024.0
+
+
+def run_cli(*args, inject: str = "", cwd=None, env=None, timeout=600) -> tuple:
+    """``stembeam ARGS`` in a fresh process (``inject``: Python run first, e.g. to break
+    something): ``(exit code, non-blank stderr lines)``."""
+    code = f"{inject}\nfrom stembeam.pipeline.cli import entry\nimport sys\nsys.argv = ['stembeam'] + {list(args)!r}\nentry()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout, env=env)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
 
 def run_corpus(manifest, output, *flags) -> tuple:
@@ -117,3 +143,58 @@ def decoded():
         return cache[path]
 
     return get
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """An empty in-memory GCS server (gcp-storage-emulator) on 127.0.0.1 for the test module,
+    with this process pointed at it (google-cloud-storage, and so Beam's GCS filesystem,
+    anonymously) until the module's end: ``(client, environment for subprocesses)``."""
+    pytest.importorskip("gcp_storage_emulator")
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+            patch.setenv("NO_GCE_CHECK", "True")
+            from google.cloud import storage
+
+            client = storage.Client.create_anonymous_client()
+            client.project = "test"
+            yield client, os.environ.copy()
+    finally:
+        server.stop()
+
+
+GCS_BUCKETS = ("stembeam-data", "stembeam-models", "stembeam-out")
+
+
+@pytest.fixture(scope="module")
+def gcs_corpus(gcs):
+    """``gcs`` with the cloud tests' buckets: ``stembeam-data`` (the example as
+    ``audio/example.mp3``, a text file as ``audio/broken.wav``, ``manifest.csv`` listing both,
+    the first by a relative path), ``stembeam-models`` (the official 2-stems checkpoint under
+    ``spleeter/2stems/``) and an empty ``stembeam-out``: ``(client, environment)``."""
+    if not os.path.isdir(MODELS):
+        pytest.skip(f"reference data not found at {SHARED}")
+    client, env = gcs
+    for name in GCS_BUCKETS:
+        client.create_bucket(name)
+    data = client.bucket("stembeam-data")
+    data.blob("audio/example.mp3").upload_from_filename(EXAMPLE)
+    data.blob("audio/broken.wav").upload_from_string(b"not audio")
+    data.blob("manifest.csv").upload_from_string("uri,track_id\naudio/example.mp3,example\ngs://stembeam-data/audio/broken.wav,broken\n")
+    models = client.bucket("stembeam-models")
+    for name in os.listdir(os.path.join(MODELS, "2stems")):
+        models.blob(f"spleeter/2stems/{name}").upload_from_filename(os.path.join(MODELS, "2stems", name))
+    return client, dict(env, TF_CPP_MIN_LOG_LEVEL="2")

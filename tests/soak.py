@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import glob
 import os
 import random
@@ -25,7 +24,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 
-from tests.conftest import CC0, CC0_SONGS, REPO
+from tests.conftest import CC0, CC0_SONGS, REPO, pipeline_command, write_manifest
 
 SR = 44100
 
@@ -185,16 +184,12 @@ def main(argv=None) -> int:
     os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
     rows = generate(folder, args.long_minutes)
-    manifest = os.path.join(workdir, "manifest.csv")
-    with open(manifest, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id"])
-        writer.writerows((uri, track_id) for uri, track_id, _ in rows)
+    manifest = write_manifest(os.path.join(workdir, "manifest.csv"), [(uri, track_id) for uri, track_id, _ in rows])
     print(f"generated {len(rows)} manifest rows in {time.perf_counter() - start:.0f} s under {workdir}", flush=True)
     output = os.path.join(workdir, "out")
     before = set(os.listdir(workdir)) | set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*")))
     start = time.perf_counter()
-    job = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, *extra], cwd=REPO, capture_output=True, text=True)
+    job = subprocess.run(pipeline_command(manifest, output, *extra), cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     summary = [line for line in job.stderr.splitlines() if line.startswith("stembeam pipeline:")]
     print(f"job exit code {job.returncode} after {seconds:.0f} s; {summary[-1] if summary else job.stderr[-3000:]}")

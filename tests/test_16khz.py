@@ -12,6 +12,7 @@ from stembeam.model.decode import load_audio
 from stembeam.model.encode import write_audio
 from stembeam.model.config import from_spleeter, get_config
 from stembeam.pipeline.cli import main
+from tests.band_energy import band_energy, high_band_share, rounding_energy
 from tests.conftest import EXAMPLE, MODELS, needs_shared, read_wav, run_corpus, stem_folder, write_manifest
 
 pytestmark = needs_shared
@@ -40,28 +41,6 @@ SPLEETER_16KHZ_OTHERS = {
         model={"type": "unet.softmax_unet", "params": {"conv_activation": "ELU", "deconv_activation": "ELU"}},
     ),
 }
-
-
-def _band_energy(signal: np.ndarray, first_bin: int) -> float:
-    """Energy of ``signal [n, channels]`` in the bins ``first_bin..2048`` of the model's own STFT
-    (periodic Hann 4096, hop 1024, frames from sample 0; bin k is k * 44100 / 4096 Hz), over the
-    frames that lie within the signal (the stems end abruptly where they are cropped)."""
-    n = 4096
-    window = np.hanning(n + 1)[:-1]
-    frames = np.stack([signal[i : i + n].astype(np.float64) for i in range(0, len(signal) - n + 1, 1024)])
-    return float(np.sum(np.abs(np.fft.rfft(frames * window[None, :, None], axis=1)[:, first_bin:]) ** 2))
-
-
-def high_band_share(signal: np.ndarray, first_bin: int = 1025) -> float:
-    """Share of the energy of ``signal`` from bin ``first_bin`` on (1025: above 11025 Hz)."""
-    return _band_energy(signal, first_bin) / _band_energy(signal, 0)
-
-
-def rounding_energy(signal: np.ndarray, first_bin: int) -> float:
-    """The energy 16-bit rounding (uniform, LSB^2 / 12 per sample) puts in those bins on average."""
-    n, window = 4096, np.hanning(4097)[:-1]
-    frames = len(range(0, len(signal) - n + 1, 1024))
-    return frames * signal.shape[1] * (n // 2 + 1 - first_bin) * float(np.sum(window**2)) * (2.0**-15) ** 2 / 12
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +82,7 @@ def test_16khz_stems_have_the_band_above_11khz_and_none_above_16khz(tmp_path, se
             signal = read_wav(str(path))
             shares[label, stem] = high_band_share(signal)
             edge = 1028 if label == "base" else 1540
-            ratio = _band_energy(signal, edge) / rounding_energy(signal, edge)
+            ratio = band_energy(signal, edge) / rounding_energy(signal, edge)
             clipped = int(np.sum(np.abs(signal) >= 32767 / 32768))
             print(f"{label} {stem}: {100 * shares[label, stem]:.5f} % of the energy above 11025 Hz; from bin {edge} on "
                   f"{ratio:.2f} x the energy of 16-bit rounding ({clipped} samples at full scale)")

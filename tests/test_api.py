@@ -50,6 +50,7 @@ def test_separate_gives_the_cli_stems_byte_for_byte(tmp_path, separator, mixture
             assert ours.read() == cli.read(), name
 
 
+@pytest.mark.fast
 def test_calls_in_a_row_and_from_two_threads_are_identical_and_never_trace_again(separator, mixture):
     first = separator.separate(mixture)
     traced = _traces(separator)
@@ -68,6 +69,7 @@ def test_calls_in_a_row_and_from_two_threads_are_identical_and_never_trace_again
     assert _traces(separator) == traced
 
 
+@pytest.mark.fast
 def test_mono_and_48_khz_inputs_are_separated_as_the_cli_decodes_such_files(tmp_path, separator, mixture):
     import stembeam
 
@@ -91,6 +93,7 @@ def test_mono_and_48_khz_inputs_are_separated_as_the_cli_decodes_such_files(tmp_
         separator.separate(np.zeros((2, 44100), np.float32))
 
 
+@pytest.mark.fast
 def test_separate_to_file_writes_spleeters_layout(tmp_path, separator):
     written = separator.separate_to_file(EXAMPLE, str(tmp_path), codec="flac", duration=3, filename_format="{instrument}/{filename}.{codec}")
     assert written == {name: str(tmp_path / name / "audio_example.flac") for name in ("vocals", "accompaniment")}

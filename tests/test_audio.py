@@ -10,6 +10,8 @@ from stembeam.model.encode import CODECS, LOSSLESS_CODECS, write_audio
 from stembeam.model.decode import AudioDecodeError, load_audio
 from tests.conftest import EXAMPLE, snr_db
 
+pytestmark = pytest.mark.fast
+
 
 def _tone(seconds=1.0, rate=44100, channels=2, freq=440.0):
     t = np.arange(int(seconds * rate)) / rate

@@ -12,17 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from stembeam.model.encode import AudioEncodeError, AudioWriter
-from tests.conftest import EXAMPLE, MODELS, REPO, SHARED, needs_shared, write_manifest
+from tests.conftest import EXAMPLE, MODELS, REPO, SHARED, needs_shared, run_cli, write_manifest
 
 pytestmark = needs_shared
 RATE = 44100
-
-
-def _cli(*args, inject: str = "", cwd=None, env=None, timeout=600):
-    """``stembeam ARGS`` in a fresh process (``inject``: Python run first): ``(exit code, stderr lines)``."""
-    code = f"{inject}\nfrom stembeam.pipeline.cli import entry\nimport sys\nsys.argv = ['stembeam'] + {list(args)!r}\nentry()"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout, env=env)
-    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +41,13 @@ def song(tmp_path_factory):
     (["-c", "mp3", "-b", "abc"], "-b/--bitrate: bitrate 'abc' is not a bitrate"),
 ])
 def test_separate_options_are_checked_before_any_work(song, tmp_path, flags, says):
-    code, lines = _cli("separate", "-o", str(tmp_path / "out"), *flags, song[0])
+    code, lines = run_cli("separate", "-o", str(tmp_path / "out"), *flags, song[0])
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error: stembeam separate: ") and says in lines[0]
     assert not os.path.exists(tmp_path / "out")
 
 
 def test_an_offset_past_the_end_names_the_offset(song, tmp_path):
-    code, lines = _cli("separate", "--no-progress", "-o", str(tmp_path / "out"), "-s", "40", song[0])
+    code, lines = run_cli("separate", "--no-progress", "-o", str(tmp_path / "out"), "-s", "40", song[0])
     assert code == 3 and lines[0] == f"error: {song[0]}: offset 40 s is at or past its end (5.00 s long)"
 
 
@@ -64,7 +57,7 @@ def test_an_offset_past_the_end_names_the_offset(song, tmp_path):
     (["--mwf", "--mwf_block_frames", "-5"], "error: --mwf_block_frames -5: must be between 1 and T=512"),
 ])
 def test_pipeline_options_are_checked_before_any_work(song, tmp_path, flags, says):
-    code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--progress_interval", "0", *flags)
+    code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--progress_interval", "0", *flags)
     assert code == 1 and lines == [lines[0]] and lines[0].startswith(says)
     assert not os.path.exists(tmp_path / "out" / "stems")
 
@@ -72,7 +65,7 @@ def test_pipeline_options_are_checked_before_any_work(song, tmp_path, flags, say
 def test_bad_spans_in_a_manifest_are_error_rows(song, tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"uri,track_id,offset,duration\n{song[0]},a,-1,\n{song[0]},b,0,nan\n{song[0]},c,1,2\n")
-    code, lines = _cli("pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"), "--progress_interval", "0")
+    code, lines = run_cli("pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"), "--progress_interval", "0")
     assert code == 3
     rows = {row["track_id"]: row for row in pq.read_table(str(tmp_path / "out" / "metadata")).to_pylist()}
     assert "offset must be a finite number of seconds >= 0, not -1.0" in rows["a"]["error"]
@@ -105,9 +98,9 @@ def _corrupt_index(folder):
 def test_a_damaged_model_is_one_line_naming_its_file(song, tmp_path, damage, file_name, command):
     model = _broken_model(tmp_path, damage)
     if command == "pipeline":
-        code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--model", model, "--progress_interval", "0")
+        code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(tmp_path / "out"), "--model", model, "--progress_interval", "0")
     else:
-        code, lines = _cli("separate", "-o", str(tmp_path / "out"), "-p", model, song[0])
+        code, lines = run_cli("separate", "-o", str(tmp_path / "out"), "-p", model, song[0])
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: {os.path.join(model, file_name)}: cannot be read, truncated or corrupt (")
 
@@ -122,7 +115,7 @@ wave.Wave_write.writeframes = full
 
 def test_a_full_disk_fails_the_job_in_one_line_and_leaves_nothing(song, tmp_path):
     out = tmp_path / "out"
-    code, lines = _cli("pipeline", "--manifest", song[1], "--output", str(out), "--progress_interval", "0", inject=_FULL_DISK)
+    code, lines = run_cli("pipeline", "--manifest", song[1], "--output", str(out), "--progress_interval", "0", inject=_FULL_DISK)
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: OSError: [Errno 28] writing the stems of track song under {out}/stems/song: No space left on device")
     assert not os.path.exists(out / "stems" / "song") and not os.path.exists(out / "_work")
@@ -145,13 +138,14 @@ encode.AudioWriter.write = write
 def test_separate_leaves_nothing_of_a_file_that_fails_half_way(song, tmp_path):
     """The disk fills after the first stem: neither stem stays, no temporary file, exit 3."""
     out = tmp_path / "out"
-    code, lines = _cli("separate", "--no-progress", "-o", str(out), song[0], inject=_SECOND_STEM_FULL)
+    code, lines = run_cli("separate", "--no-progress", "-o", str(out), song[0], inject=_SECOND_STEM_FULL)
     assert code == 3
     assert lines[0] == f"error: {song[0]}: writing its stems failed: No space left on device"
     assert lines[-1] == f"separated 0 of 1 files into {out}"
     assert not os.path.exists(out) or os.listdir(out) == []
 
 
+@pytest.mark.fast
 def test_a_writer_whose_encoder_cannot_start_leaves_no_temporary_file(tmp_path, monkeypatch):
     def no_ffmpeg(*args, **kwargs):
         raise FileNotFoundError("ffmpeg")
@@ -162,6 +156,7 @@ def test_a_writer_whose_encoder_cannot_start_leaves_no_temporary_file(tmp_path, 
     assert os.listdir(tmp_path) == []  # no .tmp-*, and not the folder it made
 
 
+@pytest.mark.fast
 def test_a_broken_pipe_to_ffmpeg_is_its_message(tmp_path):
     with pytest.raises(ValueError, match="bitrate"):
         AudioWriter(str(tmp_path / "x.mp3"), codec="mp3", bitrate="abc")
@@ -179,18 +174,19 @@ def test_an_output_onto_its_own_input_is_refused(song, tmp_path):
     target = tmp_path / "vocals.wav"
     shutil.copy(song[0], target)
     before = target.read_bytes()
-    code, lines = _cli("separate", "-o", str(tmp_path), "-f", "{instrument}.{codec}", str(target))
+    code, lines = run_cli("separate", "-o", str(tmp_path), "-f", "{instrument}.{codec}", str(target))
     assert code == 1 and "would write" in lines[0] and "over the input file" in lines[0] and lines[0].endswith("nothing written")
     assert target.read_bytes() == before
 
 
 @pytest.mark.parametrize("fmt", ["{filename.__class__}", "{filename[0]}/{instrument}.{codec}", "{filename!r}/{instrument}", "{filename:>9}/{instrument}", "{0}"])
 def test_filename_formats_take_plain_fields_only(song, tmp_path, fmt):
-    code, lines = _cli("separate", "-o", str(tmp_path / "out"), "-f", fmt, song[0])
+    code, lines = run_cli("separate", "-o", str(tmp_path / "out"), "-f", fmt, song[0])
     assert code == 1 and len(lines) == 1 and "is not one of the fields {filename} {foldername} {instrument} {codec}" in lines[0]
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_clashing_folders_suggest_foldername(tmp_path):
     from stembeam.pipeline.separate import FilenameCollisionError, planned_paths
 
@@ -215,6 +211,7 @@ def clip():
     return load_audio(EXAMPLE, duration=3.0)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
 def test_integer_arrays_are_scaled_by_their_full_range(separator, clip, dtype):
     info = np.iinfo(dtype)
@@ -229,6 +226,7 @@ def test_integer_arrays_are_scaled_by_their_full_range(separator, clip, dtype):
         assert np.max(np.abs(got[name])) < 2.0  # audio, not 1e9
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("waveform,rate,says", [
     (np.full((44100, 2), 1e18, np.float32), 44100, "beyond"),
     (np.full((44100, 2), np.nan, np.float32), 44100, "NaN or Inf"),
@@ -244,6 +242,7 @@ def test_what_cannot_be_audio_is_one_value_error(separator, waveform, rate, says
         separator.separate(waveform, rate)
 
 
+@pytest.mark.fast
 def test_load_audio_refuses_a_rate_of_zero():
     from stembeam.model.decode import load_audio
 
@@ -263,6 +262,7 @@ def test_every_codec_of_the_cli_works_in_separate_to_file(separator, song, tmp_p
         assert abs(load_audio(path).shape[0] - 5 * RATE) < 4096  # lossy codecs pad a little
 
 
+@pytest.mark.fast
 def test_an_unknown_codec_is_a_value_error(separator, song, tmp_path):
     with pytest.raises(ValueError, match="unknown codec 'aiff'; choose one of flac, m4a, mp3, ogg, wav, wma"):
         separator.separate_to_file(song[0], str(tmp_path), codec="aiff")
@@ -369,6 +369,7 @@ def test_in_process_jobs_do_not_keep_their_models(song, tmp_path):
     assert len([ref for ref in made if ref() is not None]) <= 1
 
 
+@pytest.mark.fast
 def test_counts_without_metrics_use_the_models_segments(tmp_path):
     import datetime
 
@@ -388,11 +389,13 @@ def test_counts_without_metrics_use_the_models_segments(tmp_path):
     assert counts_from_metadata(str(tmp_path), now - datetime.timedelta(seconds=5), 256 * 512)["chunks_inferred"] == 11
 
 
+@pytest.mark.fast
 def test_python_requires_the_version_extractall_filter_needs():
     with open(os.path.join(REPO, "setup.py")) as handle:
         assert 'python_requires=">=3.10.12,' in handle.read()
 
 
+@pytest.mark.fast
 def test_a_model_folder_without_weights_says_what_is_missing(tmp_path):
     from stembeam.model.resolve import ModelNotFoundError, resolve_model_dir
 
@@ -423,12 +426,12 @@ def test_a_redo_in_another_codec_leaves_no_stems_of_the_old_one(song, tmp_path):
 def test_a_failed_pipeline_summary_names_the_rows_and_the_table(song, tmp_path):
     rows = [(song[0], "good")] + [(str(tmp_path / f"missing{i}.wav"), f"gone{i:02d}") for i in range(12)]
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    code, lines = _cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0")
+    code, lines = run_cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0")
     assert code == 3
     start = lines.index("failed rows (12):")
     named = lines[start + 1 : start + 11]
     assert len(named) == 10 and all(line.startswith("  gone") and "file not found" in line for line in named)
     assert lines[start + 11] == f"(2 more, all in {tmp_path / 'out'}/metadata/tracks-00000-of-00001.parquet: rows with status 'error')"
-    code, _ = _cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0", "--allow_failures")
+    code, _ = run_cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "out"), "--progress_interval", "0", "--allow_failures")
     assert code == 0
 

@@ -10,6 +10,8 @@ from stembeam.model.config import get_config
 from stembeam.model.unet import build_model
 from tests.conftest import MODELS, needs_shared
 
+pytestmark = pytest.mark.fast
+
 
 @needs_shared
 @pytest.mark.parametrize("stems", [2, 4, 5])

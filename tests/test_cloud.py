@@ -17,74 +17,30 @@ import pyarrow.parquet as pq
 import pytest
 
 import stembeam
-from tests.conftest import CC0, EXAMPLE, MODELS, REPO, needs_shared, package_modules
+from tests.conftest import CC0, EXAMPLE, REPO, free_port, needs_shared, package_modules, pipeline_command, write_manifest
 
 pytestmark = needs_shared
-BUCKETS = ("stembeam-data", "stembeam-models", "stembeam-out")
+# tests/test_features.py imports it by this name until the features branch uses conftest's.
+_free_port = free_port
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    """An in-memory GCS emulator on 127.0.0.1 with the test buckets; yields the environment that
-    points google-cloud-storage (and so Beam's GCS filesystem) at it, anonymously."""
-    from gcp_storage_emulator.server import create_server
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}", NO_GCE_CHECK="True", TF_CPP_MIN_LOG_LEVEL="2")
-    saved = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "NO_GCE_CHECK")}
-    os.environ.update(STORAGE_EMULATOR_HOST=env["STORAGE_EMULATOR_HOST"], NO_GCE_CHECK="True")
-    try:
-        from google.cloud import storage
-
-        client = storage.Client.create_anonymous_client()
-        client.project = "test"
-        for name in BUCKETS:
-            client.create_bucket(name)
-        data = client.bucket("stembeam-data")
-        data.blob("audio/example.mp3").upload_from_filename(EXAMPLE)
-        data.blob("audio/broken.wav").upload_from_string(b"not audio")
-        data.blob("manifest.csv").upload_from_string("uri,track_id\naudio/example.mp3,example\ngs://stembeam-data/audio/broken.wav,broken\n")
-        models = client.bucket("stembeam-models")
-        for name in os.listdir(os.path.join(MODELS, "2stems")):
-            models.blob(f"spleeter/2stems/{name}").upload_from_filename(os.path.join(MODELS, "2stems", name))
-        yield client, env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
-def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
+def test_pipeline_reads_and_writes_gcs(gcs_corpus, tmp_path):
     """Manifest, audio, model and outputs all in gs:// buckets of the emulator: the stems come
     back byte-identical to a local run's, the Parquet rows are right, the broken file is a row."""
     from stembeam.transforms.workspace import local_work_dir
 
-    client, env = gcs
+    client, env = gcs_corpus
     output = "gs://stembeam-out/run"
     # What a killed run on this machine left in its local work space (decoded samples).
     killed = os.path.join(local_work_dir(output), "stembeam-decode-killed")
     os.makedirs(killed, exist_ok=True)
     open(os.path.join(killed, "decoded.f32"), "wb").close()
     subprocess.run(
-        [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", output,
-         "--model_dir", "gs://stembeam-models/spleeter/2stems", "--allow_failures"],
+        pipeline_command("gs://stembeam-data/manifest.csv", output, "--model_dir", "gs://stembeam-models/spleeter/2stems", "--allow_failures"),
         check=True, cwd=REPO, env=env, capture_output=True,
     )
-    local_manifest = tmp_path / "manifest.csv"
-    local_manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
-    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(local_manifest), "--output", str(tmp_path / "local")],
-                   check=True, cwd=REPO, capture_output=True)
+    local_manifest = write_manifest(tmp_path / "manifest.csv", [(EXAMPLE, "example")])
+    subprocess.run(pipeline_command(local_manifest, tmp_path / "local"), check=True, cwd=REPO, capture_output=True)
 
     out = client.bucket("stembeam-out")
     names = sorted(blob.name for blob in out.list_blobs(prefix="run/"))
@@ -104,12 +60,12 @@ def test_pipeline_reads_and_writes_gcs(gcs, tmp_path):
     assert {r["source_uri"] for r in rows if r["track_id"] == "example"} == {"gs://stembeam-data/audio/example.mp3"}
 
 
-def test_dataflow_job_graph_without_submitting(gcs, tmp_path):
+def test_dataflow_job_graph_without_submitting(gcs_corpus, tmp_path):
     """launch.dataflow --dry-run builds and stages the Dataflow job (a template in a local file,
     staged files in the emulator's bucket): the pipeline's steps, the GPU service option, the
     accelerator hint on the inference step only, the container image, setup.py, and the staged
     package (the sdist Beam builds from setup.py) as a worker installs it."""
-    client, env = gcs
+    client, env = gcs_corpus
     image = "us-central1-docker.pkg.dev/p/stembeam/worker:test"
     job_file = tmp_path / "job.json"
     # A dry run touches nothing of the output: an earlier run's table, spool and temporaries stay.
@@ -216,18 +172,17 @@ def test_dockerfile_lints_clean_and_matches_the_pins():
 def local_run(tmp_path_factory):
     """The example song separated by a local DirectRunner run: the stems every runner must equal."""
     tmp = tmp_path_factory.mktemp("local")
-    manifest = tmp / "manifest.csv"
-    manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
-    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(manifest), "--output", str(tmp / "out")], check=True, cwd=REPO, capture_output=True)
+    manifest = write_manifest(tmp / "manifest.csv", [(EXAMPLE, "example")])
+    subprocess.run(pipeline_command(manifest, tmp / "out"), check=True, cwd=REPO, capture_output=True)
     return str(tmp / "out")
 
 
 @pytest.fixture(scope="module")
-def worker_pool(gcs, tmp_path_factory):
+def worker_pool(gcs_corpus, tmp_path_factory):
     """A pool of separate SDK worker processes on 127.0.0.1 (tests/worker_pool.py), reaching the
     GCS emulator like Dataflow's workers reach GCS; stopped (with its workers) at the end."""
-    _, env = gcs
-    port = _free_port()
+    _, env = gcs_corpus
+    port = free_port()
     env = dict(env, PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))  # workers start as `python`
     log = tmp_path_factory.mktemp("pool") / "pool.log"
     with open(log, "wb") as handle:
@@ -254,17 +209,17 @@ def _blobs(client, bucket, prefix):
     return {b.name: b for b in client.bucket(bucket).list_blobs(prefix=prefix)}
 
 
-def test_separate_worker_processes_read_everything_from_gcs(gcs, worker_pool, local_run):
+def test_separate_worker_processes_read_everything_from_gcs(gcs_corpus, worker_pool, local_run):
     """PortableRunner with an external pool of SDK worker processes: the manifest, the audio, the
     official checkpoint folder (no model.keras: the launcher exports one to the output, each
     worker reads it through Beam FileSystems) and the output are in the emulator's buckets. The
     stems equal the local DirectRunner run's byte for byte; the rows are right."""
-    client, _ = gcs
+    client, _ = gcs_corpus
     endpoint, _, env = worker_pool
     started = time.time()
     job = subprocess.run(
-        [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/manifest.csv", "--output", "gs://stembeam-out/pool",
-         "--model_dir", "gs://stembeam-models/spleeter/2stems", *_portable(endpoint)],
+        pipeline_command("gs://stembeam-data/manifest.csv", "gs://stembeam-out/pool", "--model_dir", "gs://stembeam-models/spleeter/2stems",
+                         *_portable(endpoint)),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     print(f"worker-pool pipeline run: {time.time() - started:.1f} s")
@@ -284,11 +239,11 @@ def test_separate_worker_processes_read_everything_from_gcs(gcs, worker_pool, lo
 
 
 @pytest.mark.slow  # about 60 s: `make test-slow`; the worker-pool pipeline test stays in `make test`
-def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
+def test_evaluate_on_separate_worker_processes(gcs_corpus, worker_pool, tmp_path):
     """`stembeam evaluate` on one track (the first 12 s of a cc0 song's stems) in a gs://
     MUSDB-style folder, on the worker pool: the scores are the local job's (`stembeam evaluate`
     on the same files, soft masks: vocals SDR 4.7976, accompaniment 8.4689)."""
-    client, _ = gcs
+    client, _ = gcs_corpus
     endpoint, _, env = worker_pool
     data = client.bucket("stembeam-data")
     for name in ("mixture", "vocals", "drums", "bass", "other"):
@@ -309,11 +264,11 @@ def test_evaluate_on_separate_worker_processes(gcs, worker_pool, tmp_path):
 
 
 @pytest.mark.slow  # about 130 s: `make test-slow`
-def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
+def test_a_killed_sdk_worker_loses_nothing(gcs_corpus, worker_pool, tmp_path):
     """SIGKILL one SDK worker process mid-job (the track decoded). The runner fails the
     job with an error, or retries; either way, after at most one rerun the stems are byte-identical
     to an uninterrupted local run's and no partial file or spool is left."""
-    client, _ = gcs
+    client, _ = gcs_corpus
     endpoint, pool, env = worker_pool
     song = tmp_path / "long.flac"  # 48 s: 5 segments, so the job is still running once it is decoded
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-stream_loop", "-1", "-i", "file:" + os.path.join(CC0, "2.Lithium", "mixture.flac"),
@@ -322,10 +277,9 @@ def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
     data.blob("long/song.flac").upload_from_filename(str(song))
     data.blob("long/manifest.csv").upload_from_string("uri,track_id\nsong.flac,song\n")
     local = tmp_path / "local"
-    (tmp_path / "m.csv").write_text(f"uri,track_id\n{song},song\n")
-    subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", str(tmp_path / "m.csv"), "--output", str(local)], check=True, cwd=REPO, capture_output=True)
-    command = [sys.executable, "-m", "stembeam.pipeline", "--manifest", "gs://stembeam-data/long/manifest.csv", "--output", "gs://stembeam-out/killed",
-               "--model_dir", "gs://stembeam-models/spleeter/2stems", *_portable(endpoint)]
+    subprocess.run(pipeline_command(write_manifest(tmp_path / "m.csv", [(song, "song")]), local), check=True, cwd=REPO, capture_output=True)
+    command = pipeline_command("gs://stembeam-data/long/manifest.csv", "gs://stembeam-out/killed", "--model_dir", "gs://stembeam-models/spleeter/2stems",
+                               *_portable(endpoint))
     job = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.time() + 300
@@ -353,11 +307,9 @@ def test_a_killed_sdk_worker_loses_nothing(gcs, worker_pool, tmp_path):
 def test_directrunner_worker_processes_give_the_same_stems(local_run, tmp_path):
     """--direct_running_mode=multi_processing: workers in separate processes load the exported
     model.keras themselves; the stems equal the in-process run's byte for byte."""
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text(f"uri,track_id\n{EXAMPLE},example\n")
+    manifest = write_manifest(tmp_path / "manifest.csv", [(EXAMPLE, "example")])
     job = subprocess.run(
-        [sys.executable, "-m", "stembeam.pipeline", "--manifest", str(manifest), "--output", str(tmp_path / "out"),
-         "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        pipeline_command(manifest, tmp_path / "out", "--direct_running_mode=multi_processing", "--direct_num_workers=2"),
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert job.returncode == 0, job.stderr[-3000:]

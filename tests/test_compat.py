@@ -13,6 +13,8 @@ import pytest
 from stembeam import _compat
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.fast
+
 
 def test_soundfile_writes_float_wav_without_a_peak_chunk(tmp_path):
     soundfile = pytest.importorskip("soundfile")

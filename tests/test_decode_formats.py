@@ -24,7 +24,7 @@ soundfile = pytest.importorskip("soundfile")
 RATE = 44100
 SECONDS = 7  # more than BLOCK_FRAMES: every file is read in two blocks
 
-pytestmark = needs_shared
+pytestmark = [needs_shared, pytest.mark.fast]
 
 
 @pytest.fixture(scope="module")

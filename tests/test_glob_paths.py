@@ -17,7 +17,6 @@ import pytest
 from stembeam.model.decode import load_audio
 from stembeam.model.encode import write_audio
 from tests.conftest import EXAMPLE, MODELS, REPO, needs_shared, run_corpus, stem_folder, write_manifest
-from tests.test_cloud import gcs  # noqa: F401 - the GCS emulator fixture
 
 pytestmark = needs_shared
 OFFICIAL = os.path.join(MODELS, "2stems")
@@ -33,9 +32,6 @@ def _wav(path, audio, start, seconds):
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
     write_audio(str(path), audio[int(start * RATE) : int((start + seconds) * RATE)])
     return str(path)
-
-
-_manifest, _run = write_manifest, run_corpus
 
 
 def _tree(root, skip=()):
@@ -76,10 +72,10 @@ def test_an_output_and_a_model_folder_with_brackets_leave_their_siblings_alone(t
     for name in os.listdir(OFFICIAL):
         os.symlink(os.path.join(OFFICIAL, name), model / name)
     song = _wav(tmp_path / "a.wav", example, 0, 3)
-    manifest = _manifest(tmp_path / "m.csv", [(song, "a")])
+    manifest = write_manifest(tmp_path / "m.csv", [(song, "a")])
     output = runs / "run[12]"
 
-    assert _run(manifest, output, "--model_dir", str(model)) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--model_dir", str(model)) == (1, 0, 0)
     for name in ("run1", "run2"):
         assert _tree(runs / name) == siblings, name
     assert sorted(os.listdir(output)) == ["metadata", "stems"]  # no _work/, no lock left
@@ -89,7 +85,7 @@ def test_an_output_and_a_model_folder_with_brackets_leave_their_siblings_alone(t
         ("a", s, os.path.join(str(output), "stems", "a", f"{s}.wav"), "ok") for s in ("accompaniment", "vocals")
     ]
     assert load_audio(str(output / "stems" / "a" / "vocals.wav")).shape[0] == 3 * RATE
-    assert _run(manifest, output, "--model_dir", str(model)) == (0, 1, 0)
+    assert run_corpus(manifest, output, "--model_dir", str(model)) == (0, 1, 0)
     for name in ("run1", "run2"):
         assert _tree(runs / name) == siblings, name
 
@@ -100,14 +96,14 @@ def test_a_source_with_brackets_has_its_own_identity(tmp_path, example):
     folder = tmp_path / "music [2]"
     live = _wav(folder / "Song [Live].wav", example, 0, 3)
     _wav(folder / "Song L.wav", example, 0, 5)
-    manifest = _manifest(tmp_path / "m.csv", [(live, "live")])
+    manifest = write_manifest(tmp_path / "m.csv", [(live, "live")])
     output = str(tmp_path / "out")
-    assert _run(manifest, output) == (1, 0, 0)
+    assert run_corpus(manifest, output) == (1, 0, 0)
     with open(os.path.join(stem_folder(output, "live"), ".stembeam.json"), encoding="utf-8") as handle:
         key = json.load(handle)["key"]
     assert key["source"]["size"] == os.path.getsize(live)
     _wav(live, example, 4, 2)  # another take under the same name
-    assert _run(manifest, output) == (1, 0, 0)
+    assert run_corpus(manifest, output) == (1, 0, 0)
     assert load_audio(os.path.join(stem_folder(output, "live"), "vocals.wav")).shape[0] == 2 * RATE
 
 
@@ -222,10 +218,10 @@ def test_killed_runs_leftovers_add_no_rows_and_the_temporary_folder_stays_clean(
     finished.wait()
     _plant(temp / f"stembeam-run-{finished.pid}-abc", {"tmp123/x": b"", "beam-requirements-cache/.keep": b""})  # a killed run's
     song = _wav(tmp_path / "a.wav", example, 0, 3)
-    manifest = _manifest(tmp_path / "m.csv", [(song, "a")])
+    manifest = write_manifest(tmp_path / "m.csv", [(song, "a")])
     output = tmp_path / "out"
 
-    assert _run(manifest, output, "--features") == (1, 0, 0)
+    assert run_corpus(manifest, output, "--features") == (1, 0, 0)
     assert os.listdir(temp) == []
     metadata, tables = output / "metadata", output / "features"
     rows = pq.read_table(metadata).num_rows
@@ -239,7 +235,7 @@ def test_killed_runs_leftovers_add_no_rows_and_the_temporary_folder_stays_clean(
     _plant(output, killed)
     assert pq.read_table(metadata).num_rows == 2 * rows  # what a reader got after a killed run
 
-    assert _run(manifest, output, "--features") == (0, 1, 0)
+    assert run_corpus(manifest, output, "--features") == (0, 1, 0)
     assert pq.read_table(metadata).num_rows == rows
     assert sorted(os.path.basename(f) for f in ds.dataset(str(tables), format="parquet").files) == [
         "sources-00000-of-00001.parquet", "tracks-00000-of-00001.parquet"
@@ -253,11 +249,11 @@ def _objects(client, bucket, prefix):
     return {b.name: b.download_as_bytes() for b in client.bucket(bucket).list_blobs(prefix=prefix)}
 
 
-def test_gcs_outputs_sweep_their_work_folder(gcs, tmp_path, monkeypatch, capsys):
+def test_gcs_outputs_sweep_their_work_folder(gcs_corpus, tmp_path, monkeypatch, capsys):
     """A gs:// output: the spool, progress marks and staged tables a killed run left under
     `{output}/_work/` and Beam's `beam-temp-*` under metadata/ are removed (FileSystems.exists is
     False for a GCS prefix, so they used to stay forever)."""
-    client, _ = gcs
+    client, _ = gcs_corpus
     monkeypatch.setenv("STEMBEAM_CACHE", str(tmp_path / "cache"))
     out = client.bucket("stembeam-out")
     killed = {
@@ -268,7 +264,7 @@ def test_gcs_outputs_sweep_their_work_folder(gcs, tmp_path, monkeypatch, capsys)
     for name, data in killed.items():
         out.blob(name).upload_from_string(data)
     client.bucket("stembeam-data").blob("short.csv").upload_from_string("uri,track_id,duration\naudio/example.mp3,example,3\n")
-    assert _run("gs://stembeam-data/short.csv", "gs://stembeam-out/sweep", "--model_dir", "gs://stembeam-models/spleeter/2stems") == (1, 0, 0)
+    assert run_corpus("gs://stembeam-data/short.csv", "gs://stembeam-out/sweep", "--model_dir", "gs://stembeam-models/spleeter/2stems") == (1, 0, 0)
     assert "progress: 1/1 tracks (0 failed), 0.1 of 0.1 min of audio" in capsys.readouterr().err  # no stale mark's 60 s
     assert sorted(_objects(client, "stembeam-out", "sweep/")) == [
         "sweep/metadata/tracks-00000-of-00001.parquet", "sweep/stems/example/.stembeam.json", "sweep/stems/example/accompaniment.wav",
@@ -276,14 +272,14 @@ def test_gcs_outputs_sweep_their_work_folder(gcs, tmp_path, monkeypatch, capsys)
     ]
 
 
-def test_gcs_output_source_and_model_folder_with_brackets(gcs, tmp_path, monkeypatch):
+def test_gcs_output_source_and_model_folder_with_brackets(gcs_corpus, tmp_path, monkeypatch):
     """gs:// names with brackets: a model folder `2stems [v1]`, a source `Song [Live].mp3` beside
     `Song L.mp3` and an output `runs/run[12]` beside run1/ and run2/. Without --temp_location the
     job is refused in one line naming it, nothing written; with it the job succeeds, the siblings
     are untouched, the source's identity is its own, nothing is left under the temp location."""
     from stembeam.pipeline.jobs import UsageError
 
-    client, _ = gcs
+    client, _ = gcs_corpus
     monkeypatch.setenv("STEMBEAM_CACHE", str(tmp_path / "cache"))
     models, data, out = client.bucket("stembeam-models"), client.bucket("stembeam-data"), client.bucket("stembeam-out")
     for name in os.listdir(OFFICIAL):
@@ -298,10 +294,10 @@ def test_gcs_output_source_and_model_folder_with_brackets(gcs, tmp_path, monkeyp
     manifest, output, flags = "gs://stembeam-data/songs.csv", "gs://stembeam-out/runs/run[12]", ["--model_dir", "gs://stembeam-models/spleeter/2stems [v1]"]
 
     with pytest.raises(UsageError, match=r"^--output gs://stembeam-out/runs/run\[12\] has glob characters .*--temp_location"):
-        _run(manifest, output, *flags)
+        run_corpus(manifest, output, *flags)
     assert not _objects(client, "stembeam-out", "runs/run[12]")
 
-    assert _run(manifest, output, *flags, "--temp_location", "gs://stembeam-out/tmp") == (1, 0, 0)
+    assert run_corpus(manifest, output, *flags, "--temp_location", "gs://stembeam-out/tmp") == (1, 0, 0)
     assert _objects(client, "stembeam-out", "runs/run1/") | _objects(client, "stembeam-out", "runs/run2/") == siblings
     written = _objects(client, "stembeam-out", "runs/run[12]/")
     assert sorted(written) == [f"runs/run[12]/{name}" for name in (
@@ -311,7 +307,7 @@ def test_gcs_output_source_and_model_folder_with_brackets(gcs, tmp_path, monkeyp
     rows = pq.read_table(io.BytesIO(written["runs/run[12]/metadata/tracks-00000-of-00001.parquet"])).to_pylist()
     assert sorted((r["stem"], r["stem_uri"]) for r in rows) == [(s, f"{output}/stems/live/{s}.wav") for s in ("accompaniment", "vocals")]
     assert not _objects(client, "stembeam-out", "tmp/stembeam-tables/")
-    assert _run(manifest, output, *flags, "--temp_location", "gs://stembeam-out/tmp") == (0, 1, 0)
+    assert run_corpus(manifest, output, *flags, "--temp_location", "gs://stembeam-out/tmp") == (0, 1, 0)
 
 
 def test_training_in_folders_with_brackets_resumes_and_keeps_the_last_checkpoints(tmp_path):

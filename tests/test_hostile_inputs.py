@@ -21,7 +21,7 @@ import pytest
 from stembeam.model.decode import AudioDamageWarning, AudioDecodeError, DecodeLimits, decode_to_file, load_audio
 from stembeam.model.decode_worker import pool
 from stembeam.model.decoders import DecodeRequest
-from tests.conftest import REPO, needs_shared, write_manifest
+from tests.conftest import REPO, needs_shared, run_cli, write_manifest
 from tests.damaged_corpus import make_corpus
 
 pytestmark = needs_shared
@@ -30,14 +30,6 @@ pytestmark = needs_shared
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_corpus(str(tmp_path_factory.mktemp("damaged")))
-
-
-def _cli(*args, inject: str = "", cwd=None, timeout=600):
-    """``stembeam ARGS`` in a fresh process (``inject``: Python run first, to break something):
-    ``(exit code, stderr lines)``."""
-    code = f"{inject}\nfrom stembeam.pipeline.cli import entry\nimport sys\nsys.argv = ['stembeam'] + {list(args)!r}\nentry()"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
-    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
 
 def _tree_rss_mb(root: int) -> float:
@@ -127,7 +119,7 @@ def test_the_corpus_through_the_pipeline_ends_every_row_rightly(corpus, pipeline
 def test_good_stems_are_the_bytes_of_a_run_without_the_bad_rows(corpus, pipeline_run, tmp_path):
     good = [case for case in corpus if case.outcome == "ok"]
     manifest = write_manifest(tmp_path / "good.csv", [(case.path, case.name.replace(".", "-")) for case in good])
-    code, _ = _cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "good"), "--progress_interval", "0")
+    code, _ = run_cli("pipeline", "--manifest", manifest, "--output", str(tmp_path / "good"), "--progress_interval", "0")
     assert code == 0
     alone = pq.read_table(str(tmp_path / "good" / "metadata" / "tracks-00000-of-00001.parquet")).to_pylist()
     mixed = {(row["track_id"], row["stem"]): row for row in pipeline_run["rows"]}
@@ -141,7 +133,7 @@ def test_the_corpus_through_separate(corpus, tmp_path):
     nothing half-written; exit 3 (some files failed), 0 with --allow-failures."""
     out = tmp_path / "out"
     paths = [case.path for case in corpus]
-    code, lines = _cli("separate", "--no-progress", "-o", str(out), "-f", "{filename}-{instrument}.{codec}", *paths)
+    code, lines = run_cli("separate", "--no-progress", "-o", str(out), "-f", "{filename}-{instrument}.{codec}", *paths)
     assert code == 3
     for case in corpus:
         said = [line for line in lines if case.path in line]
@@ -155,7 +147,7 @@ def test_the_corpus_through_separate(corpus, tmp_path):
     assert lines[-1] == f"separated {sum(c.outcome != 'error' for c in corpus)} of {len(corpus)} files into {out}"
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
     good = next(case.path for case in corpus if case.name == "good.wav")
-    assert _cli("separate", "--no-progress", "-o", str(out), "--allow-failures", good, corpus[-1].path)[0] == 0
+    assert run_cli("separate", "--no-progress", "-o", str(out), "--allow-failures", good, corpus[-1].path)[0] == 0
 
 
 def test_the_corpus_through_the_api(corpus):
@@ -186,9 +178,9 @@ def test_strict_decoding_makes_damage_an_error_and_removes_earlier_stems(corpus,
     cases = [c for c in corpus if c.name in ("good-flac.flac", "mid-flip.flac")]
     manifest = write_manifest(tmp_path / "m.csv", [(c.path, c.name.replace(".", "-")) for c in cases])
     out = tmp_path / "out"
-    assert _cli("pipeline", "--manifest", manifest, "--output", str(out), "--progress_interval", "0")[0] == 0
+    assert run_cli("pipeline", "--manifest", manifest, "--output", str(out), "--progress_interval", "0")[0] == 0
     assert os.path.exists(out / "stems" / "mid-flip-flac" / "vocals.wav")
-    code, lines = _cli("pipeline", "--manifest", manifest, "--output", str(out), "--progress_interval", "0", "--strict_decoding")
+    code, lines = run_cli("pipeline", "--manifest", manifest, "--output", str(out), "--progress_interval", "0", "--strict_decoding")
     assert code == 3
     assert any("0 tracks separated, 1 already done, 1 failed" in line for line in lines)
     rows = {row["track_id"]: row for row in pq.read_table(str(out / "metadata")).to_pylist()}

@@ -12,6 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from stembeam.transforms.manifest import ReadManifest
 from stembeam.transforms.records import Track, default_track_id, safe_component
 
+pytestmark = pytest.mark.fast
+
 ROWS = [
     {"uri": "/data/a.flac", "track_id": "a", "offset": "1.5", "duration": "10"},
     {"path": "b.mp3", "track_id": "", "offset": "", "duration": ""},

@@ -17,11 +17,7 @@ pytestmark = needs_shared
 OFFICIAL = os.path.join(MODELS, "2stems")
 
 
-def _manifest(path, rows):
-    return write_manifest(path, rows, ("uri", "track_id", "duration"))
-
-
-_run = run_corpus
+COLUMNS = ("uri", "track_id", "duration")
 
 
 def _rows(output):
@@ -44,20 +40,20 @@ def two_songs(tmp_path_factory):
 
 
 def test_a_deleted_or_truncated_stem_redoes_its_track(tmp_path, two_songs):
-    manifest = _manifest(tmp_path / "m.csv", [(two_songs[0], "a", ""), (two_songs[1], "b", "")])
+    manifest = write_manifest(tmp_path / "m.csv", [(two_songs[0], "a", ""), (two_songs[1], "b", "")], COLUMNS)
     output = tmp_path / "out"
-    assert _run(manifest, output) == (2, 0, 0)
+    assert run_corpus(manifest, output) == (2, 0, 0)
     vocals_a = os.path.join(stem_folder(str(output), "a"), "vocals.wav")
     accompaniment_b = os.path.join(stem_folder(str(output), "b"), "accompaniment.wav")
     original_a, original_b = open(vocals_a, "rb").read(), open(accompaniment_b, "rb").read()
     os.remove(vocals_a)
     with open(accompaniment_b, "r+b") as handle:
         handle.truncate(1000)
-    assert _run(manifest, output) == (2, 0, 0)
+    assert run_corpus(manifest, output) == (2, 0, 0)
     assert open(vocals_a, "rb").read() == original_a and open(accompaniment_b, "rb").read() == original_b
     assert all(row["status"] == "ok" and os.path.getsize(row["stem_uri"]) > 1000 for row in _rows(output))
     # Untouched stems: skipped.
-    assert _run(manifest, output) == (0, 2, 0)
+    assert run_corpus(manifest, output) == (0, 2, 0)
 
 
 def test_an_id_that_looks_like_a_hashed_folder_gets_its_own_folder(tmp_path, two_songs):
@@ -69,9 +65,9 @@ def test_an_id_that_looks_like_a_hashed_folder_gets_its_own_folder(tmp_path, two
     from stembeam.transforms.records import default_track_id
 
     assert Track(default_track_id("/x/song.wav"), "/x/song.wav").folder_name == default_track_id("/x/song.wav")
-    manifest = _manifest(tmp_path / "m.csv", [(two_songs[0], "-rf", ""), (two_songs[1], hashed, "")])
+    manifest = write_manifest(tmp_path / "m.csv", [(two_songs[0], "-rf", ""), (two_songs[1], hashed, "")], COLUMNS)
     output = tmp_path / "out"
-    assert _run(manifest, output) == (2, 0, 0)
+    assert run_corpus(manifest, output) == (2, 0, 0)
     by_id = {}
     for row in _rows(output):
         by_id.setdefault(row["track_id"], {})[row["stem"]] = row["stem_uri"]
@@ -88,7 +84,7 @@ def test_an_id_that_looks_like_a_hashed_folder_gets_its_own_folder(tmp_path, two
 def test_a_marker_is_trusted_only_for_the_track_id_it_names(tmp_path, two_songs):
     """A row whose id changes to one whose folder holds another id's marker is separated again."""
     output = tmp_path / "out"
-    assert _run(_manifest(tmp_path / "m1.csv", [(two_songs[0], "song", "")]), output) == (1, 0, 0)
+    assert run_corpus(write_manifest(tmp_path / "m1.csv", [(two_songs[0], "song", "")], COLUMNS), output) == (1, 0, 0)
     folder = stem_folder(str(output), "song")
     marker = json.load(open(os.path.join(folder, ".stembeam.json"), encoding="utf-8"))
     assert marker["track_id"] == "song"
@@ -97,7 +93,7 @@ def test_a_marker_is_trusted_only_for_the_track_id_it_names(tmp_path, two_songs)
     marker["track_id"] = "other"
     with open(os.path.join(folder, ".stembeam.json"), "w", encoding="utf-8") as handle:
         json.dump(marker, handle)
-    assert _run(_manifest(tmp_path / "m2.csv", [(two_songs[0], "song", "")]), output) == (1, 0, 0)
+    assert run_corpus(write_manifest(tmp_path / "m2.csv", [(two_songs[0], "song", "")], COLUMNS), output) == (1, 0, 0)
     assert {row["track_id"] for row in _rows(output)} == {"song"}
 
 
@@ -123,14 +119,14 @@ def test_the_fingerprint_follows_the_checkpoint_the_folder_names(tmp_path, two_s
     latest = weights_fingerprint(str(folder))
     point_at(100)
     assert weights_fingerprint(str(folder)) != latest
-    manifest = _manifest(tmp_path / "m.csv", [(two_songs[0], "a", "")])
+    manifest = write_manifest(tmp_path / "m.csv", [(two_songs[0], "a", "")], COLUMNS)
     output = tmp_path / "out"
-    assert _run(manifest, output, "--model_dir", str(folder)) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--model_dir", str(folder)) == (1, 0, 0)
     first = load_audio(os.path.join(stem_folder(str(output), "a"), "vocals.wav"))
     point_at(200)
-    assert _run(manifest, output, "--model_dir", str(folder)) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--model_dir", str(folder)) == (1, 0, 0)
     assert snr_db(first, load_audio(os.path.join(stem_folder(str(output), "a"), "vocals.wav"))) < 80
-    assert _run(manifest, output, "--model_dir", str(folder)) == (0, 1, 0)
+    assert run_corpus(manifest, output, "--model_dir", str(folder)) == (0, 1, 0)
     # The official folder's fingerprint is what earlier releases wrote into markers.
     assert weights_fingerprint(OFFICIAL) == "89c74cd432bea876d9442b1ec617e07c687df4f094c406962a5f8c1e6320d761"
 
@@ -157,12 +153,12 @@ def test_worker_processes_record_the_precision_that_ran(tmp_path, two_songs, mon
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
     monkeypatch.setenv("STEMBEAM_CPUINFO", str(fake))
-    manifest = _manifest(tmp_path / "m.csv", [(two_songs[0], "a", "")])
+    manifest = write_manifest(tmp_path / "m.csv", [(two_songs[0], "a", "")], COLUMNS)
     output = tmp_path / "out"
     workers = ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]
-    assert _run(manifest, output, "--precision", "bfloat16", *workers) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--precision", "bfloat16", *workers) == (1, 0, 0)
     assert {row["precision"] for row in _rows(output)} == {"float32"}
     marker = json.load(open(os.path.join(stem_folder(str(output), "a"), ".stembeam.json"), encoding="utf-8"))
     assert "precision" not in marker["key"]
-    assert _run(manifest, output) == (0, 1, 0)
-    assert _run(manifest, output, "--precision", "bfloat16", *workers) == (0, 1, 0)
+    assert run_corpus(manifest, output) == (0, 1, 0)
+    assert run_corpus(manifest, output, "--precision", "bfloat16", *workers) == (0, 1, 0)

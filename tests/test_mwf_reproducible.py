@@ -6,7 +6,6 @@ where malloc put its temporaries: in the pipeline's worker threads, with TensorF
 allocating beside them, the same block of frames gave different stems from run to run
 (model.wiener.norbert_wiener). These checks fail with ``norbert.wiener`` in its place.
 """
-import csv
 import hashlib
 import os
 import threading
@@ -14,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.conftest import CC0, needs_shared, read_wav, stem_folder
+from tests.conftest import CC0, needs_shared, read_wav, stem_folder, write_manifest
 
 pytestmark = needs_shared
 BLOCK = 256
@@ -105,16 +104,12 @@ def test_mwf_pipeline_runs_give_identical_stems(tmp_path, monkeypatch):
         add(flight, signals, precision)
 
     monkeypatch.setattr(write._TrackInFlight, "add", recording_add)
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id", "duration"])
-        for song in SONGS:
-            writer.writerow([os.path.join(CC0, song, "mixture.flac"), song.split(".")[1].lower(), 20])
+    rows = [(os.path.join(CC0, song, "mixture.flac"), song.split(".")[1].lower(), 20) for song in SONGS]
+    manifest = write_manifest(tmp_path / "manifest.csv", rows, ("uri", "track_id", "duration"))
     stems = []
     for attempt in range(3):
         output = str(tmp_path / f"out{attempt}")
-        assert run(["--manifest", str(manifest), "--output", output, "--mwf", "--mwf_block_frames", str(BLOCK)]) == 0
+        assert run(["--manifest", manifest, "--output", output, "--mwf", "--mwf_block_frames", str(BLOCK)]) == 0
         files = {}
         for song in SONGS:
             folder = stem_folder(output, song.split(".")[1].lower())

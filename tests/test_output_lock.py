@@ -3,7 +3,7 @@ same instant; a dead job's lock is taken over; the heartbeat renews only this jo
 
 Local outputs: an flock on ``{output}/.stembeam-job.json``. gs:// outputs: generation
 preconditions, tested against gcp-storage-emulator, which ignores ``ifGenerationMatch``
-(a second create with ``if_generation_match=0`` succeeds there): ``gcs`` below makes the
+(a second create with ``if_generation_match=0`` succeeds there): ``locks`` below makes the
 emulator honour the precondition on uploads, downloads and deletes, as GCS documents it
 (412 when the live generation differs, ``0`` meaning "no live object")."""
 import json
@@ -230,12 +230,6 @@ def test_the_heartbeat_renews_only_its_own_local_lock(tmp_path):
 # gs:// outputs (gcp-storage-emulator, made to honour generation preconditions)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _honour_preconditions(monkeypatch):
     """Make the emulator answer 412 when ``ifGenerationMatch`` differs from the live object's
     generation (``0``: no live object) on uploads, downloads, metadata reads and deletes."""
@@ -272,32 +266,21 @@ def _honour_preconditions(monkeypatch):
 
 
 @pytest.fixture
-def gcs(monkeypatch):
-    """An in-memory emulator with bucket ``locks`` that honours generation preconditions;
-    yields ``(client, environment for subprocesses)``."""
-    pytest.importorskip("gcp_storage_emulator")
-    from gcp_storage_emulator.server import create_server
+def locks(gcs, monkeypatch):
+    """The emulator (conftest's ``gcs``) honouring generation preconditions for this test, with
+    an empty bucket ``locks``: ``(client, environment for subprocesses)``."""
+    from google.api_core import exceptions
 
     _honour_preconditions(monkeypatch)
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
-    try:
-        from google.api_core import exceptions
-        from google.cloud import storage
-
-        client = storage.Client.create_anonymous_client()
-        client.project = "test"
-        client.create_bucket("locks")
-        blob = client.bucket("locks").blob("probe")
-        blob.upload_from_string(b"1", if_generation_match=0)
-        with pytest.raises(exceptions.PreconditionFailed):  # the shim works
-            client.bucket("locks").blob("probe").upload_from_string(b"2", if_generation_match=0)
-        yield client, os.environ.copy()
-    finally:
-        server.stop()
+    client, env = gcs
+    bucket = client.lookup_bucket("locks") or client.create_bucket("locks")
+    for blob in client.list_blobs("locks"):
+        blob.delete()
+    bucket.blob("probe").upload_from_string(b"1", if_generation_match=0)
+    with pytest.raises(exceptions.PreconditionFailed):  # the shim works
+        bucket.blob("probe").upload_from_string(b"2", if_generation_match=0)
+    bucket.blob("probe").delete()
+    return client, env
 
 
 def _gcs_lock(client, output):
@@ -305,18 +288,18 @@ def _gcs_lock(client, output):
     return None if blob is None else json.loads(blob.download_as_bytes())
 
 
-def test_two_jobs_starting_at_the_same_instant_never_both_hold_a_gcs_output(gcs, tmp_path):
-    client, env = gcs
+def test_two_jobs_starting_at_the_same_instant_never_both_hold_a_gcs_output(locks, tmp_path):
+    client, env = locks
     both, outcomes, results = _race(tmp_path, "gs://locks/outputs", env)
     assert not both, f"both jobs held the lock in {len(both)} of {TRIALS} trials: {both}"
     assert set(outcomes.values()) == {1}, outcomes  # one holder, the other refused
     assert not [b.name for b in client.list_blobs("locks", prefix="outputs/")]  # every winner released its lock
 
 
-def test_a_stale_gcs_lock_is_taken_over_and_a_live_one_is_not(gcs):
+def test_a_stale_gcs_lock_is_taken_over_and_a_live_one_is_not(locks):
     from stembeam.pipeline.output_lock import STALE_AFTER, OutputInUse, OutputLock
 
-    client, _ = gcs
+    client, _ = locks
     output = "gs://locks/out"
     blob = client.bucket("locks").blob("out/.stembeam-job.json")
     for stale in (_record(pid=_dead_pid()), _record(host="elsewhere.example", heartbeat=time.time() - STALE_AFTER - 5)):
@@ -332,11 +315,11 @@ def test_a_stale_gcs_lock_is_taken_over_and_a_live_one_is_not(gcs):
     assert _gcs_lock(client, output) == live
 
 
-def test_the_heartbeat_renews_only_its_own_gcs_lock(gcs):
+def test_the_heartbeat_renews_only_its_own_gcs_lock(locks):
     """Another job's lock replaces this job's object (a takeover after this job's heartbeats
     failed for STALE_AFTER): the heartbeat's precondition fails, it never overwrites the new
     lock; the job stops naming the new holder, and its exit leaves the new lock in place."""
-    client, env = gcs
+    client, env = locks
     output = "gs://locks/beating"
     proc, run_id = _holder(output, heartbeat=0.1, env=env)
     first = _gcs_lock(client, output)

@@ -1,9 +1,7 @@
 """The Beam corpus job on the DirectRunner: same stems as `stembeam separate`, failures as rows, resumable."""
-import csv
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,18 +9,10 @@ import pytest
 
 from stembeam.pipeline.corpus import run
 from stembeam.pipeline.separate import separate_files
-from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, read_wav, snr_db, stem_folder
+from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, pipeline_command, read_wav, snr_db, stem_folder, write_manifest
 
 pytestmark = needs_shared
 STEMS = ("vocals", "accompaniment")
-
-
-def _manifest(path, rows):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id"])
-        writer.writerows(rows)
-    return str(path)
 
 
 def _metadata(output):
@@ -49,12 +39,9 @@ def corpus_run(tmp_path_factory):
     (tmp / "empty.wav").write_bytes(b"")
     rows = [(os.path.join(CC0, song, "mixture.flac"), song) for song in CC0_SONGS]
     rows += [(str(tmp / "missing.flac"), "missing"), (str(tmp / "lyrics.mp3"), "lyrics"), (str(tmp / "empty.wav"), "empty")]
-    manifest = _manifest(tmp / "manifest.csv", rows)
+    manifest = write_manifest(tmp / "manifest.csv", rows)
     output = str(tmp / "out")
-    result = subprocess.run(
-        [sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, "--runner", "DirectRunner"],
-        capture_output=True, text=True, cwd=REPO,
-    )
+    result = subprocess.run(pipeline_command(manifest, output, "--runner", "DirectRunner"), capture_output=True, text=True, cwd=REPO)
     return manifest, output, result
 
 
@@ -81,7 +68,7 @@ def test_failures_are_rows_and_the_job_exits_3(corpus_run):
 def test_pipeline_stems_equal_separate_stems(corpus_run, tmp_path):
     _, output, _ = corpus_run
     song = os.path.join(CC0, "2.Lithium", "mixture.flac")
-    manifest = _manifest(tmp_path / "example.csv", [(EXAMPLE, "example")])
+    manifest = write_manifest(tmp_path / "example.csv", [(EXAMPLE, "example")])
     assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 0
     assert separate_files([song, EXAMPLE], str(tmp_path / "single"), progress=False) == []
     for stem in STEMS:
@@ -98,7 +85,7 @@ def test_pipeline_stems_equal_separate_stems(corpus_run, tmp_path):
 
 def test_mwf_pipeline_equals_separate_mwf(tmp_path):
     song = os.path.join(CC0, "2.Lithium", "mixture.flac")
-    manifest = _manifest(tmp_path / "m.csv", [(EXAMPLE, "example"), (song, "lithium")])
+    manifest = write_manifest(tmp_path / "m.csv", [(EXAMPLE, "example"), (song, "lithium")])
     assert run(["--manifest", manifest, "--output", str(tmp_path / "out"), "--mwf", "--batch_size", "3"]) == 0
     assert separate_files([song, EXAMPLE], str(tmp_path / "single"), mwf=True, progress=False) == []
     for track, name in (("example", "audio_example"), ("lithium", "mixture")):
@@ -117,8 +104,7 @@ def test_rerun_skips_finished_tracks_and_completes_missing(corpus_run, tmp_path)
     before = _snapshot(os.path.join(output, "stems"))
     sodium = os.path.basename(stem_folder(output, "3.Sodium"))
     shutil.rmtree(os.path.join(output, "stems", sodium))
-    result = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, "--allow_failures"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(pipeline_command(manifest, output, "--allow_failures"), capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 tracks separated, 2 already done, 3 failed" in result.stderr
     after = _snapshot(os.path.join(output, "stems"))

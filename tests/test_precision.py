@@ -1,7 +1,6 @@
 """Speed without changing float32 bytes (issue 13): silent segments skip the model; --precision
 bfloat16 is recorded in the metadata and the resume key, and falls back to float32 (one line) on
 a CPU without bfloat16 instructions."""
-import csv
 import os
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from stembeam.model import precision
 from stembeam.model.decode import load_audio
 from stembeam.model.encode import write_audio
-from tests.conftest import EXAMPLE, needs_shared, snr_db
+from tests.conftest import EXAMPLE, needs_shared, snr_db, write_manifest
 
 pytestmark = needs_shared
 
@@ -157,9 +156,7 @@ def test_precision_is_recorded_and_resume_tells_precisions_apart(tmp_path, monke
     monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo="": {"avx512_bf16", "amx_bf16"})
     song = str(tmp_path / "song.wav")
     write_audio(song, load_audio(EXAMPLE)[: 4 * 44100])
-    manifest = str(tmp_path / "m.csv")
-    with open(manifest, "w", newline="") as handle:
-        csv.writer(handle).writerows([("uri", "track_id"), (song, "song")])
+    manifest = write_manifest(tmp_path / "m.csv", [(song, "song")])
     output = tmp_path / "out"
     assert _run(manifest, output) == (1, 0)
     assert _precisions(output) == [("accompaniment", "float32"), ("vocals", "float32")]

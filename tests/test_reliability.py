@@ -1,10 +1,8 @@
 """Reliability of the corpus job: hostile rows, bounded memory, kill and resume, containment."""
-import csv
 import glob
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -12,21 +10,13 @@ import numpy as np
 import pytest
 
 from tests import soak
-from tests.conftest import CC0, CC0_SONGS, REPO, needs_shared
+from tests.conftest import CC0, CC0_SONGS, REPO, needs_shared, peak_rss_mb, pipeline_command, write_manifest
 
 pytestmark = needs_shared
 
 
-def _manifest(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id"])
-        writer.writerows(rows)
-    return str(path)
-
-
-def _job(manifest, output, *extra):
-    return [sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, *extra]
+# tests/test_features.py imports these by their old names until the features branch uses conftest's.
+_manifest, _job, _peak_rss_mb = write_manifest, pipeline_command, peak_rss_mb
 
 
 def _stems(output):
@@ -47,10 +37,10 @@ def test_hostile_manifest_every_row_ends_once(tmp_path):
     folder.mkdir()
     rows = soak.generate(str(folder), long_minutes=40 / 60)
     assert len(rows) >= 200
-    manifest = _manifest(tmp_path / "manifest.csv", [(uri, track_id) for uri, track_id, _ in rows])
+    manifest = write_manifest(tmp_path / "manifest.csv", [(uri, track_id) for uri, track_id, _ in rows])
     before = set(os.listdir(tmp_path)) | set(glob.glob(os.path.join(tempfile.gettempdir(), "stembeam-decode-*")))
     output = str(tmp_path / "out")
-    job = subprocess.run(_job(manifest, output), cwd=REPO, capture_output=True, text=True)
+    job = subprocess.run(pipeline_command(manifest, output), cwd=REPO, capture_output=True, text=True)
     assert job.returncode == 0, job.stderr[-3000:]
     problems, counts = soak.check(rows, output, str(tmp_path), before)
     assert problems == []
@@ -61,14 +51,6 @@ def test_hostile_manifest_every_row_ends_once(tmp_path):
         assert counts[f"{rate} Hz"]["error"] == 0
     for category in ("zero-byte", "missing", "directory", "non-audio", "duplicate id (second)"):
         assert counts[category]["ok"] == 0, category
-
-
-def _peak_rss_mb(command) -> float:
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0, process.stderr.read().decode()[-3000:]
-    return usage.ru_maxrss / 1024.0
 
 
 @pytest.mark.slow  # 1.5 min for 20 minutes of audio: `make test-slow` (keeps `make test` under 15 minutes)
@@ -87,8 +69,8 @@ def test_memory_does_not_grow_with_track_length(tmp_path, long):
              "-t", str(minutes * 60), "-c:a", "flac", "file:" + path],
             check=True,
         )
-        manifest = _manifest(tmp_path / f"m{minutes}.csv", [(path, f"t{minutes}")])
-        figures[minutes] = _peak_rss_mb(_job(manifest, str(tmp_path / f"out{minutes}")))
+        manifest = write_manifest(tmp_path / f"m{minutes}.csv", [(path, f"t{minutes}")])
+        figures[minutes] = peak_rss_mb(pipeline_command(manifest, str(tmp_path / f"out{minutes}")))
         assert os.path.getsize(str(tmp_path / f"out{minutes}" / "stems" / f"t{minutes}" / "vocals.wav")) == 44 + minutes * 60 * 44100 * 4
     growth = figures[long] - figures[5]
     print(f"\npeak RSS (real music): 5-minute track {figures[5]:.0f} MB, {long}-minute track {figures[long]:.0f} MB, "
@@ -119,14 +101,14 @@ def test_killed_job_resumes_to_byte_identical_stems(tmp_path):
     third run finishes and every stem equals an uninterrupted run's, byte for byte; no
     temporaries remain."""
     rows = [(os.path.join(CC0, song, "mixture.flac"), f"{song}-{copy}") for copy in range(3) for song in CC0_SONGS]
-    manifest = _manifest(tmp_path / "manifest.csv", rows)
+    manifest = write_manifest(tmp_path / "manifest.csv", rows)
     reference = str(tmp_path / "reference")
-    subprocess.run(_job(manifest, reference), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(pipeline_command(manifest, reference), cwd=REPO, check=True, capture_output=True)
     output = str(tmp_path / "out")
     decoding = os.path.join(output, "_work", "local")
     killed_at = []
     for moment, ready in (("decoding", lambda: os.path.isdir(decoding) and len(os.listdir(decoding)) >= 1), ("mid-writing", lambda: len(_markers(output)) >= 1)):
-        process = subprocess.Popen(_job(manifest, output), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(pipeline_command(manifest, output), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reached = _wait_for(ready, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -135,7 +117,7 @@ def test_killed_job_resumes_to_byte_identical_stems(tmp_path):
     assert killed_at[0][1] and killed_at[0][2] == 0  # the first kill hit before any track was written
     assert killed_at[1][1] and killed_at[1][2] < len(rows)  # the second while tracks were being written
     done_before = set(_markers(output))
-    finished = subprocess.run(_job(manifest, output), cwd=REPO, capture_output=True, text=True)
+    finished = subprocess.run(pipeline_command(manifest, output), cwd=REPO, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"{len(rows) - len(done_before)} tracks separated, {len(done_before)} already done, 0 failed" in finished.stderr
     ours, theirs = _stems(output), _stems(reference)
@@ -160,9 +142,9 @@ def test_path_like_ids_and_dash_names_stay_inside_output(tmp_path):
     assert load_audio(dash).shape == (88200, 2)  # ffmpeg read it as a file, at 44.1 kHz
     escape = str(tmp_path / "escaped")
     rows = [(dash, "../../escaped"), (dash, escape), (dash, "-rf"), (dash, "..")]
-    manifest = _manifest(tmp_path / "manifest.csv", rows)
+    manifest = write_manifest(tmp_path / "manifest.csv", rows)
     output = tmp_path / "deep" / "out"
-    job = subprocess.run(_job(manifest, str(output), "--codec", "flac"), cwd=REPO, capture_output=True, text=True)
+    job = subprocess.run(pipeline_command(manifest, str(output), "--codec", "flac"), cwd=REPO, capture_output=True, text=True)
     assert job.returncode == 0, job.stderr[-3000:]
     assert "4 tracks separated" in job.stderr
     assert sorted(os.listdir(tmp_path)) == ["deep", "in", "manifest.csv"]

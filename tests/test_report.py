@@ -407,45 +407,30 @@ def test_crc32_shards_match_zlib():
         assert shard_of(track_id, 97) == zlib.crc32(track_id.encode("utf-8")) % 97
 
 
-def test_a_gs_output_gets_its_report_in_the_bucket(monkeypatch):
+def test_a_gs_output_gets_its_report_in_the_bucket(gcs):
     """`stembeam report gs://...` (gcp-storage-emulator): the tables read and the report written
     through Beam FileSystems, the stems linked relatively inside the bucket; an earlier report's
     extra shard is deleted."""
     import io
 
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage as gcs
-
-    from tests.test_cloud import _free_port
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("NO_GCE_CHECK", "True")
-    env = os.environ.copy()  # the report runs in a process of its own: Beam's GCS client here may know another emulator
-    try:
-        client = gcs.Client.create_anonymous_client()
-        client.project = "test"
-        bucket = client.create_bucket("corpus")
-        output = "gs://corpus/out"
-        ok = {"a b": (TWO, 3.0), HOSTILE: (TWO, 4.0)}
-        tables = OutputTables(_metadata(ok, {"bad": ("gs://corpus/in/bad.mp3", "gs://corpus/in/bad.mp3: not decodable as audio (x)")}, output),
-                              *_features(ok)[:2])
-        for name, table in (("metadata/tracks", tables.metadata), ("features/sources", tables.sources), ("features/tracks", tables.tracks)):
-            data = io.BytesIO()
-            pq.write_table(table, data)
-            bucket.blob(f"out/{name}-00000-of-00001.parquet").upload_from_string(data.getvalue())
-        bucket.blob("out/report/data/tracks/00099.js").upload_from_string(b"stale")
-        done = subprocess.run([sys.executable, "-m", "stembeam", "report", output], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stderr.strip().endswith(f"stembeam report: {output}/report/index.html")
-        names = sorted(blob.name for blob in bucket.list_blobs(prefix="out/report/"))
-        assert names == ["out/report/assets/plotly.min.js", "out/report/assets/report.css", "out/report/assets/report.js", "out/report/data/summary.js",
-                         "out/report/data/tracks.js", "out/report/data/tracks/00000.js", "out/report/index.html"]
-        files = {"shard": bucket.blob("out/report/data/tracks/00000.js").download_as_bytes()}
-        track = _data(files, "shard")["a b"]
-        assert [s["href"] for s in track["sources"]] == [None, "../stems/a%20b/vocals.wav", "../stems/a%20b/accompaniment.wav"]  # mixture: /music/...
-        assert _data(files, "shard")[HOSTILE]["id"] == HOSTILE
-    finally:
-        server.stop()
+    client, env = gcs  # the report runs in a process of its own: Beam's GCS client here may know another module's emulator
+    bucket = client.create_bucket("corpus")
+    output = "gs://corpus/out"
+    ok = {"a b": (TWO, 3.0), HOSTILE: (TWO, 4.0)}
+    tables = OutputTables(_metadata(ok, {"bad": ("gs://corpus/in/bad.mp3", "gs://corpus/in/bad.mp3: not decodable as audio (x)")}, output),
+                          *_features(ok)[:2])
+    for name, table in (("metadata/tracks", tables.metadata), ("features/sources", tables.sources), ("features/tracks", tables.tracks)):
+        data = io.BytesIO()
+        pq.write_table(table, data)
+        bucket.blob(f"out/{name}-00000-of-00001.parquet").upload_from_string(data.getvalue())
+    bucket.blob("out/report/data/tracks/00099.js").upload_from_string(b"stale")
+    done = subprocess.run([sys.executable, "-m", "stembeam", "report", output], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.strip().endswith(f"stembeam report: {output}/report/index.html")
+    names = sorted(blob.name for blob in bucket.list_blobs(prefix="out/report/"))
+    assert names == ["out/report/assets/plotly.min.js", "out/report/assets/report.css", "out/report/assets/report.js", "out/report/data/summary.js",
+                     "out/report/data/tracks.js", "out/report/data/tracks/00000.js", "out/report/index.html"]
+    files = {"shard": bucket.blob("out/report/data/tracks/00000.js").download_as_bytes()}
+    track = _data(files, "shard")["a b"]
+    assert [s["href"] for s in track["sources"]] == [None, "../stems/a%20b/vocals.wav", "../stems/a%20b/accompaniment.wav"]  # mixture: /music/...
+    assert _data(files, "shard")[HOSTILE]["id"] == HOSTILE

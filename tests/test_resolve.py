@@ -9,6 +9,7 @@ from stembeam.model import resolve
 from tests.conftest import MODELS, needs_shared
 
 
+@pytest.mark.fast
 def test_error_names_every_place(tmp_path, monkeypatch):
     monkeypatch.setenv("STEMBEAM_MODEL_PATH", str(tmp_path / "models"))
     monkeypatch.setenv("STEMBEAM_CACHE", str(tmp_path / "cache"))
@@ -19,6 +20,7 @@ def test_error_names_every_place(tmp_path, monkeypatch):
         assert str(place) in message
 
 
+@pytest.mark.fast
 @needs_shared
 def test_order_explicit_then_env_then_cache(tmp_path, monkeypatch):
     official = os.path.join(MODELS, "2stems")

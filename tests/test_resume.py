@@ -18,9 +18,6 @@ pytestmark = needs_shared
 OFFICIAL = os.path.join(MODELS, "2stems")
 
 
-_manifest, _run = write_manifest, run_corpus
-
-
 def _marker(output, track_id):
     with open(os.path.join(stem_folder(str(output), track_id), ".stembeam.json"), encoding="utf-8") as handle:
         return json.load(handle)
@@ -72,31 +69,31 @@ def test_every_key_field_redoes_exactly_the_tracks_it_should(tmp_path, short_son
     output = tmp_path / "out"
     folder = _copy_model(tmp_path / "model")
     rows = [(short_songs[0], "a"), (short_songs[1], "b")]
-    manifest = _manifest(tmp_path / "m.csv", rows)
+    manifest = write_manifest(tmp_path / "m.csv", rows)
     base = ["--model_dir", folder, "--codec", "mp3", "--bitrate", "128k"]
-    assert _run(manifest, output, *base) == (2, 0, 0)
-    assert _run(manifest, output, *base) == (0, 2, 0)
+    assert run_corpus(manifest, output, *base) == (2, 0, 0)
+    assert run_corpus(manifest, output, *base) == (0, 2, 0)
     key = _marker(output, "a")["key"]
     assert key["bitrate"] == "128k" and key["source"]["size"] == os.path.getsize(short_songs[0]) and len(key["model_fingerprint"]) == 64
 
     base[-1] = "192k"
-    assert _run(manifest, output, *base) == (2, 0, 0), "bitrate"
+    assert run_corpus(manifest, output, *base) == (2, 0, 0), "bitrate"
     assert _marker(output, "b")["key"]["bitrate"] == "192k"
 
-    _manifest(tmp_path / "m.csv", [(short_songs[0], "a", 1.0, 2.0), (short_songs[1], "b", "", "")], ("uri", "track_id", "offset", "duration"))
-    assert _run(manifest, output, *base) == (1, 1, 0), "offset/duration"
+    write_manifest(tmp_path / "m.csv", [(short_songs[0], "a", 1.0, 2.0), (short_songs[1], "b", "", "")], ("uri", "track_id", "offset", "duration"))
+    assert run_corpus(manifest, output, *base) == (1, 1, 0), "offset/duration"
     assert load_audio(os.path.join(stem_folder(str(output), "a"), "vocals.mp3")).shape[0] == pytest.approx(2 * 44100, abs=2000)
 
     audio = load_audio(short_songs[1])
     write_audio(short_songs[1], audio[::-1].copy())  # same size, other samples
-    assert _run(manifest, output, *base) == (1, 1, 0), "source file"
+    assert run_corpus(manifest, output, *base) == (1, 1, 0), "source file"
 
-    assert _run(manifest, output, *base[:1], retrained, *base[2:]) == (2, 0, 0), "model folder"
-    assert _run(manifest, output, *base) == (2, 0, 0), "back to the first folder"
+    assert run_corpus(manifest, output, *base[:1], retrained, *base[2:]) == (2, 0, 0), "model folder"
+    assert run_corpus(manifest, output, *base) == (2, 0, 0), "back to the first folder"
     for name in os.listdir(retrained):  # retrained in place: same names and sizes, other weights
         shutil.copy(os.path.join(retrained, name), os.path.join(folder, name))
-    assert _run(manifest, output, *base) == (2, 0, 0), "weights in place"
-    assert _run(manifest, output, *base) == (0, 2, 0)
+    assert run_corpus(manifest, output, *base) == (2, 0, 0), "weights in place"
+    assert run_corpus(manifest, output, *base) == (0, 2, 0)
 
 
 def test_the_model_export_is_remade_when_weights_change_in_place(tmp_path, retrained):
@@ -144,8 +141,8 @@ def test_a_redo_killed_after_one_stem_is_redone_by_the_next_run(tmp_path, short_
     run must not trust the old marker: it separates the track again, and its stems equal the
     first soft run's byte for byte (no mwf vocals beside soft accompaniment)."""
     output = str(tmp_path / "out")
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
-    assert _run(manifest, output) == (1, 0, 0)
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
+    assert run_corpus(manifest, output) == (1, 0, 0)
     folder = stem_folder(output, "a")
     soft = {stem: open(os.path.join(folder, f"{stem}.wav"), "rb").read() for stem in ("vocals", "accompaniment")}
     killed = subprocess.run(
@@ -155,7 +152,7 @@ def test_a_redo_killed_after_one_stem_is_redone_by_the_next_run(tmp_path, short_
     assert killed.returncode == 137, killed.stderr[-2000:]
     assert open(os.path.join(folder, "vocals.wav"), "rb").read() != soft["vocals"]  # the redo got that far
     assert not os.path.exists(os.path.join(folder, ".stembeam.json"))
-    assert _run(manifest, output) == (1, 0, 0)
+    assert run_corpus(manifest, output) == (1, 0, 0)
     for stem, data in soft.items():
         assert open(os.path.join(folder, f"{stem}.wav"), "rb").read() == data
 
@@ -169,10 +166,10 @@ def test_two_albums_with_the_same_file_names_share_one_output(tmp_path):
         os.makedirs(tmp_path / album)
         write_audio(str(tmp_path / album / "01.wav"), audio[k * 44100 * 5 : (k * 5 + 3) * 44100])
         (tmp_path / album / "manifest.csv").write_text("uri\n01.wav\n")
-    assert _run(str(tmp_path / "album1" / "manifest.csv"), output) == (1, 0, 0)
+    assert run_corpus(str(tmp_path / "album1" / "manifest.csv"), output) == (1, 0, 0)
     (first,) = os.listdir(os.path.join(output, "stems"))
     kept = open(os.path.join(output, "stems", first, "vocals.wav"), "rb").read()
-    assert _run(str(tmp_path / "album2" / "manifest.csv"), output) == (1, 0, 0)
+    assert run_corpus(str(tmp_path / "album2" / "manifest.csv"), output) == (1, 0, 0)
     folders = sorted(os.listdir(os.path.join(output, "stems")))
     assert len(folders) == 2 and first in folders
     assert open(os.path.join(output, "stems", first, "vocals.wav"), "rb").read() == kept
@@ -188,9 +185,9 @@ def _marker_in(output, folder):
 def test_long_cjk_and_case_twin_ids_are_separated(tmp_path, short_songs):
     """A 100-character CJK id (300 bytes: over a file name's 255) and ids differing only in case."""
     ids = ["\u66f2" * 100, "Song", "song"]
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], ids[0]), (short_songs[1], ids[1]), (short_songs[0], ids[2])])
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], ids[0]), (short_songs[1], ids[1]), (short_songs[0], ids[2])])
     output = str(tmp_path / "out")
-    assert _run(manifest, output) == (3, 0, 0)
+    assert run_corpus(manifest, output) == (3, 0, 0)
     folders = os.listdir(os.path.join(output, "stems"))
     assert len({f.casefold() for f in folders}) == 3 and all(len(f.encode("utf-8")) <= 200 for f in folders)
 
@@ -206,15 +203,15 @@ def test_a_second_job_on_the_same_output_is_refused_and_a_dead_ones_lock_is_take
     spool_file = output / "_work" / "spool" / "x" / "000000.npy"
     os.makedirs(spool_file.parent)
     spool_file.write_bytes(b"the running job's segment")
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
     holder = {"job": "stembeam pipeline", "run_id": "abc123", "host": socket.gethostname(), "pid": os.getpid(), "started": 0, "heartbeat": 0}
     (output / LOCK_FILE).write_text(json.dumps(holder))
     with pytest.raises(OutputInUse, match=f"in use by stembeam pipeline \\(run abc123, pid {os.getpid()}"):
-        _run(manifest, output)
+        run_corpus(manifest, output)
     assert spool_file.read_bytes() == b"the running job's segment" and not os.path.exists(output / "stems")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (output / LOCK_FILE).write_text(json.dumps({**holder, "pid": int(dead.stdout)}))
-    assert _run(manifest, output) == (1, 0, 0)
+    assert run_corpus(manifest, output) == (1, 0, 0)
     assert not os.path.exists(output / LOCK_FILE) and not os.path.exists(output / "_work")
 
 
@@ -223,15 +220,15 @@ def test_metadata_is_replaced_only_when_the_new_table_is_written(tmp_path, short
     from stembeam.transforms.write import METADATA_FILE
 
     output = tmp_path / "out"
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
-    assert _run(manifest, output) == (1, 0, 0)
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
+    assert run_corpus(manifest, output) == (1, 0, 0)
     table = output / "metadata" / METADATA_FILE
     before = table.read_bytes()
     (output / "metadata" / "tracks-00000-of-00004.parquet").write_bytes(b"an earlier layout's shard")
     with pytest.raises(SystemExit):
-        _run(manifest, output, "--mwf_block_frames", "0")  # refused after the model is loaded
+        run_corpus(manifest, output, "--mwf_block_frames", "0")  # refused after the model is loaded
     assert table.read_bytes() == before
-    assert _run(manifest, output) == (0, 1, 0)
+    assert run_corpus(manifest, output) == (0, 1, 0)
     assert sorted(os.listdir(output / "metadata")) == [METADATA_FILE]
 
 
@@ -245,12 +242,12 @@ def test_a_spleeter_config_changed_in_place_redoes_the_tracks(tmp_path, short_so
     }
     path = tmp_path / "2stems.json"
     path.write_text(json.dumps(config))
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], "a")])
     output = tmp_path / "out"
-    assert _run(manifest, output, "--model", str(path)) == (1, 0, 0)
-    assert _run(manifest, output, "--model", str(path)) == (0, 1, 0)
+    assert run_corpus(manifest, output, "--model", str(path)) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--model", str(path)) == (0, 1, 0)
     path.write_text(json.dumps({**config, "mask_extension": "average"}))
-    assert _run(manifest, output, "--model", str(path)) == (1, 0, 0)
+    assert run_corpus(manifest, output, "--model", str(path)) == (1, 0, 0)
 
 
 def test_the_summary_comes_from_the_metadata_when_the_runner_has_no_metrics(tmp_path, short_songs, monkeypatch, capsys):
@@ -264,7 +261,7 @@ def test_the_summary_comes_from_the_metadata_when_the_runner_has_no_metrics(tmp_
         raise NotImplementedError("this runner reports no metrics")
 
     monkeypatch.setattr(fn_runner.RunnerResult, "metrics", no_metrics)
-    manifest = _manifest(tmp_path / "m.csv", [(short_songs[0], "a"), (short_songs[1], "b"), (str(tmp_path / "gone.wav"), "gone")])
+    manifest = write_manifest(tmp_path / "m.csv", [(short_songs[0], "a"), (short_songs[1], "b"), (str(tmp_path / "gone.wav"), "gone")])
     assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 3
     assert "2 tracks separated, 0 already done, 1 failed; 8 s of audio, 2 chunks inferred" in capsys.readouterr().err
     assert run(["--manifest", manifest, "--output", str(tmp_path / "out")]) == 3

@@ -1,5 +1,6 @@
 """numpy STFT / inverse STFT and segmenting equal TensorFlow's and the whole-track transform."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from stembeam.model import spectral
@@ -7,6 +8,7 @@ from stembeam.model.config import get_config
 from stembeam.model import segment_graph
 from stembeam.model.separation import OverlapAdd, segment_count, segment_waveform
 
+pytestmark = pytest.mark.fast
 CONFIG = get_config("2stems")
 
 

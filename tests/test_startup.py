@@ -6,6 +6,8 @@ it found it (tests/test_side_effects.py)."""
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _PROBE = """
@@ -33,6 +35,7 @@ def test_a_job_loads_neither_scikit_learn_matplotlib_pillow_nor_tensorflow_hub()
     assert out.split("\n")[-2] == "[] [] True True True sklearn matplotlib.pyplot PIL.Image"
 
 
+@pytest.mark.fast
 def test_the_collector_is_paused_while_any_start_up_block_runs_then_frozen_and_back():
     import gc
     import threading

@@ -79,6 +79,7 @@ def test_16_bit_flac_holds_the_16_bit_wav_samples(tmp_path):
     assert np.array_equal(soundfile.read(str(tmp_path / "a.wav"), dtype="int16")[0], soundfile.read(str(tmp_path / "a.flac"), dtype="int16")[0])
 
 
+@pytest.mark.fast
 def test_a_bit_depth_the_codec_has_not_is_refused_by_name(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "stembeam", "separate", "-c", "mp3", "--bit_depth", "24", "-o", str(tmp_path), EXAMPLE],

@@ -1,30 +1,24 @@
 """The corpus job at corpus scale (issue 21): each track is written as soon as it is separated,
 so the job's disk does not grow with the corpus, tracks finish all through the run, a job killed
 late keeps what it finished, and RunInference still batches segments of different tracks."""
-import csv
 import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, stem_folder
+from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, pipeline_command, stem_folder, write_manifest
 
 pytestmark = needs_shared
 
 
-def _manifest(path, copies: int, duration=None) -> str:
+def _cc0_manifest(path, copies: int, duration=None) -> str:
     """``copies`` rows of ../shared's 30-s cc0 mixtures in turn, each with its own id."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id", "duration"])
-        for n in range(copies):
-            writer.writerow([os.path.join(CC0, CC0_SONGS[n % 3], "mixture.flac"), f"t{n:02d}", duration or ""])
-    return str(path)
+    rows = [(os.path.join(CC0, CC0_SONGS[n % 3], "mixture.flac"), f"t{n:02d}", duration or "") for n in range(copies)]
+    return write_manifest(path, rows, ("uri", "track_id", "duration"))
 
 
 def _size(folder: str) -> int:
@@ -81,8 +75,7 @@ class Sampler(threading.Thread):
 def _job(manifest, output, tmp, *flags):
     """The corpus job as a process (its temporary space ``tmp``, so it can be measured)."""
     env = {**os.environ, "TMPDIR": tmp}
-    command = [sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", output, *flags]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(pipeline_command(manifest, output, *flags), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _measured_run(manifest, output, tmp, interval=0.5) -> tuple:
@@ -112,7 +105,7 @@ def _corpus_runs(folder_factory, sizes, interval=0.5) -> dict:
     runs = {}
     for copies in sizes:
         folder = folder_factory.mktemp(f"corpus{copies}")
-        manifest = _manifest(folder / "manifest.csv", copies)
+        manifest = _cc0_manifest(folder / "manifest.csv", copies)
         output = str(folder / "out")
         sampler, wall, _ = _measured_run(manifest, output, str(folder / "tmp"), interval)
         runs[copies] = (sampler, wall, output, manifest)
@@ -226,17 +219,12 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     from stembeam.pipeline.summary import counters as summary
     from stembeam.pipeline.separate import separate_files
 
-    manifest = str(tmp_path / "m.csv")
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id", "offset", "duration"])
-        for n in range(3):
-            writer.writerow([EXAMPLE, f"e{n}", 2 * n, 5])
+    manifest = write_manifest(tmp_path / "m.csv", [(EXAMPLE, f"e{n}", 2 * n, 5) for n in range(3)], ("uri", "track_id", "offset", "duration"))
     result = run_pipeline(["--manifest", manifest, "--output", str(tmp_path / "in"), "--batch_size", "2"]).result
     counts = summary(result, ("tracks_ok", "batches_across_tracks"))
     assert counts["tracks_ok"] == 3 and counts["batches_across_tracks"] >= 1
-    workers = subprocess.run([sys.executable, "-m", "stembeam.pipeline", "--manifest", manifest, "--output", str(tmp_path / "procs"), "--batch_size", "2",
-                              "--direct_running_mode=multi_processing", "--direct_num_workers=2"], cwd=REPO, capture_output=True, text=True)
+    workers = subprocess.run(pipeline_command(manifest, tmp_path / "procs", "--batch_size", "2", "--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+                             cwd=REPO, capture_output=True, text=True)
     assert workers.returncode == 0, workers.stderr[-3000:]
     for n in range(3):
         separated = tmp_path / "separate" / f"e{n}"

@@ -36,6 +36,7 @@ def _random_inputs(config, batch, seed):
     return spec, sources
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("stems", ["2stems", "4stems", "5stems"])
 def test_random_segments_give_the_graphs_bits(stems):
     config = get_config(stems)
@@ -46,6 +47,7 @@ def test_random_segments_give_the_graphs_bits(stems):
     assert _same_bits(graph, mine)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 100])
 def test_chunks_that_do_not_divide_the_segment_give_the_same_bits(chunk):
     # T = 100 frames: the chunks end inside the segment, the last one short, and the tail of q - 1 blocks.
@@ -56,6 +58,7 @@ def test_chunks_that_do_not_divide_the_segment_give_the_same_bits(chunk):
     assert _same_bits(graph, mine)
 
 
+@pytest.mark.fast
 def test_average_mask_extension_keeps_the_graph():
     config = dataclasses.replace(get_config("2stems"), mask_extension="average")
     assert not synthesis.supports(config)
@@ -83,6 +86,7 @@ def test_real_music_through_the_official_model_gives_the_graphs_bits():
     assert not tail.any() and not np.signbit(tail).any()  # +0.0 as the graph's 0 + ... sums, never -0.0
 
 
+@pytest.mark.fast
 def test_non_finite_spectra_give_the_graphs_inf_and_nan_without_warnings():
     import warnings
 
@@ -99,6 +103,7 @@ def test_non_finite_spectra_give_the_graphs_inf_and_nan_without_warnings():
     assert np.array_equal(np.isnan(graph), np.isnan(mine)) and np.array_equal(graph[~np.isnan(graph)], mine[~np.isnan(mine)])
 
 
+@pytest.mark.fast
 def test_frames_past_the_last_audible_sample_are_skipped_with_the_same_bits():
     """A track's last segment is mostly padding: its frames past the last non-zero sample have a
     zero spectrum; synthesising only the others gives the graph's bits, zeros after them."""
@@ -123,6 +128,7 @@ def test_frames_past_the_last_audible_sample_are_skipped_with_the_same_bits():
     assert not skipped[1, (38 - 1) * config.frame_step + config.frame_length :].any()
 
 
+@pytest.mark.fast
 def test_non_finite_magnitudes_in_skipped_frames_give_the_graphs_nans():
     """Inf or NaN spread through the U-nets into padding frames: then every frame is synthesised."""
     config = dataclasses.replace(get_config("2stems"), T=40)

@@ -8,6 +8,8 @@ import pytest
 
 from stembeam.transforms.workspace import local_work_dir
 
+pytestmark = pytest.mark.fast
+
 OUTPUT = "gs://stembeam-out/run"
 
 

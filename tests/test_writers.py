@@ -12,6 +12,8 @@ from stembeam.transforms.resume import job_key
 from stembeam.transforms.stem_files import StemFiles
 from stembeam.transforms.write import WriteStems
 
+pytestmark = pytest.mark.fast
+
 KEY = job_key("spleeter:2stems", "f" * 64, "wav", "128k", "soft")
 SEGMENT = SPLEETER_2STEMS.segment_samples
 

@@ -24,7 +24,6 @@ Usage: .venv/bin/python -m tests.benchmarks.report_scale [--rows 10000] [--sourc
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import resource
 import shutil
@@ -34,7 +33,7 @@ import tempfile
 import time
 import urllib.parse
 
-from tests.conftest import CC0, CC0_SONGS, EXAMPLE
+from tests.conftest import CC0, CC0_SONGS, EXAMPLE, write_manifest
 
 HOSTILE_ID = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 FAST_RTF = 30.0
@@ -52,11 +51,8 @@ def real_output(folder: str, frames: bool) -> str:
     broken = os.path.join(folder, "broken.wav")
     with open(broken, "wb") as handle:
         handle.write(b"not audio")
-    manifest = os.path.join(folder, "manifest.csv")
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id"])
-        writer.writerows([(os.path.join(CC0, song, "mixture.flac"), song) for song in CC0_SONGS] + [(EXAMPLE, HOSTILE_ID), (broken, "broken")])
+    rows = [(os.path.join(CC0, song, "mixture.flac"), song) for song in CC0_SONGS] + [(EXAMPLE, HOSTILE_ID), (broken, "broken")]
+    manifest = write_manifest(os.path.join(folder, "manifest.csv"), rows)
     output = os.path.join(folder, "real")
     flags = ["--features", "--vocal_pitch", "--allow_failures"] + (["--feature_frames"] if frames else [])
     done = subprocess.run([sys.executable, "-m", "stembeam", "pipeline", "--manifest", manifest, "--output", output, "--progress_interval", "0", *flags],
@@ -109,9 +105,9 @@ def folder_bytes(root: str) -> int:
 
 def measure_rtf(folder: str, copies: int) -> float:
     """Seconds of audio per wall second of `stembeam pipeline` over ``copies`` x the three songs, one whole process."""
-    from tests.benchmarks.throughput import _manifest, pipeline_job
+    from tests.benchmarks.throughput import corpus_manifest, pipeline_job
 
-    manifest, files = _manifest(folder, copies)
+    manifest, files = corpus_manifest(folder, copies)
     job = pipeline_job(manifest, os.path.join(folder, "rtf"), [], folder, "rtf")
     return 30.0 * len(files) / job["wall"]
 

@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from stembeam.model.decode import load_audio
+    from tests.band_energy import high_band_share
     from tests.conftest import CC0, CC0_SONGS, read_wav, snr_db
-    from tests.test_16khz import high_band_share
 
     results = {}
     for model in MODELS:

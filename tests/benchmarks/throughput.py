@@ -24,7 +24,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -35,17 +34,13 @@ import tempfile
 import time
 
 from stembeam.model.precision import cpu_flags
-from tests.conftest import CC0, CC0_SONGS, MODELS
+from tests.conftest import CC0, CC0_SONGS, MODELS, write_manifest
 
 
-def _manifest(folder: str, copies: int) -> tuple[str, list[str]]:
+def corpus_manifest(folder: str, copies: int) -> tuple[str, list[str]]:
+    """``{folder}/manifest.csv`` of ``copies`` x ../shared's three cc0 mixtures: its path, and the files it lists."""
     files = [os.path.join(CC0, song, "mixture.flac") for song in CC0_SONGS] * copies
-    path = os.path.join(folder, "manifest.csv")
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uri", "track_id"])
-        writer.writerows((f, f"track{i:03d}") for i, f in enumerate(files))
-    return path, files
+    return write_manifest(os.path.join(folder, "manifest.csv"), [(f, f"track{i:03d}") for i, f in enumerate(files)]), files
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -174,7 +169,7 @@ def main(argv=None) -> int:
     extra = [a for a in extra if a != "--"]
     os.environ.setdefault("STEMBEAM_MODEL_PATH", MODELS)
     with tempfile.TemporaryDirectory() as tmp:
-        manifest, files = _manifest(tmp, args.copies)
+        manifest, files = corpus_manifest(tmp, args.copies)
         audio_seconds = 30.0 * len(files)
         print(f"audio: {len(files)} tracks, {audio_seconds:.0f} s ({audio_seconds / 60:.1f} min); beam options: {' '.join(extra) or '(defaults)'}; "
               f"{_cpu_name()}, {os.cpu_count()} cores{' (amx_bf16)' if 'amx_bf16' in cpu_flags() else ''}; each job a whole process, one after the other", flush=True)
