@@ -24,7 +24,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from stembeam.model.config import SPLEETER_2STEMS
 from stembeam.model.decode import load_audio
 from stembeam.model.encode import write_audio
-from stembeam.model.separation import mixture_minus, overlap_add_segments, segment_count, segment_waveform, separate_waveform
+from stembeam.model.separation import overlap_add_segments, segment_count, segment_waveform, separate_waveform, with_residual
 from stembeam.pipeline.summary import counters
 from stembeam.transforms import storage
 from stembeam.transforms.audio import ERRORS, FINISHED_EARLIER, LENGTHS, DecodeAndChunk
@@ -212,7 +212,7 @@ def test_write_stems_overlap_adds_the_segments_byte_for_byte(excerpt, tmp_path):
 def test_the_residual_stem_is_the_mixture_minus_the_others_byte_for_byte(excerpt, tmp_path):
     """FilterSegments with ``residual`` carries each segment's mixture along (its first T*hop
     samples, all of them in the last segment), and WriteStems makes the last stem the mixture
-    minus the others: exactly model.separation.mixture_minus of the decoded samples and the
+    minus the others: exactly model.separation.with_residual of the decoded samples and the
     overlap-added vocals, so the two stems sum to the mixture within float32 rounding."""
     path, samples = excerpt
     n = samples.shape[0]
@@ -224,7 +224,7 @@ def test_the_residual_stem_is_the_mixture_minus_the_others_byte_for_byte(excerpt
     folder = os.path.join(str(output), "stems", "ex")
     written = {stem: _read_stem(os.path.join(folder, f"{stem}.wav")) for stem in CONFIG.instruments}
     assert written["vocals"].tobytes() == vocals.tobytes()
-    assert written["accompaniment"].tobytes() == mixture_minus(samples, vocals[..., np.newaxis]).tobytes()
+    assert written["accompaniment"].tobytes() == with_residual(np.stack([vocals, np.zeros_like(vocals)], axis=-1), samples)[..., -1].tobytes()
     assert np.max(np.abs(written["vocals"] + written["accompaniment"] - samples)) <= np.spacing(np.float32(np.max(np.abs(samples))))
     # Not the stand-in's own accompaniment (0.75 x): the mixture's rest.
     assert not np.array_equal(written["accompaniment"], overlap_add_segments(
@@ -358,7 +358,7 @@ def test_to_error_rows_gives_one_metadata_row_per_error():
     status ``error``, the reason, nothing of a stem; Beam's counter ``tracks_failed`` counts them."""
     errors = [("a", "/m/a.mp3", "/m/a.mp3: file not found"), ("row-3", "", "manifest row 3: no 'uri' (or 'path') value")]
     empty = {"stem": None, "stem_uri": None, "sample_rate": None, "channels": None, "duration_s": None, "rms": None, "peak": None,
-             "decode_warnings": None, "claimed_duration_s": None}
+             "decode_warnings": None, "claimed_duration_s": None, "source_offset_s": None, "source_duration_s": None, "source_stream": None}
     run = {"model": "spleeter:2stems", "codec": "flac", "pipeline_version": "9.9", "precision": "bfloat16", "bit_depth": 24, "F": 1536}
     pipeline = BeamTestPipeline()
     rows = pipeline | beam.Create(errors) | beam.ParDo(ToErrorRows(CONTEXT))
