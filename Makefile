@@ -71,4 +71,4 @@ evaluate: $(STAMP)
 	$(VENV)/bin/stembeam evaluate --dataset $(SHARED)/audio/cc0-multitrack --output eval_output/mwf --mwf
 
 clean:
-	rm -rf demo_output eval_output .pytest_cache
+	rm -rf demo_output eval_output separated_audio features_output .pytest_cache

@@ -19,7 +19,6 @@ setup(
         "apache-beam[gcp]==2.72.0",
         "tensorflow==2.17.1",
         "tensorflow-io==0.37.1",
-        "tensorflow-hub==0.16.1",
         "keras>=3.2,<4",
         "numpy<2",
         "protobuf<5",
@@ -34,7 +33,8 @@ setup(
         "soundfile",
         "soxr",
         "matplotlib",
-        # tensorflow-hub (imported by Beam's TF handlers) needs pkg_resources
+        # tensorboard 2.17 (TensorFlow's dependency) imports pkg_resources, gone in setuptools 81: its
+        # `tensorboard` program, which reads `stembeam train`'s logs/, would not start
         "setuptools<81",
         # Beam stages --setup_file for Dataflow workers with `python -m build`
         "build",

@@ -1,4 +1,5 @@
-"""Export a separator: ``model.keras`` (Beam's TFModelHandler), a TF SavedModel, ``stembeam.json``.
+"""Export a separator: ``model.keras`` (what the corpus job's workers load, transforms/model_handler.py),
+a TF SavedModel, ``stembeam.json``.
 
 SavedModel signatures:
 - ``serving_default``: ``waveform [n, 2]`` float32 at 44.1 kHz -> one ``[n, 2]`` output per

@@ -6,9 +6,8 @@ environment once, when its library loads, and Beam and Google's packages warn wh
 What each noise line is and where it is stopped (quiet mode):
 - ``E external/local_xla/... Unable to register cuFFT/cuDNN/cuBLAS factory``: TF's C++ log at
   import, ERROR level, printed on machines without a GPU -> ``TF_CPP_MIN_LOG_LEVEL=3``.
-- google.api_core ``FutureWarning`` (Python version support), setuptools' ``pkg_resources is
-  deprecated`` ``UserWarning`` (via tensorflow_hub), other dependencies' Deprecation/Future/User
-  warnings -> ``warnings`` filters for every module but stembeam's own (also ``PYTHONWARNINGS``
+- google.api_core ``FutureWarning`` (Python version support), other dependencies'
+  Deprecation/Future/User warnings -> ``warnings`` filters for every module but stembeam's own (also ``PYTHONWARNINGS``
   for worker processes).
 - ``WARNING:root:crcmod package not found`` (apache_beam.io.tfrecordio at import; google-crc32c,
   installed with Beam's gcp extra, is used instead, and a missing checksum library is still an

@@ -1,4 +1,4 @@
-"""Exports load in Keras (Beam's TFModelHandler) and TF Serving's SavedModel, with the same numbers."""
+"""Exports load in Keras (as the corpus job's model handler loads them) and TF Serving's SavedModel, with the same numbers."""
 import json
 import os
 

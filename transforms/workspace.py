@@ -1,7 +1,7 @@
 """A job's work space: ``{output}/_work/`` (progress marks, staged tables; local or gs://) and
 the local folder of each track in flight (its decoded samples; a gs:// output's stems before
 their upload). Each track's files go as soon as it is written; what a killed job left is swept
-by the next run on the output (pipeline/corpus.py clear_leftovers).
+by the next run on the output (pipeline/session.py clear_leftovers).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """11 kHz vs 16 kHz: `stembeam evaluate` of spleeter:2stems and spleeter:2stems-16kHz on ../shared's
 cc0-multitrack songs, then per song and stem the global SDR of the written stems (against the true
 vocals and drums + bass + other), museval's median SDR (evaluation/track_medians.csv) and the
-share of each stem's energy above 11025 Hz (README "Models").
+share of each stem's energy above 11025 Hz (docs/models.md).
 
   python -m tests.benchmarks.sixteen_khz [--output DIR]   # reuses DIR/<model>/ when complete
 """
