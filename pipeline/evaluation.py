@@ -245,10 +245,19 @@ def _scoring(options, run_id: Optional[str], staging: str, codec: Optional[str])
         return Scoring(job, evaluation, labels, f"estimates from {evaluation.estimates}", codec=codec, staging=staging)
     model = prepare_model(ModelRequest(job.model, job.model_dir, job.precision), job.output, in_process(options))
     check_block_frames(job, model.config)
-    description = f"{job.model}, " + ("multichannel Wiener filter" if job.mwf else "soft masks") + (
-        f", {model.precision} U-nets" if model.precision != "float32" else "")
     run = SeparationRun(job, model, run_id, staging)
-    return Scoring(job, evaluation, {"model": job.model, "filter": filter_name(job)}, description, run, codec, staging)
+    return Scoring(job, evaluation, {"model": job.model, "filter": filter_name(job)}, describe_separation(job, model.precision),
+                   run, codec, staging)
+
+
+def describe_separation(job: StembeamOptions, precision: str) -> str:
+    """The scores table's heading for stems this job separates: model, filter, --residual, precision."""
+    parts = [job.model, "multichannel Wiener filter" if job.mwf else "soft masks"]
+    if getattr(job, "residual", False):
+        parts.append("last stem the mixture minus the others (--residual)")
+    if precision != "float32":
+        parts.append(f"{precision} U-nets")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

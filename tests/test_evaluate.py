@@ -247,3 +247,18 @@ def test_stem_mp4_references_are_musdbs_16_bit_samples():
         assert references[name].shape == (300032, 2)
         np.testing.assert_array_equal(references[name] * 32768, np.round(references[name] * 32768))
     np.testing.assert_array_equal(references["accompaniment"], references["drums"] + references["bass"] + references["other"])
+
+
+def test_the_scores_heading_names_the_filter_residual_and_precision():
+    """The heading above evaluate's scores says how the stems were made: --residual's stems are not
+    the soft masks' (the last one is the mixture minus the others), and bfloat16 U-nets are named."""
+    from stembeam.pipeline.evaluation import describe_separation
+    from stembeam.pipeline.options import StembeamOptions
+
+    def job(*flags):
+        return StembeamOptions(["--model", "spleeter:2stems", *flags])
+
+    assert describe_separation(job(), "float32") == "spleeter:2stems, soft masks"
+    assert describe_separation(job("--mwf"), "bfloat16") == "spleeter:2stems, multichannel Wiener filter, bfloat16 U-nets"
+    assert describe_separation(job("--residual"), "float32") == (
+        "spleeter:2stems, soft masks, last stem the mixture minus the others (--residual)")
