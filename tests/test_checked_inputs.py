@@ -380,10 +380,10 @@ def test_counts_without_metrics_use_the_models_segments(tmp_path):
     now = datetime.datetime.now(datetime.timezone.utc)
     import pyarrow as pa
 
-    from stembeam.transforms.records import METADATA_SCHEMA, RowContext, metadata_row
+    from stembeam.transforms.records import METADATA_SCHEMA, RowContext, StemFacts, metadata_row
 
     context = RowContext("m", "wav", "v")
-    rows = [metadata_row(context, "t", "/x.wav", stem="vocals", stem_uri="/o/v.wav", sample_rate=RATE, channels=2, duration_s=30.0)]
+    rows = [metadata_row(context, "t", "/x.wav", stem=StemFacts("vocals", "/o/v.wav", RATE, 2, 30.0, None, None))]
     pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), str(metadata / "tracks-00000-of-00001.parquet"))
     assert counts_from_metadata(str(tmp_path), now - datetime.timedelta(seconds=5), 512 * 1024)["chunks_inferred"] == 3
     assert counts_from_metadata(str(tmp_path), now - datetime.timedelta(seconds=5), 256 * 512)["chunks_inferred"] == 11

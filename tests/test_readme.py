@@ -12,7 +12,6 @@ import subprocess
 import sys
 import unicodedata
 
-import numpy as np
 import pytest
 import soundfile
 

@@ -5,7 +5,6 @@ import dataclasses
 import os
 
 import numpy as np
-import pytest
 
 from stembeam.model.config import SPLEETER_2STEMS
 from stembeam.model.training import TRAIN

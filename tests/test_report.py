@@ -24,7 +24,7 @@ from stembeam.model.features.schema import FRAMES_SCHEMA, SOURCES_SCHEMA, TRACKS
 from stembeam.pipeline import report_page
 from stembeam.pipeline.outputs import OutputTables
 from stembeam.pipeline.report_page import PageSettings, audio_href, box, build_report, histogram, reason_group, script_json, shard_of
-from stembeam.transforms.records import METADATA_SCHEMA, RowContext, Track, error_row, metadata_row
+from stembeam.transforms.records import METADATA_SCHEMA, RowContext, StemFacts, Track, error_row, metadata_row
 from tests.conftest import REPO
 
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>\u2028&amp;"
@@ -162,8 +162,8 @@ def _metadata(tracks: dict, failed: dict, output: str, created=T0) -> pa.Table:
         for stem in stems:
             folder = Track(track_id, f"/music/{k}.flac").folder_name  # where the pipeline writes them
             context = RowContext(f"spleeter:{len(stems)}stems", "wav", "0.1.0", "float32", 16, 1024)
-            row = metadata_row(context, track_id, f"/music/{k}.flac", stem=stem, stem_uri=f"{output}/stems/{folder}/{stem}.wav",
-                               sample_rate=44100, channels=2, duration_s=duration, rms=0.1, peak=0.5)
+            row = metadata_row(context, track_id, f"/music/{k}.flac",
+                               stem=StemFacts(stem, f"{output}/stems/{folder}/{stem}.wav", 44100, 2, duration, 0.1, 0.5))
             rows.append({**row, "created_at": when})
     for track_id, (uri, reason) in failed.items():
         rows.append({**error_row(RowContext("spleeter:2stems", "wav", "0.1.0", "float32", 16, 1024), track_id, uri, reason), "created_at": created})

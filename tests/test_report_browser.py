@@ -25,7 +25,7 @@ import urllib.parse
 
 import pytest
 
-from tests.conftest import AUDIO, CC0, CC0_SONGS, EXAMPLE, needs_shared, write_manifest
+from tests.conftest import CC0, CC0_SONGS, EXAMPLE, needs_shared, write_manifest
 
 pytestmark = [needs_shared, pytest.mark.browser]
 

@@ -31,7 +31,7 @@ from stembeam.transforms.audio import ERRORS, FINISHED_EARLIER, LENGTHS, DecodeA
 from stembeam.transforms.inference import FilterSegments, Separation
 from stembeam.transforms.manifest import ReadManifest
 from stembeam.transforms.progress import DECODED, DONE, FAILED, SKIPPED, MarkProgress, mark_key, metadata_progress, read_tally
-from stembeam.transforms.records import METADATA_SCHEMA, Chunk, DecodeNote, RowContext, Track, default_track_id, error_row, metadata_row
+from stembeam.transforms.records import METADATA_SCHEMA, Chunk, DecodeNote, RowContext, StemFacts, Track, default_track_id, error_row, metadata_row
 from stembeam.transforms.resume import changed_fields, decoding_change, job_key, key_run_here, source_identity, track_key, with_precision
 from stembeam.transforms.stem_files import MARKER, StemFiles, marker_uri, read_marker, track_folder
 from stembeam.transforms.write import METADATA_FILE, ToErrorRows, WriteMetadata, WriteStems
@@ -376,8 +376,8 @@ def test_write_metadata_writes_one_table_with_the_schema_and_replaces_it(tmp_pat
     replaces the first: one file, only its rows."""
     output = str(tmp_path / "out")
     ok = [
-        metadata_row(CONTEXT, "a b", "/m/a b.mp3", stem=stem, stem_uri=f"{output}/stems/a b/{stem}.flac", sample_rate=RATE, channels=2, duration_s=3.5,
-                     rms=0.125, peak=0.875, precision="bfloat16", note=DecodeNote(("1 corrupt frame", "short by 0.1 s"), 3.6))
+        metadata_row(CONTEXT, "a b", "/m/a b.mp3", stem=StemFacts(stem, f"{output}/stems/a b/{stem}.flac", RATE, 2, 3.5, 0.125, 0.875),
+                     precision="bfloat16", note=DecodeNote(("1 corrupt frame", "short by 0.1 s"), 3.6))
         for stem in CONFIG.instruments
     ]
     failed = [error_row(CONTEXT, "b", "/m/b.wav", "/m/b.wav: file not found")]
@@ -399,9 +399,9 @@ def test_mark_progress_leaves_one_mark_per_track_and_status(tmp_path):
     read_tally finds one mark per track and status, the seconds of finished audio and the
     decoded lengths. A mark that cannot be written does not fail the job (marks are advisory)."""
     root = str(tmp_path / "out" / "_work" / "progress")
-    written = [metadata_row(CONTEXT, "a", "/m/a.wav", stem=stem, duration_s=61.25) for stem in CONFIG.instruments]
+    written = [metadata_row(CONTEXT, "a", "/m/a.wav", stem=StemFacts(stem, None, None, None, 61.25, None, None)) for stem in CONFIG.instruments]
     written.append(error_row(CONTEXT, "b", "/m/b.wav", "/m/b.wav: file not found"))
-    earlier = [metadata_row(CONTEXT, "c", "/m/c.wav", stem=stem, duration_s=30.0) for stem in CONFIG.instruments]
+    earlier = [metadata_row(CONTEXT, "c", "/m/c.wav", stem=StemFacts(stem, None, None, None, 30.0, None, None)) for stem in CONFIG.instruments]
     with BeamTestPipeline() as pipeline:
         marks = (
             pipeline | "Written" >> beam.Create(written) | "WrittenMarks" >> beam.FlatMap(metadata_progress, "vocals"),

@@ -158,34 +158,67 @@ class DecodeNote:
     claimed_seconds: Optional[float] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class StemFacts:
+    """What a metadata row says of one written stem.
+
+    Args:
+        name: the stem (``vocals``, ...).
+        uri: its file.
+        sample_rate: Hz of the written samples.
+        channels: channels written.
+        duration_s: seconds written.
+        rms: root mean square of the float32 samples (all channels).
+        peak: largest absolute sample.
+    """
+
+    name: str
+    uri: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    rms: float
+    peak: float
+
+
 def error_row(context: RowContext, track_id: str, source_uri: str, reason: str, precision: Optional[str] = None) -> dict:
-    """Metadata row of a track that could not be separated."""
-    return metadata_row(context, track_id, source_uri, status="error", error=reason, precision=precision)
+    """Metadata row of a track that could not be separated (``status`` error, ``reason``)."""
+    return metadata_row(context, track_id, source_uri, error=reason, precision=precision)
 
 
-def metadata_row(context: RowContext, track_id: str, source_uri: str, *, stem: Optional[str] = None, stem_uri: Optional[str] = None,
-                 sample_rate: Optional[int] = None, channels: Optional[int] = None, duration_s: Optional[float] = None,
-                 rms: Optional[float] = None, peak: Optional[float] = None, status: str = "ok", error: Optional[str] = None,
+def metadata_row(context: RowContext, track_id: str, source_uri: str, *, stem: Optional[StemFacts] = None, error: Optional[str] = None,
                  precision: Optional[str] = None, note: Optional[DecodeNote] = None, span: Optional["Track"] = None) -> dict:
-    """A row of METADATA_SCHEMA: a written stem's (``status`` ok) or a failed track's; ``precision``
-    overrides the context's (what ran), ``note`` says what decoding the source found, ``span``:
-    the Track whose offset, duration and stream the stems were made from."""
+    """A row of METADATA_SCHEMA.
+
+    Args:
+        context: the run's facts every row carries (model, codec, version, ...).
+        track_id, source_uri: the track.
+        stem: the written stem (None for a failed track's row).
+        error: why the track failed (None: ``status`` ok).
+        precision: what the U-nets ran as, when not the context's.
+        note: what decoding the source found (warnings, claimed length).
+        span: the Track whose offset, duration and stream the stems were made from.
+
+    Returns:
+        ``{column: value}`` with every METADATA_SCHEMA column, ``created_at`` now (UTC).
+    """
+    facts = stem or StemFacts(None, None, None, None, None, None, None)
     return {
         "track_id": track_id,
         "source_uri": source_uri,
         "source_offset_s": span.offset if span is not None else None,
         "source_duration_s": span.duration if span is not None else None,
         "source_stream": span.stream if span is not None else None,
-        "stem": stem,
-        "stem_uri": stem_uri,
+        "stem": facts.name,
+        "stem_uri": facts.uri,
         "model": context.model,
         "codec": context.codec,
-        "sample_rate": sample_rate,
-        "channels": channels,
-        "duration_s": duration_s,
-        "rms": rms,
-        "peak": peak,
-        "status": status,
+        "sample_rate": facts.sample_rate,
+        "channels": facts.channels,
+        "duration_s": facts.duration_s,
+        "rms": facts.rms,
+        "peak": facts.peak,
+        "status": "ok" if error is None else "error",
         "error": error,
         "pipeline_version": context.version,
         "precision": precision or context.precision,

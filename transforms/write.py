@@ -1,6 +1,7 @@
 """WriteStems (audio files + a per-track marker) and WriteMetadata (Parquet)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -17,13 +18,22 @@ from stembeam.model.config import ModelConfig
 from stembeam.model.separation import OverlapAdd, with_residual
 from stembeam.transforms import storage, workspace
 from stembeam.transforms.stem_files import StemFiles, marker_uri, read_marker, rows_to_json, stem_names, track_folder, write_marker
-from stembeam.transforms.records import METADATA_SCHEMA, Chunk, RowContext, Track, error_row, metadata_row
+from stembeam.transforms.records import METADATA_SCHEMA, Chunk, RowContext, StemFacts, Track, error_row, metadata_row
 from stembeam.transforms.resume import track_key, with_precision
 from stembeam.transforms.staged import WriteTable
 from stembeam.transforms.timing import timer
 
 # WriteMetadata's one shard: a new table replaces the old one under the same name.
 METADATA_FILE = "tracks-00000-of-00001.parquet"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Encoding:
+    """How every stem file of a run is encoded (model.encode.AudioWriter's arguments)."""
+
+    codec: str
+    bitrate: str
+    bit_depth: int | None
 
 
 class _TrackInFlight:
@@ -33,12 +43,13 @@ class _TrackInFlight:
     stretch that no later segment touches (memory: one segment's overlap); ``close()`` encodes
     the rest, cropped to the track's length, and renames every stem into place."""
 
-    def __init__(self, track: Track, count: int, n_samples: int, config: ModelConfig, uris: dict, staging: str | None, codec: str,
-                 bitrate: str, timers: tuple, bit_depth: int | None = None, residual: bool = False):
-        self.track, self.count, self.next = track, count, 0
+    def __init__(self, chunk: Chunk, config: ModelConfig, uris: dict, staging: str | None, encoding: _Encoding, timers: tuple,
+                 residual: bool = False):
+        self.track, self.count, self.next = chunk.track, chunk.count, 0
         self.uris = uris
         self.precisions = set()
-        self._remaining = n_samples
+        self._config = config
+        self._remaining = chunk.n_samples
         self._adder = OverlapAdd(config)
         self._add_ms, self._encode_ms = timers
         self._staging = staging
@@ -49,7 +60,7 @@ class _TrackInFlight:
                 os.makedirs(staging, mode=0o700, exist_ok=True)
             for stem, uri in uris.items():
                 local = uri if staging is None else os.path.join(staging, os.path.basename(uri))
-                self.writers[stem] = AudioWriter(local, config.sample_rate, config.n_channels, codec, bitrate, bit_depth)
+                self.writers[stem] = AudioWriter(local, config.sample_rate, config.n_channels, encoding.codec, encoding.bitrate, encoding.bit_depth)
         except BaseException:
             self.abort()
             raise
@@ -78,6 +89,12 @@ class _TrackInFlight:
 
     def finish_signals(self) -> None:
         self._encode(self._adder.finish())
+
+    def facts(self, stem: str) -> StemFacts:
+        """What the metadata row says of ``stem``'s file, once written."""
+        writer = self.writers[stem]
+        rate = self._config.sample_rate
+        return StemFacts(stem, self.uris[stem], rate, self._config.n_channels, writer.frames / rate, writer.rms, writer.peak)
 
     def close(self) -> dict:
         """Rename every stem into place (remote: upload the staged file); ``{file name: bytes}``."""
@@ -132,7 +149,7 @@ class WriteStems(beam.DoFn):
         self._output = files.output
         self._key = key
         self._codec = files.codec
-        self._bitrate = files.bitrate
+        self._encoding = _Encoding(files.codec, files.bitrate, self._bit_depth)
         self._context = RowContext(key["model"], files.codec, files.version, key.get("precision", "float32"), self._bit_depth, config.F)
         self._run_id = files.run_id
         self._ok = Metrics.counter("stembeam", "tracks_ok")
@@ -153,8 +170,7 @@ class WriteStems(beam.DoFn):
         staging = None
         if not storage.is_local(folder):
             staging = tempfile.mkdtemp(prefix="stems-", dir=workspace.local_work_dir(self._output, create=True))
-        return _TrackInFlight(track, chunk.count, chunk.n_samples, self._config, uris, staging, self._codec, self._bitrate, self._timers,
-                              self._bit_depth, self._residual)
+        return _TrackInFlight(chunk, self._config, uris, staging, self._encoding, self._timers, self._residual)
 
     def _error(self, track: Track, reason: str, precision: str | None = None) -> dict:
         self._failed.inc()
@@ -229,11 +245,7 @@ class WriteStems(beam.DoFn):
         self._drop_earlier_stems(earlier, flight)
         sample_rate = self._config.sample_rate
         rows = [
-            metadata_row(
-                self._context, track.track_id, track.source_uri, stem=stem, stem_uri=uri, sample_rate=sample_rate,
-                channels=self._config.n_channels, duration_s=flight.writers[stem].frames / sample_rate, rms=flight.writers[stem].rms,
-                peak=flight.writers[stem].peak, precision=precision, note=track.decoded, span=track,
-            )
+            metadata_row(self._context, track.track_id, track.source_uri, stem=flight.facts(stem), precision=precision, note=track.decoded, span=track)
             for stem, uri in flight.uris.items()
         ]
         write_marker(marker, {"key": key, "run_id": self._run_id, "track_id": track.track_id, "rows": rows_to_json(rows), "stem_bytes": sizes})
