@@ -22,7 +22,7 @@ def fft_frequencies(sr: float, n_fft: int) -> np.ndarray:
 
 
 def hz_to_mel(frequencies) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above; same shape as ``frequencies``."""
     frequencies = np.asanyarray(frequencies, dtype=np.float64)
     f_sp = 200.0 / 3
     mels = frequencies / f_sp
@@ -33,6 +33,7 @@ def hz_to_mel(frequencies) -> np.ndarray:
 
 
 def mel_to_hz(mels) -> np.ndarray:
+    """Hz of Slaney mel values (the inverse of hz_to_mel), same shape, float64."""
     mels = np.asanyarray(mels, dtype=np.float64)
     f_sp = 200.0 / 3
     freqs = f_sp * mels

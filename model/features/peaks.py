@@ -42,9 +42,17 @@ def parabolic_shifts(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def peak_pick(x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int, delta: float, wait: int) -> np.ndarray:
-    """Indices of the peaks of ``x [n]`` (float, librosa.util.peak_pick): ``x[i]`` is the maximum
-    of ``x[i - pre_max : i + post_max]``, at least ``delta`` above the mean of ``x[i - pre_avg :
-    i + post_avg]``, and more than ``wait`` samples after the previous peak."""
+    """Peaks of a series, as librosa.util.peak_pick: ``x[i]`` is the maximum of ``x[i - pre_max :
+    i + post_max]``, at least ``delta`` above the mean of ``x[i - pre_avg : i + post_avg]``, and
+    more than ``wait`` samples after the previous peak.
+
+    Args:
+        x: ``[n]`` float.
+        pre_max, post_max, pre_avg, post_avg, wait: in samples of ``x``.
+        delta: the threshold over the local mean.
+    Returns:
+        ``[p]`` int indices, ascending.
+    """
     n = x.shape[0]
     index = np.arange(n)
     padded = np.concatenate([np.full(pre_max, -np.inf, x.dtype), x, np.full(post_max, -np.inf, x.dtype)])
