@@ -29,13 +29,12 @@ FINISHED_EARLIER = "finished_earlier"
 LENGTHS = "lengths"
 @dataclasses.dataclass(frozen=True)
 class Decoding:
-    """How sources are decoded: ``strict`` makes a damaged file (decoder errors, another length
-    than its header's) an error row instead of an ok row carrying its ``decode_warnings``;
-    ``limits`` bound what a file may claim and cost (model.decoders.DecodeLimits).
+    """How sources are decoded (frozen).
 
     Attributes:
-        strict: a damaged file is an error row.
-        limits: DecodeLimits.
+        strict: a damaged file (decoder errors, another length than its header's) is an error
+            row instead of an ok row carrying its ``decode_warnings``.
+        limits: DecodeLimits: what a file may claim and cost.
     """
 
     strict: bool = False

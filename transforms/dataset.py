@@ -74,6 +74,7 @@ class DatasetTrack:
 
     @property
     def stem_signals(self) -> dict:
+        """``{stem: Signal}`` of the true stems."""
         return dict(self.stems)
 
 

@@ -17,14 +17,11 @@ MARKER = ".stembeam.json"
 
 @dataclasses.dataclass(frozen=True)
 class StemFiles:
-    """How a run writes stems: under ``output``, with the job's resume ``key`` (transforms.resume:
-    its codec among the rest), the lossy codecs' ``bitrate``, the files' ``bit_depth``, stembeam's
-    ``version`` for the rows, this run's ``run_id`` (None: a dry run), and whether tracks an
-    earlier run finished are kept (``skip_existing``).
+    """How a run writes stems (frozen).
 
     Attributes:
         output: the output folder.
-        key: the job's resume key (transforms.resume.job_key).
+        key: the job's resume key (transforms.resume.job_key; its codec among the rest).
         bitrate: lossy codecs' bitrate.
         bit_depth: the files' bit depth (None: the codec's default).
         version: stembeam's version, for the rows.
