@@ -35,9 +35,18 @@ def _has_glob(path: str) -> bool:
 
 
 def checkpoint_prefix(model_dir: str) -> str:
-    """The checkpoint prefix in ``model_dir`` (its ``checkpoint`` file, else ``model``). A folder
-    whose name holds glob characters (``2stems [copy]``) is read literally: TF's own lookup
-    globs the prefix and finds nothing there."""
+    """The checkpoint prefix in a model folder.
+
+    A folder whose name holds glob characters (``2stems [copy]``) is read literally: TF's own
+    lookup globs the prefix and finds nothing there.
+
+    Args:
+        model_dir: the folder.
+    Returns:
+        The prefix its ``checkpoint`` file names, else ``{model_dir}/model``.
+    Raises:
+        FileNotFoundError: neither exists.
+    """
     if _has_glob(model_dir):
         latest = None
         if tf.io.gfile.exists(os.path.join(model_dir, "checkpoint")):
@@ -71,7 +80,15 @@ def _readable(prefix: str):
 
 
 def checkpoint_variables(prefix: str) -> Dict[str, Tuple[int, ...]]:
-    """Weight variables of a checkpoint: name -> shape (bookkeeping variables left out)."""
+    """Weight variables of a checkpoint (bookkeeping variables such as ``global_step`` left out).
+
+    Args:
+        prefix: the checkpoint prefix (see checkpoint_prefix).
+    Returns:
+        ``{name: shape}``.
+    Raises:
+        ModelFileError: the index cannot be read.
+    """
     with _readable(prefix) as readable:
         try:
             listed = tf.train.list_variables(readable)
@@ -81,15 +98,19 @@ def checkpoint_variables(prefix: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def keras_variables(model: keras.Model) -> Dict[str, Tuple[int, ...]]:
-    """The model's weights under their checkpoint names: ``layer/weight`` -> shape."""
+    """The weights of ``model`` under their checkpoint names: ``{"layer/weight": shape}``."""
     return {w.path: tuple(w.shape) for w in model.weights}
 
 
 def load_official_checkpoint(model: keras.Model, prefix: str) -> None:
-    """Assign every weight of ``model`` from the TF1 checkpoint at ``prefix``.
+    """Assign every weight of ``model`` from a TF1 checkpoint.
 
-    Raises ValueError unless the checkpoint's weight variables and the model's
-    weights match one to one, name for name and shape for shape.
+    Args:
+        model: the Keras U-nets (unet.build_model).
+        prefix: the checkpoint prefix.
+    Raises:
+        ValueError: the checkpoint's weight variables and the model's weights do not match one to
+        one, name for name and shape for shape; ModelFileError: a file cannot be read.
     """
     expected = checkpoint_variables(prefix)
     ours = keras_variables(model)
@@ -115,7 +136,15 @@ def load_official_checkpoint(model: keras.Model, prefix: str) -> None:
 
 
 def save_official_checkpoint(model: keras.Model, prefix: str, global_step: int = 0) -> str:
-    """Write ``model``'s weights as a TF1 name-based checkpoint with the official names."""
+    """Write ``model``'s weights as a TF1 name-based checkpoint with the official names.
+
+    Args:
+        model: the Keras U-nets.
+        prefix: the checkpoint prefix to write.
+        global_step: stored as ``global_step``, as Spleeter's Estimator did.
+    Returns:
+        The prefix written.
+    """
     values = {w.path: np.asarray(w.numpy()) for w in model.weights}
     values["global_step"] = np.int64(global_step)
     # A TF1 Saver keys the checkpoint by the given names, as Spleeter's Estimator did.

@@ -14,10 +14,26 @@ _MODEL_NAME = re.compile(r"\w[\w.:-]{0,127}")
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Everything that defines a Spleeter-style separator.
+    """Everything that defines a Spleeter-style separator (frozen; see the package docstring's shapes).
 
-    Shapes used across the package: waveforms are ``[samples, 2]`` float32 at
-    ``sample_rate``; spectrogram segments are ``[T, F, 2]``.
+    Waveforms are ``[samples, 2]`` float32 at ``sample_rate``; the U-nets see segments
+    ``[T, F, n_channels]`` of STFT magnitudes.
+
+    Attributes:
+        name: the model's name (``spleeter:2stems``...); becomes a folder name.
+        instruments: the S stem names, in the model's order; become file names.
+        sample_rate: Hz of the waveforms.
+        frame_length, frame_step: the STFT's N (4096) and hop (1024).
+        T, F: frames per segment (512) and bins through the U-nets (1024, or 1536 at 16 kHz).
+        n_channels: 2 (or 1 for a mono model).
+        separation_exponent: the exponent of the ratio masks (2: Wiener-like).
+        mask_extension: how masks reach the bins above F: ``zeros`` or ``average``.
+        conv_activation, deconv_activation: ``relu``, ``elu`` or ``leaky_relu``.
+        conv_n_filters: the 6 encoder filter counts.
+        softmax_masks: masks from a softmax across instruments (5 stems) instead of sigmoids.
+    Raises:
+        ValueError: a name that is not a safe file/folder name, repeated instruments, an unknown
+        mask_extension or n_channels.
     """
 
     name: str
@@ -48,12 +64,12 @@ class ModelConfig:
 
     @property
     def n_bins(self) -> int:
-        """Number of STFT bins (frame_length // 2 + 1)."""
+        """Number of STFT bins, ``frame_length // 2 + 1`` (2049)."""
         return self.frame_length // 2 + 1
 
     @property
     def segment_samples(self) -> int:
-        """Samples spanned by the T frames of one segment."""
+        """Samples spanned by the T frames of one segment, ``L = (T - 1) * hop + N``."""
         return (self.T - 1) * self.frame_step + self.frame_length
 
     def _check_values(self):
@@ -63,11 +79,21 @@ class ModelConfig:
             raise ValueError(f"n_channels {self.n_channels}: 1 (mono model) or 2")
 
     def to_json(self) -> str:
+        """The configuration as stembeam's JSON (``stembeam.json``; read back by from_json)."""
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        """stembeam's own JSON (``stembeam.json``), or Spleeter's configuration JSON."""
+        """Parse a configuration JSON.
+
+        Args:
+            text: stembeam's own JSON (``stembeam.json``), or Spleeter's configuration JSON.
+        Returns:
+            ModelConfig.
+        Raises:
+            ValueError: values a ModelConfig refuses, or a Spleeter configuration stembeam cannot
+            run (see from_spleeter); KeyError for stembeam JSON without ``instruments``.
+        """
         data = json.loads(text)
         if is_spleeter_config(data):
             return from_spleeter(data)[0]
@@ -118,26 +144,46 @@ CONFIGS = {c.name: c for c in _BASE_CONFIGS + tuple(wide_band(c) for c in _BASE_
 
 
 def official_name(name: str) -> Optional[str]:
-    """``spleeter:<name>`` when ``name`` (with or without ``spleeter:``) is one of CONFIGS."""
+    """The official name of ``name``.
+
+    Args:
+        name: a model name, with or without ``spleeter:``.
+    Returns:
+        ``spleeter:<name>`` when it is one of CONFIGS, else None.
+    """
     key = name if name.startswith("spleeter:") else f"spleeter:{name}"
     return key if key in CONFIGS else None
 
 
 def is_wide_band(name: Optional[str]) -> bool:
-    """``spleeter:2stems-16kHz`` (or ``2stems-16kHz``), 4 or 5 stems."""
+    """Whether ``name`` is an official 16 kHz model (``spleeter:2stems-16kHz`` or ``2stems-16kHz``, 4 or 5 stems)."""
     return bool(name) and official_name(name) is not None and official_name(name).endswith(WIDE_BAND_SUFFIX)
 
 
 def weights_name(name: str) -> str:
-    """The official model whose weights ``name`` uses: ``2stems`` for ``spleeter:2stems`` and
-    ``spleeter:2stems-16kHz``; any other name as given (without ``spleeter:``)."""
+    """The official model whose weights ``name`` uses.
+
+    Args:
+        name: a model name.
+    Returns:
+        ``2stems`` for ``spleeter:2stems`` and ``spleeter:2stems-16kHz``; any other name as given
+        (without ``spleeter:``).
+    """
     short = name.split(":", 1)[1] if name.startswith("spleeter:") else name
     return short[: -len(WIDE_BAND_SUFFIX)] if is_wide_band(name) else short
 
 
 def get_config(name: str) -> ModelConfig:
-    """Return the configuration for ``spleeter:2stems`` (or ``2stems``), 4 or 5 stems, or their
-    16 kHz versions ``spleeter:2stems-16kHz``..."""
+    """The configuration of an official model.
+
+    Args:
+        name: ``spleeter:2stems`` (or ``2stems``), 4 or 5 stems, or their 16 kHz versions
+            ``spleeter:2stems-16kHz``...
+    Returns:
+        ModelConfig.
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
     key = official_name(name)
     if key is None:
         raise ValueError(f"unknown model configuration {name!r}; known: {', '.join(CONFIGS)}")
@@ -164,7 +210,16 @@ SPLEETER_MODEL_KEYS = (
 
 @dataclasses.dataclass(frozen=True)
 class SpleeterTraining:
-    """The training half of a Spleeter configuration (paths as written in the JSON)."""
+    """The training half of a Spleeter configuration (frozen; paths as written in the JSON).
+
+    Attributes:
+        model_dir: the model folder (weights, checkpoints).
+        train_csv, validation_csv: the datasets' manifests.
+        training_cache, validation_cache: Spleeter's cache folders.
+        mix_name: the mixture's column prefix in the manifests (``mix``).
+        batch_size, learning_rate, train_max_steps, random_seed, save_checkpoints_steps: as Spleeter.
+        ignored: keys of the JSON stembeam does not use.
+    """
 
     model_dir: Optional[str] = None
     train_csv: Optional[str] = None
@@ -181,7 +236,7 @@ class SpleeterTraining:
 
 
 def is_spleeter_config(data: dict) -> bool:
-    """Spleeter's configurations name their stems ``instrument_list`` (stembeam's: ``instruments``)."""
+    """Whether the parsed JSON ``data`` is Spleeter's (it names its stems ``instrument_list``, stembeam's ``instruments``)."""
     return isinstance(data, dict) and "instrument_list" in data and "instruments" not in data
 
 
@@ -202,11 +257,19 @@ def _config_name(data: dict, source: Optional[str]) -> str:
 
 
 def from_spleeter(data: dict, source: Optional[str] = None) -> Tuple[ModelConfig, SpleeterTraining]:
-    """Map Spleeter's configuration dict to ``(ModelConfig, SpleeterTraining)``.
+    """Map Spleeter's configuration dict.
 
     Every key Spleeter reads is mapped or listed in SPLEETER_IGNORED_KEYS; ``model.type`` must be
     ``unet.unet`` or ``unet.softmax_unet``; ``optimizer`` (Adam only) and ``loss_type``
-    (``L1_mask`` only) are checked. Raises ValueError naming the key and the value.
+    (``L1_mask`` only) are checked.
+
+    Args:
+        data: the parsed JSON.
+        source: the file it came from (names the model and the messages), or None.
+    Returns:
+        ``(ModelConfig, SpleeterTraining)``.
+    Raises:
+        ValueError naming the key and the value.
     """
     where = f"{source}: " if source else ""
     model = data.get("model") or {}
@@ -250,8 +313,16 @@ def from_spleeter(data: dict, source: Optional[str] = None) -> Tuple[ModelConfig
 
 
 def load_config_file(path: str) -> Tuple[ModelConfig, Optional[SpleeterTraining]]:
-    """``(ModelConfig, SpleeterTraining or None)`` of a JSON file (local or gs://): stembeam's
-    ``stembeam.json``/``config.json`` or Spleeter's configuration."""
+    """Read a configuration JSON file.
+
+    Args:
+        path: a local or gs:// path: stembeam's ``stembeam.json``/``config.json`` or Spleeter's
+            configuration.
+    Returns:
+        ``(ModelConfig, SpleeterTraining or None)`` (None for stembeam's JSON).
+    Raises:
+        ValueError naming the file: not JSON, or neither configuration.
+    """
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path) as handle:

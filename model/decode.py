@@ -28,8 +28,17 @@ class AudioDamageWarning(UserWarning):
 
 
 def check_rate(sample_rate, name: str = "sample_rate", limits: DecodeLimits = DecodeLimits()) -> int:
-    """``sample_rate`` as an int; ValueError naming ``name`` unless it is a whole number of Hz
-    within ``limits``."""
+    """Check a sample rate.
+
+    Args:
+        sample_rate: a number of Hz.
+        name: the parameter's name, for the message.
+        limits: DecodeLimits giving the accepted rates.
+    Returns:
+        ``sample_rate`` as an int.
+    Raises:
+        ValueError naming ``name`` unless it is a whole number of Hz within ``limits``.
+    """
     try:
         value = float(sample_rate)
     except (TypeError, ValueError):
@@ -40,8 +49,15 @@ def check_rate(sample_rate, name: str = "sample_rate", limits: DecodeLimits = De
 
 
 def check_span(offset, duration, offset_name: str = "offset", duration_name: str = "duration") -> None:
-    """ValueError naming the parameter unless ``offset`` is a finite number >= 0 and
-    ``duration`` None or a finite number > 0 (seconds)."""
+    """Check a span to decode.
+
+    Args:
+        offset: seconds from the start; a finite number >= 0.
+        duration: seconds; None (to the end) or a finite number > 0.
+        offset_name, duration_name: the parameters' names, for the message.
+    Raises:
+        ValueError naming the parameter that is out of range.
+    """
     try:
         start = float(offset)
     except (TypeError, ValueError):
@@ -71,6 +87,13 @@ def decode_to_file(path: str, raw_path: str, sample_rate: int = 44100, offset: f
     Memory stays at one block whatever the length, and the whole file is decoded before
     anyone reads it, so a file that breaks half way is known before any of it is used.
 
+    Args:
+        path: a local audio file.
+        raw_path: the file to write: ``[samples, 2]`` little-endian float32, row after row.
+        sample_rate: the rate to decode to (Hz).
+        offset, duration: the span to decode, in seconds (duration None: to the end).
+        stream: the index of one audio stream of a multi-stream file (None: ffmpeg's choice).
+        limits: DecodeLimits (None: the defaults).
     Returns:
         Decoded: ``frames`` written, the claimed length, the decoder, the damage seen.
     Raises:
@@ -80,14 +103,22 @@ def decode_to_file(path: str, raw_path: str, sample_rate: int = 44100, offset: f
 
 
 def read_raw(raw_path: str, start: int, count: int) -> np.ndarray:
-    """Samples ``[start, start + count)`` of a decode_to_file output, ``[k, 2]`` (k < count at the end)."""
+    """Read samples of a decode_to_file output.
+
+    Args:
+        raw_path: the file decode_to_file wrote.
+        start: the first sample.
+        count: samples wanted.
+    Returns:
+        ``[k, 2]`` float32, samples ``[start, start + count)`` (``k < count`` at the end).
+    """
     with open(raw_path, "rb") as handle:
         handle.seek(start * 8)
         return np.fromfile(handle, dtype="<f4", count=count * 2).reshape(-1, 2)
 
 
 def damage_text(decoded: Decoded) -> str:
-    """The damage of a decode in one line (empty when clean)."""
+    """The damage of a ``Decoded`` in one line (empty when clean)."""
     return "; ".join(decoded.warnings)
 
 
@@ -99,9 +130,12 @@ def load_audio(path: str, sample_rate: int = 44100, offset: float = 0.0, duratio
         path: a local audio file (WAV, FLAC, AIFF, MP3, Ogg, Opus, M4A... whatever ffmpeg reads).
         sample_rate: the rate to decode to (Hz); other rates are resampled.
         offset, duration: the span to decode, in seconds (duration None: to the end).
-        strict: raise AudioDecodeError for a damaged file instead of warning.
+        stream: the index of one audio stream of a multi-stream file (None: ffmpeg's choice).
+        strict: raise AudioDecodeError for a damaged file instead of warning
+            (AudioDamageWarning).
+        limits: DecodeLimits: what a file may claim and cost (None: the defaults).
     Returns:
-        ``[samples, 2]`` float32: the same samples decode_to_file writes.
+        ``[samples, 2]`` float32 at ``sample_rate``: the same samples decode_to_file writes.
     Raises:
         AudioDecodeError naming the file and the reason (missing, empty, not audio, damaged
         with ``strict``...); ValueError for a bad ``sample_rate``, ``offset`` or ``duration``.
@@ -123,10 +157,21 @@ def load_audio(path: str, sample_rate: int = 44100, offset: float = 0.0, duratio
 
 def decode_blocks(path: str, sample_rate: int = 44100, offset: float = 0.0, duration: Optional[float] = None,
                   stream: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Stereo float32 ``[k, 2]`` blocks of ``path`` streamed from ffmpeg (a process of its own:
-    resampled, downmixed; ``stream``: one audio stream of several), stopped when it takes
-    longer than DecodeLimits allows. Memory: one block. Raises AudioDecodeError naming the file
-    and the reason (missing, empty, directory, not audio, NaN/Inf, no samples)."""
+    """Stream ``path`` from ffmpeg (a process of its own: resampled, downmixed), one block at a time.
+
+    Memory: one block. Stopped when it takes longer than DecodeLimits allows.
+
+    Args:
+        path: a local audio file.
+        sample_rate: the rate to decode to (Hz).
+        offset, duration: the span to decode, in seconds (duration None: to the end).
+        stream: the index of one audio stream of several (None: ffmpeg's choice).
+    Returns:
+        An iterator of ``[k, 2]`` float32 blocks.
+    Raises:
+        AudioDecodeError naming the file and the reason (missing, empty, directory, not audio,
+        NaN/Inf, no samples).
+    """
     request = _request(path, sample_rate, offset, duration, stream, None)
     check_readable(request.path)
     claim = ffprobe_claim(request.path, stream)

@@ -217,8 +217,17 @@ class WorkerPool:
         self._tfio_lock = threading.Lock()
 
     def decode(self, request: DecodeRequest, raw_path: str) -> tuple:
-        """Decode ``request`` into ``raw_path`` (interleaved stereo float32) in a worker:
-        ``(Decoded, Claim)``. Raises AudioDecodeError naming the file and the reason."""
+        """Decode a request into a file in a worker process.
+
+        Args:
+            request: DecodeRequest.
+            raw_path: the file to write: interleaved stereo float32, ``[samples, 2]`` row after row.
+        Returns:
+            ``(Decoded, Claim)``.
+        Raises:
+            AudioDecodeError naming the file and the reason (a worker that crashed, looped or grew
+            past the limits included).
+        """
         worker = self._take()
         try:
             answer, claim = self._run(worker, request, raw_path, tfio=False)

@@ -44,7 +44,12 @@ SNDFILE, TFIO, FFMPEG = "sndfile", "tfio", "ffmpeg"
 
 
 class AudioDecodeError(Exception):
-    """A file that cannot be turned into audio; ``str()`` names the file and the reason."""
+    """A file that cannot be turned into audio; ``str()`` names the file and the reason.
+
+    Args:
+        path: the file.
+        reason: why, in a few words (kept as ``.reason``; ``.path`` too).
+    """
 
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")
@@ -54,12 +59,16 @@ class AudioDecodeError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class DecodeLimits:
-    """What a file may claim and cost before it is refused or stopped.
+    """What a file may claim and cost before it is refused or stopped (frozen).
 
-    ``min_rate``..``max_rate`` and ``max_channels`` bound what a header may claim, and
-    ``max_seconds`` the length decoded (a header that lies about its rate or length cannot fill
-    the disk or the memory); a decode worker gets ``deadline_s`` + the claimed seconds /
-    ``min_speed`` of wall time and ``max_memory_mb`` of memory growth before it is stopped.
+    Attributes:
+        min_rate, max_rate: the sample rates (Hz) a header may claim.
+        max_channels: the channels a header may claim.
+        max_seconds: the most audio decoded (a header that lies about its rate or length cannot
+            fill the disk or the memory).
+        deadline_s, min_speed: a decode worker gets ``deadline_s`` + the claimed seconds /
+            ``min_speed`` of wall time before it is stopped.
+        max_memory_mb: the memory growth a decode worker may have.
     """
 
     min_rate: int = 4000
@@ -78,8 +87,16 @@ class DecodeLimits:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeRequest:
-    """Decode ``path`` (its audio stream ``stream`` if given) from ``offset`` s for ``duration`` s
-    to ``[n, 2]`` float32 at ``sample_rate``. ``decoders`` forces a route (tests)."""
+    """One decode (frozen): ``path`` to ``[samples, 2]`` float32.
+
+    Attributes:
+        path: a local file.
+        sample_rate: the rate to decode to (Hz).
+        offset, duration: the span in seconds (duration None: to the end).
+        stream: one audio stream of a multi-stream file (None: ffmpeg's choice).
+        limits: DecodeLimits.
+        decoders: force a route (tests); None: ``route`` chooses.
+    """
 
     path: str
     sample_rate: int = 44100
@@ -90,10 +107,12 @@ class DecodeRequest:
     decoders: Optional[tuple] = None
 
     def to_json(self) -> dict:
+        """The request as a JSON-ready dict (what a decode worker receives)."""
         return {**dataclasses.asdict(self), "limits": dataclasses.asdict(self.limits)}
 
     @classmethod
     def from_json(cls, data: dict) -> "DecodeRequest":
+        """The request a ``to_json`` dict describes."""
         limits = DecodeLimits(**data.pop("limits"))
         decoders = data.pop("decoders")
         return cls(**data, limits=limits, decoders=None if decoders is None else tuple(decoders))
@@ -101,10 +120,17 @@ class DecodeRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """What a file says of itself before it is decoded: its container (``headers.sniff``),
-    libsndfile's format and subtype when it opens it, rate, channels and length in frames at
-    that rate (None: unknown); ``exact``: the length is the container's own count, not an
-    estimate; ``notes``: what is wrong with the header itself."""
+    """What a file says of itself before it is decoded (frozen; None: unknown).
+
+    Attributes:
+        kind: its container (``headers.sniff``).
+        format, subtype: libsndfile's, when it opens the file.
+        sample_rate, channels: as claimed.
+        frames: length in frames at ``sample_rate``.
+        exact: the length is the container's own count, not an estimate.
+        notes: what is wrong with the header itself.
+        longer: a FLAC whose data holds more than its header claims (decoded by ffmpeg).
+    """
 
     kind: Optional[str]
     format: Optional[str] = None
@@ -120,6 +146,7 @@ class Claim:
 
     @property
     def seconds(self) -> Optional[float]:
+        """The claimed length in seconds, or None when unknown."""
         if self.frames is None or not self.sample_rate:
             return None
         return self.frames / self.sample_rate
@@ -127,9 +154,15 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
-    """What a decode gave: ``frames`` at ``sample_rate``, the span's length the container
-    claims (``claimed_frames`` at ``sample_rate``, None when unknown), the ``decoder`` that
-    gave the samples, and ``warnings``: the damage seen (empty for a clean file)."""
+    """What a decode gave (frozen).
+
+    Attributes:
+        frames: frames written at ``sample_rate``.
+        sample_rate: Hz.
+        claimed_frames: the span's length the container claims, at ``sample_rate`` (None: unknown).
+        decoder: the decoder that gave the samples.
+        warnings: the damage seen (empty for a clean file).
+    """
 
     frames: int
     sample_rate: int
@@ -139,10 +172,12 @@ class Decoded:
 
     @property
     def seconds(self) -> float:
+        """Seconds decoded."""
         return self.frames / self.sample_rate
 
     @property
     def claimed_seconds(self) -> Optional[float]:
+        """Seconds the container claims for the span, or None when unknown."""
         return None if self.claimed_frames is None else self.claimed_frames / self.sample_rate
 
 
@@ -176,7 +211,13 @@ class _NextDecoder(Exception):
 
 
 def check_readable(path: str) -> int:
-    """The size of the regular file ``path``; AudioDecodeError naming what it is otherwise."""
+    """Check that ``path`` is a regular, non-empty, readable file.
+
+    Returns:
+        Its size in bytes.
+    Raises:
+        AudioDecodeError naming what it is otherwise (missing, a folder, empty...).
+    """
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -237,7 +278,14 @@ def _ffprobe(path: str, stream: Optional[int]) -> Optional[tuple]:
 
 
 def probe(path: str, stream: Optional[int] = None) -> Claim:
-    """What ``path`` claims to be (see Claim); never decodes."""
+    """What ``path`` claims to be; never decodes.
+
+    Args:
+        path: a local file.
+        stream: one audio stream of a multi-stream file, or None.
+    Returns:
+        Claim.
+    """
     with open(path, "rb") as handle:
         kind = headers.sniff(handle.read(16))
         pcm = headers.read_pcm_header(handle, os.fstat(handle.fileno()).st_size) if kind in ("wav", "aiff") else None
@@ -262,7 +310,15 @@ def probe(path: str, stream: Optional[int] = None) -> Claim:
 
 
 def ffprobe_claim(path: str, stream: Optional[int] = None, kind: Optional[str] = None) -> Claim:
-    """What ffprobe says of the audio stream ffmpeg would decode (its length an estimate)."""
+    """What ffprobe says of the audio stream ffmpeg would decode (its length an estimate).
+
+    Args:
+        path: a local file.
+        stream: one audio stream, or None.
+        kind: the container, as ``headers.sniff`` says.
+    Returns:
+        Claim (``exact`` False; fields None where ffprobe says nothing).
+    """
     found = _ffprobe(path, stream)
     if found is None:
         return Claim(kind)
@@ -290,8 +346,16 @@ def _header_notes(pcm: headers.PcmHeader) -> tuple:
 
 
 def check_limits(path: str, claim: Claim, request: DecodeRequest) -> None:
-    """AudioDecodeError for a rate or channel count outside ``request.limits`` (a header that
-    lies); a length is bounded while decoding (decode_claimed stops at ``limits.max_seconds``)."""
+    """Refuse a header that lies about its rate or channels (a length is bounded while decoding:
+    decode_claimed stops at ``limits.max_seconds``).
+
+    Args:
+        path: the file, for the message.
+        claim: its Claim.
+        request: the DecodeRequest (its ``limits``).
+    Raises:
+        AudioDecodeError: a rate or channel count outside ``request.limits``.
+    """
     limits = request.limits
     if claim.sample_rate is not None and not limits.min_rate <= claim.sample_rate <= limits.max_rate:
         raise AudioDecodeError(path, f"its header claims {claim.sample_rate:g} Hz, outside {limits.min_rate}..{limits.max_rate} Hz (a damaged header?)")
@@ -300,7 +364,7 @@ def check_limits(path: str, claim: Claim, request: DecodeRequest) -> None:
 
 
 def route(claim: Claim, request: DecodeRequest) -> tuple:
-    """The decoders to try, in order (see the module docstring)."""
+    """The decoders to try, in order, for a Claim and a DecodeRequest (see the module docstring)."""
     if request.decoders:
         return tuple(request.decoders)
     if request.stream is not None:
@@ -441,12 +505,19 @@ def _first_line(error: BaseException) -> str:
 
 
 def ffmpeg_blocks(path: str, claim: Claim, request: DecodeRequest, warnings: list) -> Iterator[np.ndarray]:
-    """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed); what ffmpeg
-    says of damaged frames (CRC checks on) goes to ``warnings``.
+    """Stereo float32 blocks streamed from the ffmpeg binary (resampled, downmixed).
 
     ``request.stream`` picks one audio stream of a multi-stream file (a ``.stem.mp4``); it is
     read as 16-bit PCM, as musdb/stempeg read MUSDB's stems, so references and mixtures are the
     very samples MUSDB's published scores were computed on.
+
+    Args:
+        path: a local file.
+        claim: its Claim.
+        request: DecodeRequest (rate, span, stream, limits).
+        warnings: a list that gets what ffmpeg says of damaged frames (CRC checks on).
+    Returns:
+        An iterator of ``[k, channels]`` float32 blocks (channels 2, or 1 for mono sources).
     """
     if shutil.which("ffmpeg") is None:
         raise AudioDecodeError(path, "no decoder for it here, and ffmpeg is not installed")
@@ -559,12 +630,18 @@ def _length_warning(decoded: int, claimed: Optional[int], claim: Claim, request:
 
 
 def decode(request: DecodeRequest, sink) -> Decoded:
-    """Feed every decoded ``[k, 2]`` float32 block of ``request`` to ``sink.write`` (``sink.reset()``
-    before each decoder tried) and say what was decoded.
+    """Decode a request into a sink.
 
-    Raises AudioDecodeError naming the file and the reason: not a readable file, a claim outside
-    the limits, no decoder that reads it, no samples in the span, NaN or Inf, more samples than
-    the limits allow.
+    Args:
+        request: DecodeRequest.
+        sink: an object with ``write(block [k, 2] float32)`` and ``reset()`` (called before each
+            decoder tried).
+    Returns:
+        Decoded: what was decoded.
+    Raises:
+        AudioDecodeError naming the file and the reason: not a readable file, a claim outside
+        the limits, no decoder that reads it, no samples in the span, NaN or Inf, more samples
+        than the limits allow.
     """
     path = request.path
     check_readable(path)
@@ -574,7 +651,7 @@ def decode(request: DecodeRequest, sink) -> Decoded:
 
 
 def decode_claimed(request: DecodeRequest, claim: Claim, sink) -> Decoded:
-    """``decode`` for a file already probed (``claim``)."""
+    """``decode`` for a file already probed: ``claim`` is its Claim (same arguments, returns and errors)."""
     path = request.path
     claimed = _claimed_span(claim, request)
     cap = int(request.limits.max_seconds * request.sample_rate)

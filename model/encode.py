@@ -33,7 +33,7 @@ _SOUNDFILE_FORMATS = {("wav", 24): ("WAV", "PCM_24"), ("wav", 32): ("WAV", "FLOA
 
 
 def check_codec(codec: str) -> None:
-    """ValueError naming the known codecs unless ``codec`` is one."""
+    """Raise ValueError naming the known codecs unless ``codec`` is one of CODECS."""
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(sorted(CODECS))}")
 
@@ -43,8 +43,14 @@ _BITRATE = re.compile(r"^[0-9]+(\.[0-9]+)?[kKM]?$")
 
 
 def check_bitrate(codec: str, bitrate: str | None) -> None:
-    """ValueError unless ``bitrate`` is a bitrate ffmpeg takes (``128k``, ``96000``, ``1.5M``);
-    only lossy codecs use one."""
+    """Check a bitrate for ``codec`` (only lossy codecs use one).
+
+    Args:
+        codec: one of CODECS.
+        bitrate: a bitrate ffmpeg takes (``128k``, ``96000``, ``1.5M``), or None.
+    Raises:
+        ValueError: a lossy codec and a bitrate that is none.
+    """
     if codec in LOSSLESS_CODECS or bitrate is None:
         return
     text = str(bitrate)
@@ -53,13 +59,20 @@ def check_bitrate(codec: str, bitrate: str | None) -> None:
 
 
 def default_bit_depth(codec: str) -> int | None:
-    """The bit depth ``codec``'s files get unless told otherwise (None: a lossy codec)."""
+    """The bit depth ``codec``'s files get unless told otherwise (wav 16, flac 24; None: a lossy codec)."""
     depths = BIT_DEPTHS.get(codec)
     return depths[0] if depths else None
 
 
 def check_bit_depth(codec: str, bit_depth: int | None) -> None:
-    """Raise ValueError unless ``bit_depth`` (None: the codec's default) is one ``codec`` writes."""
+    """Check a bit depth for ``codec``.
+
+    Args:
+        codec: one of CODECS.
+        bit_depth: 16, 24 or 32 (float) for wav, 24 or 16 for flac; None: the codec's default.
+    Raises:
+        ValueError: a bit depth ``codec`` does not write (lossy codecs have none).
+    """
     if bit_depth is None or bit_depth == default_bit_depth(codec):
         return
     if bit_depth not in BIT_DEPTHS.get(codec, ()):
@@ -107,12 +120,23 @@ class AudioEncodeError(Exception):
 
 
 class AudioWriter:
-    """Streams ``[k, C]`` float32 blocks into an audio file that appears whole or not at all.
+    """Streams ``[k, channels]`` float32 blocks into an audio file that appears whole or not at all.
 
     Blocks go to a temporary name in the target folder (16-bit PCM wav as Spleeter writes
     it, other codecs piped through ffmpeg, 24-bit and float files through libsndfile);
-    ``close()`` renames it into place, ``abort()`` removes it. Keeps the written output's
-    running ``frames``, ``rms`` and ``peak`` (clipped, except in float files).
+    ``close()`` (or ``finish()`` then ``commit()``) renames it into place, ``abort()`` removes
+    it. Keeps the written output's running ``frames``, ``rms`` and ``peak`` (clipped, except in
+    float files). A context manager: aborts on an exception, else closes.
+
+    Args:
+        path: the file to write (its folder is created).
+        sample_rate: Hz.
+        channels: channels of every block.
+        codec: one of CODECS (``wav``, ``flac``, ``mp3``, ``ogg``, ``m4a``, ``wma``).
+        bitrate: lossy codecs' bitrate (``128k``); ignored by lossless ones.
+        bit_depth: wav 16, 24 or 32 (float), flac 24 or 16; None: the codec's default.
+    Raises:
+        ValueError: a codec, bitrate or bit depth that cannot be used.
     """
 
     def __init__(self, path: str, sample_rate: int = 44100, channels: int = 2, codec: str = "wav", bitrate: str | None = "128k",
@@ -187,6 +211,13 @@ class AudioWriter:
         return lines[-1] if lines else f"exit code {self._ffmpeg.returncode}"
 
     def write(self, block: np.ndarray) -> None:
+        """Append a block.
+
+        Args:
+            block: ``[k, channels]`` float32 samples, full scale 1.0.
+        Raises:
+            AudioEncodeError: NaN or Inf in ``block``, or the encoder refused it.
+        """
         if not np.all(np.isfinite(block)):
             raise AudioEncodeError(f"{self.path}: NaN or Inf in the audio to write")
         # Float files keep peaks above full scale; integer files clip (stats: what the file holds).
@@ -214,10 +245,12 @@ class AudioWriter:
 
     @property
     def rms(self) -> float:
+        """RMS of the samples written so far (after clipping to the file's format), full scale 1.0."""
         return float(np.sqrt(self._squares / max(1, self.frames * 2)))
 
     @property
     def peak(self) -> float:
+        """Largest absolute sample written so far (after clipping to the file's format)."""
         return self._peak
 
     def finish(self) -> None:
@@ -288,6 +321,15 @@ class AudioWriter:
 
 def write_audio(path: str, waveform: np.ndarray, sample_rate: int = 44100, codec: str = "wav", bitrate: str | None = "128k",
                 bit_depth: int | None = None) -> None:
-    """Write ``waveform [samples, C]`` atomically (see AudioWriter; ``bit_depth`` None: the codec's default)."""
+    """Write a waveform atomically (see AudioWriter).
+
+    Args:
+        path: the file to write.
+        waveform: ``[samples, channels]`` float32.
+        sample_rate, codec, bitrate, bit_depth: as AudioWriter (``bit_depth`` None: the codec's
+            default).
+    Raises:
+        AudioEncodeError; ValueError for bad settings.
+    """
     with AudioWriter(path, sample_rate, waveform.shape[1], codec, bitrate, bit_depth) as writer:
         writer.write(waveform)

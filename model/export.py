@@ -21,7 +21,14 @@ SAVED_MODEL_DIR = "saved_model"
 
 
 def waveform_separator(model: keras.Model, config: ModelConfig):
-    """A tf.function ``waveform [n, 2] -> {instrument: [n, 2]}`` doing the graph's soft-mask separation."""
+    """The graph's soft-mask separation of a whole waveform as one tf.function.
+
+    Args:
+        model: the Keras U-nets.
+        config: its ModelConfig.
+    Returns:
+        A tf.function ``waveform [samples, 2] float32 -> {instrument: [samples, 2] float32}``.
+    """
 
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="waveform")])
     def separate(waveform):
@@ -40,7 +47,16 @@ def waveform_separator(model: keras.Model, config: ModelConfig):
 
 
 def export_model(model: keras.Model, config: ModelConfig, directory: str) -> str:
-    """Write ``model.keras``, ``saved_model/`` and ``stembeam.json`` into ``directory``."""
+    """Write ``model.keras``, ``saved_model/`` (signatures ``serving_default``: waveform_separator,
+    ``spectrogram``: ``[B, T, F, channels] -> [B, T, F, 2, S]``) and ``stembeam.json``.
+
+    Args:
+        model: the Keras U-nets.
+        config: its ModelConfig.
+        directory: the folder (local or gs://; created if needed).
+    Returns:
+        ``directory``.
+    """
     tf.io.gfile.makedirs(directory)
     model.save(os.path.join(directory, KERAS_FILE))
     module = tf.Module()

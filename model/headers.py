@@ -19,8 +19,14 @@ _MAX_CHUNKS = 64
 
 
 def sniff(head: bytes) -> Optional[str]:
-    """The container of a file from its first bytes: ``wav`` (RIFF/RF64/BW64 WAVE), ``aiff``
-    (AIFF or AIFF-C), ``flac``, ``ogg``, ``mp3`` (ID3 tag or an MPEG audio frame), else None."""
+    """The container of a file from its first bytes.
+
+    Args:
+        head: the file's first bytes (16 are enough).
+    Returns:
+        ``wav`` (RIFF/RF64/BW64 WAVE), ``aiff`` (AIFF or AIFF-C), ``flac``, ``ogg``, ``mp3`` (ID3
+        tag or an MPEG audio frame), else None.
+    """
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return "wav"
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
@@ -67,8 +73,14 @@ class PcmHeader:
 
 
 def read_pcm_header(handle: BinaryIO, size: int) -> Optional[PcmHeader]:
-    """The header of a WAV or AIFF file open in ``handle`` (``size`` bytes long), or None when it
-    is neither or its format and data chunks cannot be found."""
+    """The header of a WAV or AIFF file as written.
+
+    Args:
+        handle: the file, open in binary mode (it is seeked).
+        size: the file's size in bytes.
+    Returns:
+        PcmHeader, or None when the file is neither or its format and data chunks cannot be found.
+    """
     handle.seek(0)
     head = handle.read(12)
     kind = sniff(head)

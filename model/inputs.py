@@ -11,9 +11,13 @@ from stembeam.model.decoders import MAX_MAGNITUDE
 
 
 def to_float(samples: np.ndarray) -> np.ndarray:
-    """Samples as float32: integer PCM of any width, signed or unsigned, scaled by its type's
-    full range to [-1, 1) (uint8 and the other unsigned types centred first); floats as they are.
+    """Samples as float32, integer PCM scaled to [-1, 1).
 
+    Args:
+        samples: an array of any shape: integer PCM of any width, signed or unsigned (scaled by
+            its type's full range, unsigned types centred first), or floats (kept as they are).
+    Returns:
+        float32, the same shape.
     Raises:
         ValueError for booleans, complex numbers or anything else that is not samples.
     """

@@ -17,11 +17,19 @@ KERAS_FILE = "model.keras"
 
 
 def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
-    """The configuration file ``name`` (stembeam's or Spleeter's JSON) when given, else the
-    folder's ``stembeam.json``, else the official config named or implied by its variables.
+    """The configuration of a model folder.
 
+    Taken from the configuration file ``name`` when given (stembeam's or Spleeter's JSON), else
+    the folder's ``stembeam.json``, else the official config named or implied by its variables.
     A 16 kHz name (``spleeter:2stems-16kHz``...) takes the folder's configuration with F = 1536
-    (config.wide_band), as Spleeter's 16 kHz configs take the base model's folder."""
+    (config.wide_band), as Spleeter's 16 kHz configs take the base model's folder.
+
+    Args:
+        model_dir: the model folder (local or gs://).
+        name: the model's name or configuration file, or None.
+    Returns:
+        ModelConfig.
+    """
     if name and is_config_file(name):
         return load_config_file(name)[0]
     if is_wide_band(name):
@@ -38,9 +46,14 @@ def config_for_dir(model_dir: str, name: str | None = None) -> ModelConfig:
 
 
 def loaded_files(model_dir: str) -> list:
-    """Paths of the files that ``load_model`` reads from ``model_dir``: ``stembeam.json`` when
-    present, and ``model.keras`` or else the ``.index`` / ``.data-*`` files of the checkpoint
-    prefix that the folder's ``checkpoint`` file names (a training folder holds several)."""
+    """The files that ``load_model`` reads from a model folder.
+
+    Args:
+        model_dir: the model folder.
+    Returns:
+        Sorted paths: ``stembeam.json`` when present, and ``model.keras`` or else the ``.index`` /
+        ``.data-*`` files of the checkpoint prefix the folder's ``checkpoint`` file names.
+    """
     names = tf.io.gfile.listdir(model_dir)
     files = [os.path.join(model_dir, CONFIG_FILE)] if CONFIG_FILE in names else []
     if KERAS_FILE in names:
@@ -51,9 +64,14 @@ def loaded_files(model_dir: str) -> list:
 
 
 def weights_fingerprint(model_dir: str) -> str:
-    """sha256 over the name and bytes of every file that ``load_model`` reads from ``model_dir``
-    (``loaded_files``): it changes when the weights are retrained in place, whatever their size,
-    or when the folder's ``checkpoint`` file names another checkpoint."""
+    """A fingerprint of the weights: it changes when they are retrained in place, whatever their
+    size, or when the folder's ``checkpoint`` file names another checkpoint.
+
+    Args:
+        model_dir: the model folder.
+    Returns:
+        Hex sha256 over the name and bytes of each of ``loaded_files(model_dir)``.
+    """
     digest = hashlib.sha256()
     for path in loaded_files(model_dir):
         digest.update(os.path.basename(path).encode("utf-8") + b"\0")
@@ -64,23 +82,40 @@ def weights_fingerprint(model_dir: str) -> str:
 
 
 def segment_shape(config: ModelConfig) -> tuple:
-    """The U-nets' input ``(T, F, channels)``: what a ``model.keras`` is built for."""
+    """The U-nets' input ``(T, F, channels)`` for ``config``: what a ``model.keras`` is built for."""
     return (config.T, config.F, config.n_channels)
 
 
 def keras_file_fits(model_dir: str, config: ModelConfig) -> bool:
-    """Whether the folder's ``model.keras`` takes ``config``'s segments as it is: the folder's
-    ``stembeam.json`` has the same segment shape (a 16 kHz name on an 11 kHz export has not)."""
+    """Whether the folder's ``model.keras`` takes ``config``'s segments as it is.
+
+    Args:
+        model_dir: the model folder.
+        config: the ModelConfig to run.
+    Returns:
+        True when there is a ``model.keras`` and the folder's ``stembeam.json`` (if any) has the
+        same segment_shape (a 16 kHz name on an 11 kHz export has not).
+    """
     if not tf.io.gfile.exists(os.path.join(model_dir, KERAS_FILE)):
         return False
     return not tf.io.gfile.exists(os.path.join(model_dir, CONFIG_FILE)) or segment_shape(config_for_dir(model_dir)) == segment_shape(config)
 
 
 def load_model(name: str, model_dir: str | None = None):
-    """``(config, keras.Model)`` for a model name or folder (see model.resolve). A folder's
-    ``model.keras`` built for other segments than the config's (a 16 kHz name on an 11 kHz
-    export) gives its weights to a model built for the config: the U-nets' weights do not
-    depend on T or F."""
+    """Build the Keras U-nets of a model, with its weights.
+
+    A folder's ``model.keras`` built for other segments than the config's (a 16 kHz name on an
+    11 kHz export) gives its weights to a model built for the config: the U-nets' weights do not
+    depend on T or F.
+
+    Args:
+        name: a model name, folder or configuration JSON (see model.resolve).
+        model_dir: the model's folder, looked at first.
+    Returns:
+        ``(ModelConfig, keras.Model)``: magnitudes ``[B, T, F, 2]`` -> ``[B, T, F, 2, S]``.
+    Raises:
+        ModelNotFoundError: no folder found; ModelFileError: its weights cannot be read.
+    """
     folder = resolve_model_dir(name, model_dir)
     config = config_for_dir(folder, name)
     keras_path = os.path.join(folder, KERAS_FILE)
@@ -100,7 +135,17 @@ def load_model(name: str, model_dir: str | None = None):
 
 
 def load_separator(name: str, model_dir: str | None = None, precision: str = "float32"):
-    """``(config, SegmentSeparator)`` for a model name or folder, its U-nets in ``precision``."""
+    """Load a model ready to separate segments.
+
+    Args:
+        name: a model name, folder or configuration JSON (see model.resolve).
+        model_dir: the model's folder, looked at first.
+        precision: the U-nets' arithmetic (``float32``, ``bfloat16``, ``auto``; model.precision).
+    Returns:
+        ``(ModelConfig, SegmentSeparator)``.
+    Raises:
+        ModelNotFoundError, ModelFileError (see load_model); ValueError for a bad precision.
+    """
     from stembeam.model.segment_graph import SegmentSeparator
 
     config, model = load_model(name, model_dir)

@@ -24,8 +24,14 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set:
-    """The CPU feature flags Linux reports (empty where there is no /proc/cpuinfo);
-    ``$STEMBEAM_CPUINFO`` names another file to read them from (tests of other CPUs)."""
+    """The CPU feature flags Linux reports.
+
+    Args:
+        cpuinfo: the file to read (None: ``$STEMBEAM_CPUINFO``, for tests of other CPUs, else
+            /proc/cpuinfo).
+    Returns:
+        A set of flags (``amx_bf16``...); empty where there is no such file.
+    """
     cpuinfo = cpuinfo or os.environ.get("STEMBEAM_CPUINFO", "/proc/cpuinfo")
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
@@ -39,7 +45,7 @@ def cpu_flags(cpuinfo: str | None = None) -> set:
 
 @functools.lru_cache(maxsize=None)
 def gpu_compute_capability():
-    """``(major, minor)`` of the first visible GPU, or None without one."""
+    """``(major, minor)`` of the first visible GPU, or None without one (cached)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -50,6 +56,7 @@ def gpu_compute_capability():
 
 
 def check_precision(precision: str) -> str:
+    """``precision`` when it is one of PRECISIONS; ValueError naming ``--precision`` otherwise."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: choose float32, bfloat16 or auto")
     return precision
@@ -59,11 +66,23 @@ _WARNED = set()
 
 
 def effective_precision(precision: str, cpuinfo: str | None = None, gpu=None) -> str:
-    """What ``precision`` runs as on this machine: ``float32``, ``bfloat16`` (oneDNN on the CPU),
-    ``mixed_bfloat16`` or ``mixed_float16`` (Keras on a GPU). A bfloat16 request on a CPU without
-    bfloat16 instructions prints one line (once per process) and runs in float32; on a CPU with
-    AVX512_BF16 but no AMX one line says bfloat16 is likely the slower choice. ``auto`` is
-    bfloat16 on a GPU or a CPU with AMX, float32 elsewhere, without a line."""
+    """What ``precision`` runs as on this machine.
+
+    A bfloat16 request on a CPU without bfloat16 instructions prints one line (once per
+    process) and runs in float32; on a CPU with AVX512_BF16 but no AMX one line says bfloat16 is
+    likely the slower choice. ``auto`` is bfloat16 on a GPU or a CPU with AMX, float32
+    elsewhere, without a line.
+
+    Args:
+        precision: ``float32``, ``bfloat16`` or ``auto``.
+        cpuinfo: the cpuinfo file (see cpu_flags).
+        gpu: the GPU's compute capability (None: ask TensorFlow).
+    Returns:
+        ``float32``, ``bfloat16`` (oneDNN on the CPU), ``mixed_bfloat16`` or ``mixed_float16``
+        (Keras on a GPU).
+    Raises:
+        ValueError: an unknown precision.
+    """
     if check_precision(precision) == "float32":
         return "float32"
     capability = gpu_compute_capability() if gpu is None else gpu
@@ -82,8 +101,9 @@ def effective_precision(precision: str, cpuinfo: str | None = None, gpu=None) ->
 
 
 def faster_precision_hint(cpuinfo: str | None = None) -> str | None:
-    """The line the command line shows a person at a terminal running the float32 default on a
-    CPU with AMX, where bfloat16 is the fast path; None elsewhere."""
+    """The line the command line shows a person at a terminal running the float32 default on a CPU
+    with AMX, where bfloat16 is the fast path; None elsewhere (``cpuinfo``: see cpu_flags).
+    """
     if "amx_bf16" not in cpu_flags(cpuinfo):
         return None
     return ("stembeam: hint: this CPU has AMX (amx_bf16): --precision bfloat16 (or auto) separates about 1.7x as fast, "
@@ -97,8 +117,16 @@ def _say_once(key: str, line: str) -> None:
 
 
 def mixed_precision_model(model, config, policy: str):
-    """A copy of the U-net ``model`` built under the Keras ``policy`` (mixed_bfloat16 /
-    mixed_float16: variables float32, computation in the reduced type), same weights."""
+    """A copy of the U-net ``model`` built under a Keras mixed-precision policy, same weights.
+
+    Args:
+        model: the Keras U-nets.
+        config: its ModelConfig.
+        policy: ``mixed_bfloat16`` or ``mixed_float16`` (variables float32, computation in the
+            reduced type).
+    Returns:
+        keras.Model, the same inputs and outputs as ``model``.
+    """
     import keras
 
     from stembeam.model.unet import build_model

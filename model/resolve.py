@@ -27,7 +27,8 @@ RELEASE_URL_VARIABLE = "STEMBEAM_RELEASE_URL"
 
 def release_url(short: str) -> str:
     """Where the official ``short`` model (``2stems``...) is downloaded from: the release, or the
-    mirror ``$STEMBEAM_RELEASE_URL`` names (a folder URL holding ``2stems.tar.gz``...)."""
+    mirror ``$STEMBEAM_RELEASE_URL`` names (a folder URL holding ``2stems.tar.gz``...).
+    """
     mirror = os.environ.get(RELEASE_URL_VARIABLE)
     return f"{mirror.rstrip('/')}/{short}.tar.gz" if mirror else RELEASE_URL.format(name=short)
 # sha256 of each official release's model.data-00000-of-00001
@@ -44,17 +45,24 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def cache_dir() -> str:
+    """The local cache of official models: ``$STEMBEAM_CACHE``, default ``~/.cache/stembeam/models``."""
     return os.environ.get("STEMBEAM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "stembeam", "models"))
 
 
 def is_model_dir(path: str) -> bool:
-    """A folder holding a stembeam export or a TF checkpoint with weights."""
+    """Whether ``path`` is a folder holding a stembeam export or a TF checkpoint with weights."""
     return tf.io.gfile.isdir(path) and missing_model_files(path) is None
 
 
 def missing_model_files(path: str) -> str | None:
-    """What the folder ``path`` lacks to be a model (None: nothing): a ``model.keras``, or a TF
-    checkpoint's ``.index`` and its ``.data-*`` files."""
+    """What a folder lacks to be a model.
+
+    Args:
+        path: an existing folder.
+    Returns:
+        None when it has a ``model.keras`` or a TF checkpoint's ``.index`` and ``.data-*``
+        files; else one line saying what is missing.
+    """
     names = set(tf.io.gfile.listdir(path))
     if "model.keras" in names:
         return None
@@ -76,8 +84,20 @@ def _known_names_hint(name: str, short: str) -> str:
 
 
 def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | None = None) -> str:
-    """Folder of the model ``name`` (``spleeter:2stems``, ``2stems``, a path, or a configuration
-    JSON: Spleeter's names its folder ``model_dir``), see module doc."""
+    """Find the folder of a model (see the module docstring for the order looked in).
+
+    Args:
+        name: ``spleeter:2stems``, ``2stems``, a folder, or a configuration JSON (Spleeter's
+            names its folder ``model_dir``).
+        model_dir: a folder looked at first.
+        download: allow downloading an official release into the cache (None: unless
+            ``$STEMBEAM_NO_DOWNLOAD`` is set).
+    Returns:
+        The folder's path.
+    Raises:
+        ModelNotFoundError: the message lists every place looked at (or what an incomplete
+        folder lacks).
+    """
     if is_config_file(name) and not model_dir:
         return _config_model_dir(name, download)
     looked: List[str] = []
@@ -118,7 +138,7 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
 
 
 def is_config_file(name: str) -> bool:
-    """A model given as a configuration file (``-p CONFIG.json``, as Spleeter takes it)."""
+    """Whether the model ``name`` is a configuration file (``-p CONFIG.json``, as Spleeter takes it)."""
     return name.lower().endswith(".json")
 
 
@@ -145,6 +165,7 @@ def _config_model_dir(path: str, download: bool | None) -> str:
 
 
 def sha256_of(path: str) -> str:
+    """Hex sha256 of the local file ``path``."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -153,7 +174,16 @@ def sha256_of(path: str) -> str:
 
 
 def download_official(short: str, destination: str) -> str:
-    """Download and unpack an official release into ``destination``, checking the weights' sha256."""
+    """Download and unpack an official release, checking the weights' sha256.
+
+    Args:
+        short: ``2stems``, ``4stems`` or ``5stems``.
+        destination: the folder to create (its parent is created if needed).
+    Returns:
+        ``destination``.
+    Raises:
+        ValueError: a sha256 mismatch; urllib's and tarfile's errors as they come.
+    """
     url = release_url(short)
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)

@@ -26,23 +26,42 @@ def _hann(frame_length, dtype):
 
 
 def stft(waveforms: tf.Tensor, config: ModelConfig, pad_end: bool = False) -> tf.Tensor:
-    """``[..., samples, C]`` float32 -> ``[..., frames, N//2+1, C]`` complex64 (the graph's STFT)."""
+    """The graph's STFT (``tf.signal.stft``, periodic Hann window).
+
+    Args:
+        waveforms: ``[..., samples, channels]`` float32.
+        config: ModelConfig (N, hop).
+        pad_end: zero pad the end to ``ceil(samples / hop)`` frames.
+    Returns:
+        ``[..., frames, bins, channels]`` complex64.
+    """
     channels_first = tf.experimental.numpy.moveaxis(waveforms, -1, -2)
     spec = tf.signal.stft(channels_first, config.frame_length, config.frame_step, window_fn=_hann, pad_end=pad_end)
     return tf.experimental.numpy.moveaxis(spec, -3, -1)
 
 
 def inverse_stft(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
-    """``[..., frames, N//2+1, C]`` -> ``[..., (frames-1)*hop + N, C]`` with the graph's 2/3 window gain."""
+    """The graph's inverse STFT, with its 2/3 window gain.
+
+    Args:
+        spec: ``[..., frames, bins, channels]`` complex64.
+        config: ModelConfig.
+    Returns:
+        ``[..., (frames - 1) * hop + N, channels]`` float32.
+    """
     channels_first = tf.experimental.numpy.moveaxis(spec, -1, -3)
     wave = tf.signal.inverse_stft(channels_first, config.frame_length, config.frame_step, window_fn=_hann)
     return tf.experimental.numpy.moveaxis(wave * spectral.WINDOW_COMPENSATION_FACTOR, -2, -1)
 
 
 def ratio_masks(sources: tf.Tensor, config: ModelConfig) -> tf.Tensor:
-    """Spleeter's masks ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, extended from F to N//2+1 bins.
+    """Spleeter's masks ``(y_i^e + eps/S) / (sum_j y_j^e + eps)``, extended from F to all bins.
 
-    sources: ``[..., frames, F, C, S]``; returns ``[..., frames, N//2+1, C, S]``.
+    Args:
+        sources: ``[..., frames, F, channels, S]`` source magnitudes.
+        config: ModelConfig (separation_exponent, mask_extension).
+    Returns:
+        ``[..., frames, bins, channels, S]`` float32.
     """
     count = len(config.instruments)
     powered = sources**config.separation_exponent
@@ -52,8 +71,15 @@ def ratio_masks(sources: tf.Tensor, config: ModelConfig) -> tf.Tensor:
 
 
 def overlap_add(frames: tf.Tensor, frame_step: int) -> tf.Tensor:
-    """``[..., frames, N]`` -> ``[..., (frames-1)*hop + N]``, for ``N`` a multiple of ``hop``:
-    ``N/hop`` shifted adds of hop-sized blocks (cheaper than tf.signal.overlap_and_add)."""
+    """Overlap-add frames: ``N / hop`` shifted adds of hop-sized blocks (cheaper than
+    tf.signal.overlap_and_add).
+
+    Args:
+        frames: ``[..., frames, N]``, ``N`` a multiple of ``frame_step``.
+        frame_step: hop.
+    Returns:
+        ``[..., (frames - 1) * hop + N]``.
+    """
     length = frames.shape[-1]
     q = length // frame_step
     blocks = tf.reshape(frames, tf.concat([tf.shape(frames)[:-1], [q, frame_step]], 0))
@@ -65,13 +91,21 @@ def overlap_add(frames: tf.Tensor, frame_step: int) -> tf.Tensor:
 
 
 def magnitudes(spec: tf.Tensor, config: ModelConfig) -> tf.Tensor:
-    """The U-nets' input ``|X|`` of the first F bins: ``[..., T, F, C]``."""
+    """The U-nets' input ``|X|`` of the first F bins: ``spec [..., T, bins, channels]`` -> ``[..., T, F, channels]`` float32."""
     return tf.abs(spec)[..., : config.F, :]
 
 
 def extend_masks(masks: tf.Tensor, config: ModelConfig, axis: int) -> tf.Tensor:
-    """Masks of F bins (on ``axis``) to N//2+1 bins, as Spleeter's ``mask_extension`` says:
-    ``zeros`` above F, or ``average``: each frame's mean over the F bins."""
+    """Masks of F bins to all bins, as Spleeter's ``mask_extension`` says: ``zeros`` above F, or
+    ``average``: each frame's mean over the F bins.
+
+    Args:
+        masks: F bins on ``axis``.
+        config: ModelConfig.
+        axis: the bins' axis.
+    Returns:
+        ``bins = N // 2 + 1`` on ``axis``, other axes unchanged.
+    """
     extra = config.n_bins - config.F
     if config.mask_extension == "average":
         row = tf.reduce_mean(masks, axis=axis, keepdims=True)
@@ -84,10 +118,18 @@ def extend_masks(masks: tf.Tensor, config: ModelConfig, axis: int) -> tf.Tensor:
 
 
 def source_magnitudes(model, mix: tf.Tensor, config: ModelConfig, training: bool = False) -> tf.Tensor:
-    """Stereo mixture magnitudes ``[B, T, F, 2]`` -> source magnitudes ``[B, T, F, 2, S]``.
+    """Run the U-nets on mixture magnitudes.
 
     A mono model (``n_channels`` 1) separates each channel on its own (the channels go through
     the batch); its two mask channels, trained against one target channel, are averaged.
+
+    Args:
+        model: the Keras U-nets (unet.build_model) or a reduced-precision version.
+        mix: ``[B, T, F, 2]`` float32 mixture magnitudes.
+        config: ModelConfig.
+        training: Keras' training flag (dropout, batch statistics).
+    Returns:
+        ``[B, T, F, 2, S]`` source magnitudes.
     """
     if config.n_channels == 2:
         return model(mix, training=training)
@@ -98,7 +140,7 @@ def source_magnitudes(model, mix: tf.Tensor, config: ModelConfig, training: bool
 
 
 def apply_masks(spec: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
-    """``spec [..., bins, C]`` times each mask ``[..., bins, C, S]`` -> ``[..., bins, C, S]``."""
+    """``spec [..., bins, channels]`` complex64 times each mask ``[..., bins, channels, S]`` -> ``[..., bins, channels, S]`` complex64."""
     return spec[..., tf.newaxis] * tf.cast(masks, tf.complex64)
 
 
@@ -111,6 +153,12 @@ class SegmentSeparator:
     graph's bits at two thirds of its CPU time) where they can, else in the TF graph.
     Segments whose samples are all zero are not sent through the graph: their stems are
     exactly zero (every mask multiplies a zero spectrum).
+
+    Args:
+        model: the Keras U-nets, magnitudes ``[B, T, F, channels]`` -> ``[B, T, F, 2, S]``
+            (unet.build_model).
+        config: its ModelConfig.
+        precision: ``float32``, ``bfloat16`` or ``auto`` (see model.precision.effective_precision).
     """
 
     def __init__(self, model, config: ModelConfig, precision: str = "float32"):
@@ -216,13 +264,18 @@ class SegmentSeparator:
         return out
 
     def soft(self, spans: np.ndarray, timings: dict | None = None, pool=None) -> np.ndarray:
-        """Soft-mask source signals of each segment, not yet overlap-added: ``[B, L, 2, S]``;
-        ``timings`` (optional) gets the seconds of each part (stft, unets, synthesis) added.
+        """Soft-mask source signals of each segment, not yet overlap-added.
 
-        ``pool`` (a concurrent.futures executor): the masks and inverse STFT of the batch's
-        segments and channels run side by side on it, for callers that separate one song at a
-        time (the corpus job's workers, one per core, pass none: the calling thread does them).
-        The output does not depend on it."""
+        Args:
+            spans: ``[B, L, 2]`` float32 segment samples.
+            timings: a dict that gets the seconds of each part (``stft``, ``unets``, ``synthesis``)
+                added, or None.
+            pool: a concurrent.futures executor: the masks and inverse STFT of the batch's segments
+                and channels run side by side on it, for callers that separate one song at a time
+                (the corpus job's workers, one per core, pass none). The output does not depend on it.
+        Returns:
+            ``[B, L, 2, S]`` float32.
+        """
         spans = np.asarray(spans, np.float32)
         frames = synthesis.audible_frames(spans, self.config)
         audible = frames > 0
@@ -247,7 +300,14 @@ class SegmentSeparator:
             return outputs
 
     def spectra(self, spans: np.ndarray, timings: dict | None = None):
-        """``(STFT [B, T, N//2+1, 2] complex64, source magnitudes [B, T, F, 2, S])`` for the Wiener filter."""
+        """The inputs of the Wiener filter for a batch of segments.
+
+        Args:
+            spans: ``[B, L, 2]`` float32 segment samples.
+            timings: as in ``soft``.
+        Returns:
+            ``(STFT [B, T, bins, 2] complex64, source magnitudes [B, T, F, 2, S] float32)``.
+        """
         with self._stats_lock:
             self.model_calls += 1
 

@@ -20,23 +20,38 @@ from stembeam.model.wiener import wiener_filter, wiener_segment
 
 
 def segment_count(n_samples: int, config: ModelConfig) -> int:
-    """Number of T-frame segments of a track of ``n_samples``."""
+    """Number of T-frame segments of a track of ``n_samples`` (``ceil(ceil(n / hop) / T)``) under ``config`` (ModelConfig)."""
     return -(-spectral.n_frames(n_samples, config.frame_step) // config.T)
 
 
 def segment_start(index: int, config: ModelConfig) -> int:
-    """First sample of segment ``index``."""
+    """First sample of segment ``index`` (``index * T * hop``) under ``config`` (ModelConfig)."""
     return index * config.T * config.frame_step
 
 
 def segment_waveform(waveform: np.ndarray, index: int, config: ModelConfig) -> np.ndarray:
-    """Samples of segment ``index`` of ``waveform [n, 2]`` -> ``[segment_samples, 2]``, zero padded."""
+    """The samples of one segment.
+
+    Args:
+        waveform: ``[samples, 2]`` float32, the whole track.
+        index: the segment.
+        config: ModelConfig.
+    Returns:
+        ``[L, 2]`` float32, zero padded past the track's end.
+    """
     start = segment_start(index, config)
     return pad_segment(waveform[start : start + config.segment_samples], config)
 
 
 def pad_segment(span: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """A segment's samples, zero padded at the end to ``[segment_samples, 2]`` float32."""
+    """A segment's samples, zero padded at the end.
+
+    Args:
+        span: ``[k, 2]`` samples, ``k <= L``.
+        config: ModelConfig.
+    Returns:
+        ``[L, 2]`` float32 (``span`` itself, contiguous float32, when already L long).
+    """
     if span.shape[0] == config.segment_samples:
         return np.ascontiguousarray(span, dtype=np.float32)
     out = np.zeros((config.segment_samples, span.shape[1]), dtype=np.float32)
@@ -45,15 +60,27 @@ def pad_segment(span: np.ndarray, config: ModelConfig) -> np.ndarray:
 
 
 def segment_frames(index: int, n_samples: int, config: ModelConfig) -> int:
-    """How many of segment ``index``'s T frames are frames of the track (the rest is padding)."""
+    """How many of a segment's T frames are frames of the track (the rest is padding).
+
+    Args:
+        index: the segment.
+        n_samples: the track's length.
+        config: ModelConfig.
+    Returns:
+        An int in ``[0, T]``.
+    """
     return max(0, min(config.T, spectral.n_frames(n_samples, config.frame_step) - index * config.T))
 
 
 class OverlapAdd:
     """Overlap-adds consecutive segment signals, returning each finished stretch once.
 
-    ``add(block)`` takes segment ``j``'s ``[segment_samples, ...]`` signal and
-    returns the ``T*hop`` samples that no later segment touches.
+    ``add(block)`` takes segment ``j``'s ``[L, ...]`` signal (any trailing axes, e.g.
+    ``[L, 2, S]``) and returns the ``T * hop`` samples that no later segment touches;
+    ``finish()`` returns the overlap left after the last one.
+
+    Args:
+        config: ModelConfig (T, hop).
     """
 
     def __init__(self, config: ModelConfig):
@@ -61,6 +88,7 @@ class OverlapAdd:
         self._carry = None
 
     def add(self, block: np.ndarray) -> np.ndarray:
+        """Add segment ``block [L, ...]``; returns its finished ``[T * hop, ...]`` samples."""
         block = block.copy()
         if self._carry is not None:
             block[: self._carry.shape[0]] += self._carry
@@ -68,12 +96,20 @@ class OverlapAdd:
         return block[: self._advance]
 
     def finish(self) -> np.ndarray:
-        """The overlap left after the last segment."""
+        """The overlap left after the last segment, ``[L - T * hop, ...]`` (``[0]`` when none was added)."""
         return self._carry if self._carry is not None else np.zeros((0,), dtype=np.float32)
 
 
 def overlap_add_segments(signals, config: ModelConfig, n_samples: int) -> np.ndarray:
-    """Overlap-add segment signals given in order and crop to ``[0, n_samples)``."""
+    """Overlap-add segment signals given in order.
+
+    Args:
+        signals: an iterable of ``[L, ...]`` float32, segment 0 first.
+        config: ModelConfig.
+        n_samples: the track's length.
+    Returns:
+        ``[n_samples, ...]`` float32.
+    """
     adder = OverlapAdd(config)
     pieces = [adder.add(signal) for signal in signals] + [adder.finish()]
     return np.concatenate(pieces, axis=0)[:n_samples]
@@ -87,13 +123,19 @@ def separate_waveform(
     mwf_block_frames: int | None = None,
     synthesis_threads: int = 1,
 ) -> Dict[str, np.ndarray]:
-    """Separate ``waveform [n, 2]`` into ``{instrument: [n, 2]}``.
+    """Separate a whole track, segment by segment (soft masks or the Wiener filter), overlap-added.
 
-    ``separator`` is a model.segment_graph.SegmentSeparator. Soft masks and the Wiener filter
-    run segment by segment and are overlap-added; ``mwf_block_frames`` is the Wiener
-    filter's block (default: one segment, T frames; 0: the whole track at once, as Spleeter).
-    ``synthesis_threads`` > 1: the soft masks' inverse STFT of a batch's segments and channels
-    runs on that many threads (for one song at a time; the same samples).
+    Args:
+        waveform: ``[samples, 2]`` float32 at the model's rate.
+        separator: a model.segment_graph.SegmentSeparator.
+        mwf: the multichannel Wiener filter instead of soft masks.
+        batch_size: segments per U-net call (B).
+        mwf_block_frames: the Wiener filter's block in frames (None: one segment, T frames; 0:
+            the whole track at once, as Spleeter).
+        synthesis_threads: > 1: the soft masks' inverse STFT of a batch's segments and channels
+            runs on that many threads (for one song at a time; the same samples).
+    Returns:
+        ``{instrument: [samples, 2] float32}`` in the model's order.
     """
     config = separator.config
     n = waveform.shape[0]
@@ -128,10 +170,19 @@ def separate_waveform(
 
 
 def overlap_add_by_stem(signals, config: ModelConfig, count: int) -> np.ndarray:
-    """``count`` segment signals ``[L, C, S]``, given in order, overlap-added into ``[S, samples, C]``
-    (each stem's samples contiguous): the bits of ``overlap_add_segments`` (a sum of two
-    floats does not depend on their order, only two segments overlap, and the signals, sums
-    from +0.0, hold no -0.0 that adding to the zeros would turn into +0.0), without its copies."""
+    """Overlap-add segment signals into one contiguous array per stem.
+
+    The bits of ``overlap_add_segments`` (a sum of two floats does not depend on their order,
+    only two segments overlap, and the signals, sums from +0.0, hold no -0.0 that adding to
+    the zeros would turn into +0.0), without its copies.
+
+    Args:
+        signals: ``count`` segment signals ``[L, channels, S]`` float32, in order.
+        config: ModelConfig.
+        count: the number of segments.
+    Returns:
+        ``[S, (count - 1) * T * hop + L, channels]`` float32 (the caller crops to the track).
+    """
     advance = config.T * config.frame_step
     out = None
     for j, signal in enumerate(signals):
@@ -149,18 +200,31 @@ def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iter
 
 
 def residual_stems(stems: Dict[str, np.ndarray], mixture: np.ndarray) -> Dict[str, np.ndarray]:
-    """``stems`` (``{name: [n, 2]}``) with the last one replaced by ``mixture [n, 2]`` minus the
-    others (Open-Unmix's ``--residual``, see with_residual)."""
+    """Replace the last stem by the mixture minus the others (Open-Unmix's ``--residual``; see with_residual).
+
+    Args:
+        stems: ``{name: [samples, 2] float32}``.
+        mixture: ``[n, 2]`` float32, ``n >= samples``.
+    Returns:
+        ``stems`` with the last entry replaced.
+    """
     names = list(stems)
     stacked = with_residual(np.stack([stems[name] for name in names], axis=-1), mixture[: stems[names[0]].shape[0]])
     return {**stems, names[-1]: np.ascontiguousarray(stacked[..., -1])}
 
 
 def with_residual(signals: np.ndarray, mixture: np.ndarray) -> np.ndarray:
-    """``signals [n, 2, S]`` with the last stem replaced by ``mixture [n, 2]`` minus the other
-    stems, float32: the stems then sum to the mixture within float32 rounding. The one
-    implementation of ``--residual``: the API applies it to whole signals, the corpus job's
-    writer block by block (the same samples: each sample's sum is its own)."""
+    """Replace the last stem by the mixture minus the other stems: the stems then sum to the mixture
+    within float32 rounding. The one implementation of ``--residual``: the API applies it to
+    whole signals, the corpus job's writer block by block (the same samples: each sample's sum
+    is its own).
+
+    Args:
+        signals: ``[samples, 2, S]``.
+        mixture: ``[samples, 2]``.
+    Returns:
+        ``[samples, 2, S]`` float32 (a new array).
+    """
     out = np.array(signals, dtype=np.float32)
     out[..., -1] = mixture - np.sum(signals[..., :-1], axis=-1)
     return out

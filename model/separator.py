@@ -18,8 +18,14 @@ FILENAME_FIELDS = ("filename", "foldername", "instrument", "codec")
 
 
 def check_filename_format(filename_format: str) -> None:
-    """ValueError unless ``filename_format`` uses only the plain fields ``{filename}``,
-    ``{foldername}``, ``{instrument}``, ``{codec}`` (no attribute, index, conversion or spec)."""
+    """Check a Spleeter-style ``filename_format``.
+
+    Args:
+        filename_format: a str.format template using only the plain fields ``{filename}``,
+            ``{foldername}``, ``{instrument}``, ``{codec}``.
+    Raises:
+        ValueError: another field, or an attribute, index, conversion or format spec.
+    """
     try:
         parts = list(string.Formatter().parse(filename_format))
     except ValueError as error:
@@ -33,9 +39,20 @@ def check_filename_format(filename_format: str) -> None:
 
 
 def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, filename_format: str) -> str:
-    """Where a stem goes, as Spleeter's ``filename_format`` says (keys ``{filename}``: the input's
-    name without extension, ``{foldername}``, ``{instrument}``, ``{codec}``: the extension);
-    refuses other fields and formats that would leave ``output_dir`` (ValueError)."""
+    """Where a stem goes, as Spleeter's ``filename_format`` says.
+
+    Args:
+        output_dir: the folder the stems go under.
+        audio_path: the input file (``{filename}``: its name without extension,
+            ``{foldername}``: its folder's name).
+        instrument: the stem's name (``{instrument}``).
+        codec: one of model.encode.CODECS (``{codec}``: its file extension).
+        filename_format: the template (see check_filename_format).
+    Returns:
+        The absolute path of the stem file.
+    Raises:
+        ValueError: an unknown field, or a name that would leave ``output_dir``.
+    """
     check_filename_format(filename_format)
     name = os.path.splitext(os.path.basename(audio_path))[0]
     relative = filename_format.format(
@@ -54,12 +71,21 @@ def stem_path(output_dir: str, audio_path: str, instrument: str, codec: str, fil
 class Separator:
     """A model loaded and traced once, then used for any number of calls, from any threads.
 
-    ``model``: ``spleeter:2stems`` / ``4stems`` / ``5stems`` (and their ``-16kHz`` variants), a
-    model folder or a Spleeter configuration JSON, as ``stembeam separate -p`` takes it.
-    ``mwf``: the multichannel Wiener filter instead of soft masks; ``precision``: the U-nets'
-    arithmetic (``float32``, exact; ``bfloat16``; ``auto``: bfloat16 on a CPU with AMX or a GPU,
-    else float32; model.precision); ``residual``: the last stem is the mixture
-    minus the others. Results are the very samples ``stembeam separate`` writes (before encoding).
+    Results are the very samples ``stembeam separate`` writes (before encoding).
+
+    Args:
+        model: ``spleeter:2stems`` / ``4stems`` / ``5stems`` (and their ``-16kHz`` variants), a
+            model folder or a Spleeter configuration JSON, as ``stembeam separate -p`` takes it.
+        mwf: the multichannel Wiener filter instead of soft masks.
+        precision: the U-nets' arithmetic: ``float32`` (exact), ``bfloat16``, or ``auto``
+            (bfloat16 on a CPU with AMX or a GPU, else float32; see model.precision).
+        model_dir: the model's folder, looked at first (model.resolve); ``model`` still
+            names the configuration (a 16 kHz name, a configuration JSON).
+        residual: the last stem is the mixture minus the others.
+        batch_size: segments (``[B, T, F, 2]``, B = batch_size) per U-net call.
+        mwf_block_frames: frames per Wiener-filter block (None: a whole segment).
+    Raises:
+        ModelNotFoundError: no model folder for ``model``; ValueError for a bad precision.
     """
 
     def __init__(self, model: str = "spleeter:2stems", mwf: bool = False, precision: str = "float32", *, model_dir: str | None = None,
@@ -85,13 +111,22 @@ class Separator:
         return self.config.sample_rate
 
     def separate(self, waveform: np.ndarray, sample_rate: int = 44100) -> Dict[str, np.ndarray]:
-        """``waveform [n]`` or ``[n, C]`` at ``sample_rate`` -> ``{instrument: [m, 2] float32}`` at
-        ``self.sample_rate``, ``m = n * self.sample_rate / sample_rate``.
+        """Separate an in-memory waveform into its stems.
 
         The input is taken as ``stembeam separate`` decodes a file: mono is duplicated, stereo
         at the model's rate is used as it is, other rates and channel counts are resampled and
         downmixed by ffmpeg; integer PCM is scaled to [-1, 1). Stems are not clipped (16-bit
-        files clip them when written)."""
+        files clip them when written).
+
+        Args:
+            waveform: ``[samples]`` or ``[samples, channels]``, float (full scale 1.0) or integer PCM.
+            sample_rate: its rate in Hz.
+        Returns:
+            ``{instrument: [m, 2] float32}`` in ``instruments`` order, at ``self.sample_rate``
+            (``m = samples * self.sample_rate / sample_rate``).
+        Raises:
+            ValueError: a shape, dtype, rate or values that cannot be audio (see as_model_input).
+        """
         mix = as_model_input(waveform, sample_rate, self.config.sample_rate)
         return self._separate(mix)
 

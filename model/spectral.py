@@ -16,21 +16,27 @@ WINDOW_COMPENSATION_FACTOR = 2.0 / 3.0
 
 
 def hann_window(frame_length: int) -> np.ndarray:
-    """Periodic Hann window, as ``tf.signal.hann_window(periodic=True)``."""
+    """``[frame_length]`` float32 periodic Hann window, as ``tf.signal.hann_window(periodic=True)``."""
     n = np.arange(frame_length, dtype=np.float64)
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / frame_length)).astype(np.float32)
 
 
 def n_frames(n_samples: int, frame_step: int) -> int:
-    """Frames the graph computes for ``n_samples`` (``ceil(n / hop)``)."""
+    """Frames the graph computes for ``n_samples`` (``ceil(n_samples / frame_step)``)."""
     return -(-n_samples // frame_step)
 
 
 def stft(waveform: np.ndarray, frame_length: int, frame_step: int, frames: int | None = None) -> np.ndarray:
-    """STFT of ``waveform [samples, C]`` -> ``[frames, frame_length//2+1, C]`` complex64.
+    """STFT as the graph computes it (``tf.signal.stft(..., pad_end=True)``, periodic Hann window).
 
-    ``frames`` defaults to ``ceil(samples / hop)``; the signal is zero padded at the
-    end to cover them, as ``tf.signal.stft(..., pad_end=True)``.
+    Args:
+        waveform: ``[samples, channels]`` float32.
+        frame_length: N.
+        frame_step: hop.
+        frames: frames to compute (None: ``ceil(samples / hop)``); the signal is zero padded at
+            the end to cover them.
+    Returns:
+        ``[frames, bins, channels]`` complex64, ``bins = N // 2 + 1``.
     """
     if frames is None:
         frames = n_frames(waveform.shape[0], frame_step)
@@ -49,10 +55,14 @@ def stft(waveform: np.ndarray, frame_length: int, frame_step: int, frames: int |
 
 
 def istft(spec: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
-    """Overlap-added inverse STFT of ``spec [frames, bins, C]`` -> ``[(frames-1)*hop + N, C]``.
+    """Overlap-added inverse STFT: the forward window times 2/3, as the exported graph.
 
-    Same window as the forward transform, times 2/3, as the exported graph; the
-    caller crops (the graph keeps ``[0, n)``).
+    Args:
+        spec: ``[frames, bins, channels]`` complex.
+        frame_length: N.
+        frame_step: hop (N must be a multiple of it).
+    Returns:
+        ``[(frames - 1) * hop + N, channels]`` float32; the caller crops (the graph keeps ``[0, n)``).
     """
     frames, _, channels = spec.shape
     length = (frames - 1) * frame_step + frame_length if frames else 0
@@ -73,7 +83,14 @@ def istft(spec: np.ndarray, frame_length: int, frame_step: int) -> np.ndarray:
 
 
 def extend_bins(x: np.ndarray, n_bins: int) -> np.ndarray:
-    """Zero-extend ``x [frames, F, ...]`` to ``[frames, n_bins, ...]`` (mask_extension 'zeros')."""
+    """Zero-extend masks or magnitudes from F bins to all bins (mask_extension ``zeros``).
+
+    Args:
+        x: ``[frames, F, ...]``.
+        n_bins: the bins wanted (N // 2 + 1).
+    Returns:
+        ``[frames, n_bins, ...]``, same dtype.
+    """
     pad = [(0, 0)] * x.ndim
     pad[1] = (0, n_bins - x.shape[1])
     return np.pad(x, pad)

@@ -28,8 +28,7 @@ CHUNK_FRAMES = 64
 
 
 def supports(config: ModelConfig) -> bool:
-    """Whether ``synthesize`` reproduces the graph for ``config``: masks zero above F, the
-    exponent 2 and a frame that is a multiple of the hop."""
+    """Whether ``synthesize`` reproduces the graph for ``config`` (ModelConfig): masks zero above F, the exponent 2 and a frame that is a multiple of the hop."""
     return config.mask_extension == "zeros" and config.separation_exponent == 2 and config.frame_length % config.frame_step == 0
 
 
@@ -37,11 +36,16 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
                frames=None) -> np.ndarray:
     """Soft-mask source signals of each segment, overlap-added within the segment.
 
-    spec: the mixture STFT's first F bins ``[B, C, T, F]`` complex64; sources: the U-nets'
-    magnitudes ``[B, T, F, C, S]`` float32; window: ``[N]`` float32, the synthesis window
-    already times 2/3; frames: per segment, how many of its first frames to synthesise (the
-    others must have a zero spectrum and finite magnitudes; default all T). Returns
-    ``[B, (T-1)*hop + N, C, S]`` float32.
+    Args:
+        spec: ``[B, channels, T, F]`` complex64, the mixture STFT's first F bins.
+        sources: ``[B, T, F, channels, S]`` float32, the U-nets' magnitudes.
+        window: ``[N]`` float32, the synthesis window already times 2/3.
+        config: ModelConfig (see ``supports``).
+        chunk: frames processed per pass (memory versus speed; the same samples).
+        frames: per segment, how many of its first frames to synthesise (the others must have a
+            zero spectrum and finite magnitudes); None: all T.
+    Returns:
+        ``[B, L, channels, S]`` float32.
     """
     batch, channels, count_frames, bins_in = spec.shape
     count = sources.shape[-1]
@@ -89,8 +93,15 @@ def synthesize(spec: np.ndarray, sources: np.ndarray, window: np.ndarray, config
 
 
 def audible_frames(spans: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Per segment of ``spans [B, L, C]``, how many of its T frames reach an audible (non-zero)
-    sample: the frames after them see only zeros, so their spectrum is zero."""
+    """How many of each segment's T frames reach an audible (non-zero) sample: the frames after
+    them see only zeros, so their spectrum is zero.
+
+    Args:
+        spans: ``[B, L, channels]`` segment samples.
+        config: ModelConfig.
+    Returns:
+        ``[B]`` int, each in ``[0, T]``.
+    """
     flat = spans.reshape(spans.shape[0], -1)
     audible = flat.any(axis=1)
     last = flat.shape[1] - 1 - np.argmax(flat[:, ::-1] != 0, axis=1)  # last non-zero value

@@ -32,10 +32,15 @@ def _activation(kind: str, name: str) -> layers.Layer:
 
 
 def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
-    """One U-net (Spleeter's ``apply_unet``) on ``inputs [B, T, F, 2]``.
+    """One U-net (Spleeter's ``apply_unet``), its layers named like the official checkpoint's.
 
-    Returns the sigmoid mask times the input (``logits=False``) or the mask
-    logits ``[B, T, F, 2]`` (``logits=True``, for the 5-stems softmax).
+    Args:
+        inputs: a Keras tensor ``[B, T, F, channels]``, mixture magnitudes.
+        config: ModelConfig (filters, activations).
+        index: the U-net's (the instrument's) index, which fixes its layer names.
+        logits: return the mask logits (for the 5-stems softmax) instead of the masked input.
+    Returns:
+        ``[B, T, F, 2]``: the sigmoid mask times the input, or the mask logits.
     """
     filters = config.conv_n_filters
     conv_i, deconv_i, bn_i = 7 * index, 6 * index, 12 * index
@@ -99,10 +104,14 @@ def apply_unet(inputs, config: ModelConfig, index: int, logits: bool):
 
 
 def build_model(config: ModelConfig) -> keras.Model:
-    """Keras model: mixture magnitudes ``[B, T, F, C]`` -> source magnitudes ``[B, T, F, 2, S]``
-    (``C = config.n_channels``; a mono model's two mask channels both apply to its one input).
+    """The Keras model of ``config``: mixture magnitudes -> source magnitudes.
 
-    Sources are stacked on the last axis in ``config.instruments`` order.
+    Args:
+        config: ModelConfig.
+    Returns:
+        keras.Model ``[B, T, F, channels] -> [B, T, F, 2, S]`` (channels = ``config.n_channels``;
+        a mono model's two mask channels both apply to its one input), sources stacked on the
+        last axis in ``config.instruments`` order.
     """
     shape = (config.T, config.F, config.n_channels)
     inputs = keras.Input(shape=shape, name="mix_spectrogram")
@@ -121,10 +130,9 @@ def build_model(config: ModelConfig) -> keras.Model:
 
 
 def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str = "bfloat16"):
-    """The U-nets of ``model`` (built by ``build_model``) as one TF function whose convolutions
-    and batch norms run in ``dtype`` (bfloat16 on a CPU with AMX: oneDNN's AMX kernels), for
-    inference only; ``float32`` gives the Keras model's numbers within rounding (the test of
-    this transcription, tests/test_precision.py).
+    """The U-nets of ``model`` as one TF function whose convolutions and batch norms run in ``dtype``
+    (bfloat16 on a CPU with AMX: oneDNN's AMX kernels), for inference only; ``float32`` gives the
+    Keras model's numbers within rounding (the test of this transcription, tests/test_precision.py).
 
     Faster than the Keras model under TensorFlow's oneDNN auto-mixed-precision rewrite, which
     converted every weight at every call, ran the batch norms as bfloat16 multiply-adds in Eigen
@@ -135,7 +143,12 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
     float32. Dropout is inference's identity; the
     ``+0*x`` that ties the sixth encoder batch norm into the Keras model is left out.
 
-    Returns ``unets(mix [B, T, F, C] float32, training=False) -> [B, T, F, 2, S] float32``.
+    Args:
+        model: the Keras model built by ``build_model``.
+        config: its ModelConfig.
+        dtype: the convolutions' and batch norms' type (``bfloat16`` or ``float32``).
+    Returns:
+        ``unets(mix [B, T, F, channels] float32, training=False) -> [B, T, F, 2, S] float32``.
     """
     import numpy as np
     import tensorflow as tf

@@ -15,11 +15,16 @@ from stembeam.model.config import ModelConfig
 
 
 def wiener_filter(sources: np.ndarray, mix_stft: np.ndarray, config: ModelConfig, iterations: int = 1) -> np.ndarray:
-    """Spleeter's ``--mwf``: ``norbert.wiener(V, X)`` with V zero-extended above F.
+    """Spleeter's ``--mwf``: ``norbert.wiener(V, X)`` with V zero-extended above F. The same bits on
+    every call (see ``norbert_wiener``).
 
-    sources: ``[frames, F, 2, S]`` model magnitudes; mix_stft: ``[frames, N//2+1, 2]``.
-    Returns the source STFTs ``[frames, N//2+1, 2, S]`` complex64. The same bits on every call
-    (see ``norbert_wiener``).
+    Args:
+        sources: ``[frames, F, 2, S]`` source magnitudes from the U-nets.
+        mix_stft: ``[frames, bins, 2]`` complex, the mixture's STFT (not modified).
+        config: ModelConfig.
+        iterations: EM iterations.
+    Returns:
+        ``[frames, bins, 2, S]`` complex64, the source STFTs.
     """
     v = spectral.extend_bins(sources.astype(np.float32), config.n_bins)
     # the filter scales its mixture argument in place (x /= max_abs), as norbert: give it a copy.
@@ -184,7 +189,15 @@ def _softmask(v, x, eps=None):
 def norbert_wiener(v: np.ndarray, x: np.ndarray, iterations: int = 1) -> np.ndarray:
     """``norbert.wiener(v, x, iterations)`` (norbert 0.2.1: soft-mask start, EM iterations),
     operation for operation, with results that do not depend on where numpy's temporaries are
-    allocated (see above). Scales ``x`` in place, as norbert."""
+    allocated (see above).
+
+    Args:
+        v: ``[frames, bins, channels, S]`` float32 source magnitudes.
+        x: ``[frames, bins, channels]`` complex64 mixture STFT; scaled in place, as norbert.
+        iterations: EM iterations (0: the soft masks alone).
+    Returns:
+        ``[frames, bins, channels, S]`` complex, the source STFTs.
+    """
     y = _softmask(v, x)
     if not iterations:
         return y
@@ -195,11 +208,20 @@ def norbert_wiener(v: np.ndarray, x: np.ndarray, iterations: int = 1) -> np.ndar
 
 
 def wiener_segment(spec: np.ndarray, sources: np.ndarray, config: ModelConfig, frames: int, block_frames: int) -> np.ndarray:
-    """Wiener-filtered source signals of one segment, not yet overlap-added: ``[L, 2, S]``.
+    """Wiener-filtered source signals of one segment, not yet overlap-added.
 
-    spec ``[T, N//2+1, 2]``, sources ``[T, F, 2, S]``; only the first ``frames`` (the track's,
-    not padding) are filtered, in blocks of ``block_frames`` (the filter's spatial covariances
-    are estimated per block, so memory does not grow with the track).
+    Only the first ``frames`` (the track's, not padding) are filtered, in blocks of
+    ``block_frames`` (the filter's spatial covariances are estimated per block, so memory does
+    not grow with the track).
+
+    Args:
+        spec: ``[T, bins, 2]`` complex64, the segment's STFT.
+        sources: ``[T, F, 2, S]`` float32 source magnitudes.
+        config: ModelConfig.
+        frames: the segment's frames of the track (segment_frames).
+        block_frames: frames per filter block (at most T).
+    Returns:
+        ``[L, 2, S]`` float32.
     """
     block = max(1, min(block_frames, config.T))
     estimates = np.zeros(spec.shape + (sources.shape[-1],), dtype=np.complex64)

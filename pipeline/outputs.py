@@ -25,11 +25,17 @@ TRACK_COLUMNS = ("source_uri", "model", "codec", "duration_s", "status", "error"
 
 @dataclasses.dataclass
 class OutputTables(Mapping):
-    """An output's tables as written, by name (``tables["sources"]``, ``list(tables)``: the
-    names of the tables the output has): ``metadata`` (a row per track and stem, a row per
-    failed track; None for a ``stembeam features`` output), and when features were computed
-    ``sources`` (a row per track and source: each stem and the ``mixture``), ``tracks`` (a row
-    per track) and ``frames`` (frame-level series)."""
+    """An output's tables as written, a read-only mapping by name.
+
+    ``tables["sources"]``; ``list(tables)``: the names of the tables the output has.
+
+    Attributes:
+        metadata: a row per track and stem, a row per failed track (METADATA_SCHEMA); None for a
+            ``stembeam features`` output.
+        sources: with features, a row per track and source (each stem and the ``mixture``).
+        tracks: with features, a row per track.
+        frames: with features, the frame-level series.
+    """
 
     metadata: Optional[pa.Table]
     sources: Optional[pa.Table] = None
@@ -49,11 +55,21 @@ class OutputTables(Mapping):
         return sum(1 for _ in self)
 
     def to_pandas(self) -> dict:
-        """``{name: pandas.DataFrame}`` of the tables, integer columns as pandas' nullable integers."""
+        """The tables as pandas.
+
+        Returns:
+            ``{name: pandas.DataFrame}``, integer and boolean columns as pandas' nullable types.
+        """
         return {name: as_pandas(table) for name, table in self.items()}
 
     def stems(self, legacy_names: bool = False) -> pa.Table:
-        """The joined table of ``read_output`` (see there)."""
+        """The joined table of ``read_output`` (see there for its rows and column names).
+
+        Args:
+            legacy_names: the column names of the release before (``_features`` / ``_track_features``).
+        Returns:
+            pyarrow.Table: a row per track and source.
+        """
         suffixes = LEGACY_SUFFIXES if legacy_names else SUFFIXES
         rows = self._rows()
         if self.sources is not None:
@@ -65,6 +81,7 @@ class OutputTables(Mapping):
         return _sorted(rows)
 
     def metadata_like(self) -> pa.Table:
+        """The metadata table, or an empty one of METADATA_SCHEMA when the output has none."""
         return self.metadata if self.metadata is not None else METADATA_SCHEMA.empty_table()
 
     def _rows(self) -> pa.Table:
@@ -115,8 +132,13 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 def as_pandas(table: pa.Table):
-    """``table`` as a pandas.DataFrame whose integer and boolean columns stay integers and booleans
-    where they hold nulls (pandas' nullable Int32, Int64, boolean)."""
+    """``table`` as a pandas.DataFrame whose integer and boolean columns stay so where they hold nulls.
+
+    Args:
+        table: a pyarrow.Table.
+    Returns:
+        pandas.DataFrame (nullable Int8..Int64 and boolean columns).
+    """
     import pandas as pd
 
     mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
@@ -162,18 +184,31 @@ def read_output(uri: str, to_pandas: bool = False, legacy_names: bool = False):
     - rows sorted by track, its mixture first, then its stems by name.
 
     Args:
+        uri: the output folder (local or any Beam filesystem, e.g. gs://).
         to_pandas: a pandas.DataFrame, integer columns as pandas' nullable integers.
         legacy_names: the column names of the release before (``_features`` /
             ``_track_features``), for one release.
+    Returns:
+        pyarrow.Table (or pandas.DataFrame with ``to_pandas``).
+    Raises:
+        FileNotFoundError: ``uri`` is not a finished stembeam output (see read_tables).
     """
     table = read_tables(uri, frames=False).stems(legacy_names)
     return as_pandas(table) if to_pandas else table
 
 
 def table_batches(uri: str, name: str, columns=None, batch_rows: int = 256):
-    """Record batches of the feature table ``name`` (``sources``, ``tracks`` or ``frames``) of the
-    output ``uri``, file by file and row group by row group (``columns``: only these, where the
-    file has them): a table larger than memory read once. Nothing when there is no such table."""
+    """Record batches of one feature table, file by file and row group by row group: a table larger
+    than memory read once.
+
+    Args:
+        uri: the output folder.
+        name: ``sources``, ``tracks`` or ``frames``.
+        columns: only these columns (where the file has them); None: all.
+        batch_rows: rows per batch at most.
+    Returns:
+        An iterator of pyarrow.RecordBatch; nothing when the output has no such table.
+    """
     for file in storage.list_matching(storage.join(uri, "features"), f"{name}-*.parquet"):
         with storage.local_copy(file) as path, pq.ParquetFile(path) as table:
             present = None if columns is None else [c for c in columns if c in table.schema_arrow.names]

@@ -20,6 +20,9 @@ Shapes, as the docstrings write them:
 - ``[B, T, F, channels]``: a batch of ``B`` segments of ``T`` frames (512) into the U-nets;
   ``[..., S]``: one more axis for the ``S`` sources (stems) of a model.
 - ``N`` = 4096 (frame length), ``hop`` = 1024 (frame step), ``T`` = 512 frames per segment.
+- Features (model/features/) analyse the mono mix at 22.05 kHz: ``[k]`` samples,
+  ``[frames, 1025]`` power or magnitude spectra (``N_FFT`` = 2048, ``HOP`` = 512, FRAME_S =
+  23.2 ms), ``[N_MELS, frames]`` mel spectra (128), ``[frames]`` per-frame series.
 """
 __version__ = "0.1.0"
 

@@ -29,9 +29,13 @@ FINISHED_EARLIER = "finished_earlier"
 LENGTHS = "lengths"
 @dataclasses.dataclass(frozen=True)
 class Decoding:
-    """How sources are decoded: ``strict`` makes a damaged file (decoder errors, another length
-    than its header's) an error row instead of an ok row carrying its ``decode_warnings``;
-    ``limits`` bound what a file may claim and cost (model.decoders.DecodeLimits)."""
+    """How sources are decoded (frozen).
+
+    Attributes:
+        strict: a damaged file (decoder errors, another length than its header's) is an error
+            row instead of an ok row carrying its ``decode_warnings``.
+        limits: DecodeLimits: what a file may claim and cost.
+    """
 
     strict: bool = False
     limits: DecodeLimits = DecodeLimits()
@@ -43,7 +47,16 @@ class DecodeAndChunk(beam.DoFn):
     tagged ``lengths``: ``(track_id, seconds)`` once the track's length is known; tagged
     ``finished_earlier``: stored metadata rows of tracks a previous run finished with the same resume key
     (transforms.resume: model and weights, output options, filter, span and source file), or
-    that this run (``files.run_id``) already wrote, when a bundle is retried."""
+    that this run (``files.run_id``) already wrote, when a bundle is retried.
+
+    Chunks carry the segment's samples ``[L, 2]`` float32 (decoded to a local file first, read
+    back segment by segment).
+
+    Args:
+        config: ModelConfig (segments of T frames).
+        files: StemFiles (where stems go, the resume key, run id).
+        decoding: Decoding.
+    """
 
     def __init__(self, config: ModelConfig, files: StemFiles, decoding: Decoding = Decoding()):
         self._decoding = decoding

@@ -41,7 +41,12 @@ STEM_MP4 = ".stem.mp4"
 
 @dataclasses.dataclass(frozen=True)
 class Signal:
-    """An audio signal: a file, or one audio ``stream`` of a multi-stream file."""
+    """An audio signal: a file, or one audio ``stream`` of a multi-stream file.
+
+    Attributes:
+        uri: the file (local or remote).
+        stream: the audio stream's index, or None.
+    """
 
     uri: str
     stream: Optional[int] = None
@@ -49,7 +54,14 @@ class Signal:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetTrack:
-    """A mixture and its ground-truth stems ``((name, Signal), ...)``."""
+    """A mixture and its ground-truth stems ``((name, Signal), ...)``.
+
+    Attributes:
+        track_id: the track's id.
+        mixture: Signal.
+        stems: ``((name, Signal), ...)``.
+        split: ``train``, ``test``, ``valid``... or None.
+    """
 
     track_id: str
     mixture: Signal
@@ -62,6 +74,7 @@ class DatasetTrack:
 
     @property
     def stem_signals(self) -> dict:
+        """``{stem: Signal}`` of the true stems."""
         return dict(self.stems)
 
 
@@ -79,8 +92,14 @@ def _stem_mp4_track(uri: str, split: Optional[str]) -> DatasetTrack:
 
 
 def stem_candidates(folder: str) -> dict:
-    """``{stem: [uri, ...]}`` of the files in ``folder`` named after a stem (``vocals.wav``,
-    ``vocals.mp3``, ...), sorted; hidden files (``.tmp-*``) never match."""
+    """The files in a folder named after a stem (``vocals.wav``, ``vocals.mp3``, ...); hidden files
+    (``.tmp-*``) never match.
+
+    Args:
+        folder: a local or remote folder (taken literally).
+    Returns:
+        ``{stem: [uri, ...]}``, each list sorted.
+    """
     found = {}
     for uri in storage.list_matching(folder, "*"):
         base = _name(uri).split(".", 1)[0]
@@ -155,11 +174,18 @@ def _manifest_tracks(uri: str, root: Optional[str] = None, mix_name: str = "mix"
 
 
 def list_dataset(dataset: str, split: Optional[str] = None, root: Optional[str] = None, mix_name: str = "mix") -> Iterator:
-    """DatasetTracks of ``dataset`` (a folder or a manifest), and ``(track_id, uri, reason)``
-    for what cannot be used. ``split``: ``None`` keeps the ``test`` split when the dataset has
-    one (MUSDB's scores are on its test set) and everything otherwise; ``"all"`` keeps every
-    track; any other name keeps that split. ``root``: the folder a manifest's relative paths
-    start from (default: the manifest's folder)."""
+    """List a dataset's tracks.
+
+    Args:
+        dataset: a folder (a subfolder per track, MUSDB's layout) or a manifest.
+        split: None keeps the ``test`` split when the dataset has one (MUSDB's scores are on
+            its test set) and everything otherwise; ``"all"`` keeps every track; any other name
+            keeps that split.
+        root: the folder a manifest's relative paths start from (default: the manifest's folder).
+        mix_name: the mixture's column prefix in a Spleeter dataset CSV (``<mix_name>_path``).
+    Returns:
+        An iterator of DatasetTrack, and ``(track_id, uri, reason)`` for what cannot be used.
+    """
     if dataset.lower().endswith(MANIFEST_SUFFIXES):
         found = list(_manifest_tracks(dataset, root, mix_name))
     else:
@@ -201,7 +227,12 @@ class _ListDataset(beam.DoFn):
 
 
 class ReadDataset(beam.PTransform):
-    """Dataset uri -> PCollection of DatasetTrack; tagged ``errors``: ``(track_id, uri, reason)``."""
+    """Dataset uri -> PCollection of DatasetTrack; tagged ``errors``: ``(track_id, uri, reason)``.
+
+    Args:
+        dataset, split, root, mix_name: as list_dataset.
+        limit: at most this many tracks (None: all).
+    """
 
     def __init__(self, dataset: str, split: Optional[str] = None, limit: Optional[int] = None, root: Optional[str] = None, mix_name: str = "mix"):
         super().__init__()
@@ -218,14 +249,27 @@ class ReadDataset(beam.PTransform):
 
 
 def read_signal(signal: Signal, sample_rate: int = 44100) -> np.ndarray:
-    """``[n, 2]`` float64 samples of a Signal (local or remote)."""
+    """Decode a Signal (local or remote) at ``sample_rate``.
+
+    Returns:
+        ``[samples, 2]`` float64.
+    Raises:
+        AudioDecodeError naming the file.
+    """
     with storage.local_copy(signal.uri) as path:
         return load_audio(path, sample_rate, stream=signal.stream).astype(np.float64)
 
 
 def load_references(track: DatasetTrack, sample_rate: int = 44100) -> dict:
-    """``{stem: [n, 2] float64}``: the track's stems, plus ``accompaniment`` = the sum of its
-    non-vocal stems when it has vocals and no accompaniment file (MUSDB's convention)."""
+    """The track's true stems, plus ``accompaniment`` = the sum of its non-vocal stems when it has
+    vocals and no accompaniment file (MUSDB's convention).
+
+    Args:
+        track: DatasetTrack.
+        sample_rate: the rate to decode to.
+    Returns:
+        ``{stem: [samples, 2] float64}``.
+    """
     references = {name: read_signal(signal, sample_rate) for name, signal in track.stems}
     others = [signal for name, signal in references.items() if name not in ("vocals", ACCOMPANIMENT)]
     if "vocals" in references and ACCOMPANIMENT not in references and others:

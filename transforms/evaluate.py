@@ -28,9 +28,17 @@ TRACK_SCHEMA = pa.schema(
 
 
 def score_track(name: str, references: dict, estimates: dict, sample_rate: int = 44100):
-    """museval's own ``eval_mus_track`` (the SiSEC/MUSDB procedure: 1 s windows and hops, vocals
-    and accompaniment scored as a pair, other stems jointly) on plain arrays. Returns its
-    TrackStore."""
+    """museval's own ``eval_mus_track`` (the SiSEC/MUSDB procedure: 1 s windows and hops, vocals and
+    accompaniment scored as a pair, other stems jointly) on plain arrays.
+
+    Args:
+        name: the track's name.
+        references: ``{stem: [samples, 2]}`` true stems.
+        estimates: ``{stem: [samples, 2]}`` separated stems, the same stems.
+        sample_rate: Hz of both.
+    Returns:
+        museval.TrackStore.
+    """
     import museval
 
     ordered = [stem for stem in STEM_NAMES if stem in references]
@@ -41,7 +49,15 @@ def score_track(name: str, references: dict, estimates: dict, sample_rate: int =
 
 
 def window_rows(store, track_id: str, split: Optional[str], labels: dict) -> list:
-    """One row per stem and window of a museval TrackStore."""
+    """One row per stem and window of a museval TrackStore.
+
+    Args:
+        store: museval.TrackStore (score_track).
+        track_id, split: the track's.
+        labels: columns added to every row (model, filter...).
+    Returns:
+        A list of dicts: SDR, SIR, SAR, ISR per window.
+    """
     rows = []
     for target in store.scores["targets"]:
         for index, frame in enumerate(target["frames"]):
@@ -54,8 +70,15 @@ def window_rows(store, track_id: str, split: Optional[str], labels: dict) -> lis
 
 
 def track_medians(windows: list, labels: dict) -> list:
-    """Per-track, per-stem medians over windows (NaN windows, e.g. silent references, left out
-    as museval's aggregation does)."""
+    """Per-track, per-stem medians over windows (NaN windows, e.g. silent references, left out as
+    museval's aggregation does).
+
+    Args:
+        windows: window_rows' rows.
+        labels: columns added to every row.
+    Returns:
+        A list of dicts, one per track and stem.
+    """
     by_stem = {}
     for row in windows:
         by_stem.setdefault((row["track_id"], row["split"], row["stem"]), []).append(row)
@@ -72,6 +95,7 @@ def track_medians(windows: list, labels: dict) -> list:
 
 
 def failed_row(track_id: str, split: Optional[str], reason: str, labels: dict) -> dict:
+    """The per-track row of a track that could not be scored: ``status`` error, ``error`` the reason, metrics None, with ``labels``."""
     return {
         "track_id": track_id, "split": split, "stem": None, "windows": 0, **{m: None for m in METRICS}, "estimate_uri": None,
         "status": "error", "error": reason, **labels,
@@ -85,7 +109,12 @@ def _finite_or_none(value) -> Optional[float]:
 
 class EvaluateTrack(beam.DoFn):
     """``(DatasetTrack, {stem: estimate uri})`` -> window rows; tagged ``tracks``: per-track
-    median rows, or one error row naming the track and the reason."""
+    median rows, or one error row naming the track and the reason.
+
+    Args:
+        labels: columns added to every row (model, filter...).
+        sample_rate: the rate references and estimates are decoded at.
+    """
 
     def __init__(self, labels: dict, sample_rate: int = 44100):
         self._labels = labels

@@ -30,7 +30,15 @@ class FeatureTrack:
     """One track to analyse: ``sources`` ``((name, SourceInput), ...)``, ``folder`` its safe
     file name (for the plot), ``marker`` the uri of its stored result, ``stems_created_at`` the
     identity of its stems (latest_stems: ISO time of the newest ``created_at`` of its ok metadata
-    rows; None for stems that are not a pipeline output's), stamped on every row it gives."""
+    rows; None for stems that are not a pipeline output's), stamped on every row it gives.
+
+    Attributes:
+        track_id: the track.
+        folder: its safe file name.
+        sources: ``((name, SourceInput), ...)``.
+        marker: the uri of its stored result.
+        stems_created_at: see above.
+    """
 
     track_id: str
     folder: str
@@ -40,9 +48,15 @@ class FeatureTrack:
 
 
 def latest_stems(rows) -> dict:
-    """``{track_id: datetime}``: the identity of each track's stems in metadata rows, the latest
-    ``created_at`` of its ``ok`` stem rows. Every (re)write of a track's stems gives it new rows
-    with new times, so rows computed from other stems carry another identity."""
+    """The identity of each track's stems: the latest ``created_at`` of its ``ok`` stem rows. Every
+    (re)write of a track's stems gives it new rows with new times, so rows computed from other
+    stems carry another identity.
+
+    Args:
+        rows: metadata rows (dicts).
+    Returns:
+        ``{track_id: datetime}``.
+    """
     latest = {}
     for row in rows:
         if row.get("status") == "ok" and row.get("stem") and row.get("created_at") is not None:
@@ -52,15 +66,25 @@ def latest_stems(rows) -> dict:
 
 
 def features_root(output: str) -> str:
+    """``{output}/features``: where the feature tables, plots and markers go."""
     return storage.join(output, "features")
 
 
 def plot_uri(output: str, folder: str) -> str:
+    """The uri of a track's plot PNG under ``output`` (``folder``: the track's safe file name)."""
     return storage.join(features_root(output), "plots", f"{folder}.png")
 
 
 def error_rows(track_id: str, sources: dict, reason: str) -> tuple:
-    """``(source rows, track row)`` of a track that could not be analysed at all."""
+    """The rows of a track that could not be analysed at all.
+
+    Args:
+        track_id: the track.
+        sources: ``{name: SourceInput}``.
+        reason: one line naming the file and why.
+    Returns:
+        ``(source rows, track row)``, every row with ``status`` error.
+    """
     source_rows = []
     for name, uri in sorted(sources.items()):
         row = dict.fromkeys(SOURCE_COLUMNS)
@@ -86,6 +110,12 @@ class AnalyseTracks(beam.DoFn):
     span, size and mtime) is not recomputed: its stored rows are emitted. Otherwise the track is
     analysed (sources read through Beam FileSystems, so gs:// works), its plot written, and
     its rows stored in the marker (atomically) before they are emitted.
+
+    Args:
+        output: the output folder (markers and plots go under ``{output}/features/``).
+        vocal_pitch: the vocals' pitch (pYIN) too.
+        frames: the ``frames`` rows too.
+        plots: a PNG per track.
     """
 
     def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False):
@@ -155,7 +185,13 @@ class AnalyseTracks(beam.DoFn):
 
 class WriteFeatureTables(beam.PTransform):
     """``{"sources", "tracks", "frames"}`` row PCollections -> ``{output}/features/{name}-*.parquet``,
-    each written under ``staging`` (storage.staging_folder) and moved into place when complete."""
+    each written under ``staging`` (storage.staging_folder) and moved into place when complete.
+
+    Args:
+        output: the output folder.
+        frames: write the ``frames`` table too.
+        staging: where the tables are staged (None: storage.staging_folder(output)).
+    """
 
     def __init__(self, output: str, frames: bool = False, staging: Optional[str] = None):
         super().__init__()
@@ -174,7 +210,13 @@ class WriteFeatureTables(beam.PTransform):
 class ComputeFeatures(beam.PTransform):
     """FeatureTracks -> the three tables written under ``{output}/features/``; returns the rows
     (``failed_tracks``: track rows of what could not even be listed, added to the tracks table).
-    No resource hint: on Dataflow this stage runs on CPU workers."""
+    No resource hint: on Dataflow this stage runs on CPU workers.
+
+    Args:
+        output, vocal_pitch, frames, plots: as AnalyseTracks.
+        failed_tracks: a PCollection of track rows, or None.
+        staging: as WriteFeatureTables.
+    """
 
     def __init__(self, output: str, vocal_pitch: bool = False, frames: bool = False, plots: bool = False, failed_tracks=None,
                  staging: Optional[str] = None):
@@ -193,11 +235,17 @@ class ComputeFeatures(beam.PTransform):
 
 
 def feature_track(track_id: str, rows: list, marker) -> Optional[FeatureTrack]:
-    """The FeatureTrack of a pipeline output's track from its metadata ``rows``: its ok stems, and
-    its mixture read over the span the stems were made from (the rows' source offset, duration
-    and stream); None when it has no stems. ``marker``: the uri of the stored result, from the
-    track's folder name (``marker(folder)``). Both the corpus job's features stage and
-    ``stembeam features`` on a pipeline output build them here."""
+    """The FeatureTrack of a pipeline output's track: its ok stems, and its mixture read over the
+    span the stems were made from (the rows' source offset, duration and stream). Both the corpus
+    job's features stage and ``stembeam features`` on a pipeline output build them here.
+
+    Args:
+        track_id: the track.
+        rows: its metadata rows (dicts).
+        marker: ``marker(folder)`` gives the uri of the stored result from the track's folder name.
+    Returns:
+        FeatureTrack, or None when it has no stems.
+    """
     from stembeam.model.features.analysis import SourceInput
 
     ok = [row for row in rows if row.get("status") == "ok" and row.get("stem")]
@@ -222,8 +270,9 @@ def _corpus_jobs(element, output: str):
 
 def import_in_background(in_process: bool) -> None:
     """With ``in_process`` workers (the DirectRunner), import the analysis (scipy.signal and the
-    rest: ~1.5 s of one core) while the job starts and separates, not when the first track
-    reaches the features stage (a DoFn importing it meanwhile waits for this import)."""
+    rest: ~1.5 s of one core) in a thread while the job starts and separates, not when the first
+    track reaches the features stage (a DoFn importing it meanwhile waits for this import).
+    """
     import importlib
     import threading
 
@@ -234,9 +283,18 @@ def import_in_background(in_process: bool) -> None:
 def add_to_corpus_job(rows, output: str, features, in_process: bool, staging: Optional[str] = None) -> dict:
     """The corpus job's features stage: after the stem writers, every track with written (or
     previously finished) stems is analysed: its stems, and its mixture over the same span; only
-    metadata rows (stem uris and spans) cross to it. ``features``: the job's feature options
-    (``vocal_pitch``, ``feature_frames``, ``feature_plots``). The tables are rewritten whole
-    (drop_stale_feature_tables after the job)."""
+    metadata rows (stem uris and spans) cross to it. The tables are rewritten whole
+    (drop_stale_feature_tables after the job).
+
+    Args:
+        rows: the PCollection of metadata rows of the run (written and finished earlier).
+        output: the output folder.
+        features: the job's feature options (``vocal_pitch``, ``feature_frames``, ``feature_plots``).
+        in_process: the workers run in this process (see import_in_background).
+        staging: where the tables are staged (storage.staging_folder).
+    Returns:
+        ComputeFeatures' result: ``{"sources", "tracks", "frames"}`` row PCollections.
+    """
     import_in_background(in_process)
     jobs = (
         rows

@@ -29,7 +29,15 @@ class FilterSegments(beam.DoFn):
     With ``residual`` the signals carry the mixture as one more channel, ``[L, 2, S+1]``: the
     segment's first ``T*hop`` samples (all of them for the last segment), zeros after, so that
     overlap-adding the segments in order gives the track's mixture exactly (WriteStems makes
-    the last stem of it)."""
+    the last stem of it).
+
+    Args:
+        config: ModelConfig.
+        mwf: the inference gave the Wiener filter's inputs ``(STFT [T, bins, 2], source
+            magnitudes [T, F, 2, S])``; else the soft-mask signals ``[L, 2, S]``.
+        mwf_block_frames: frames per Wiener-filter block.
+        residual: carry the mixture as one more source (see above).
+    """
 
     def __init__(self, config: ModelConfig, mwf: bool, mwf_block_frames: int, residual: bool = False):
         self._config = config
@@ -62,7 +70,15 @@ class FilterSegments(beam.DoFn):
 class Separation:
     """How segments become source signals: the U-nets (``model``), segments per inference
     ``batch_size``, soft masks or the Wiener filter (``mwf``, by blocks of ``mwf_block_frames``)
-    and whether the mixture travels along for a ``residual`` last stem."""
+    and whether the mixture travels along for a ``residual`` last stem.
+
+    Attributes:
+        model: ModelSource.
+        batch_size: segments per inference (B).
+        mwf: the Wiener filter instead of soft masks.
+        mwf_block_frames: frames per Wiener-filter block.
+        residual: the last stem is the mixture minus the others.
+    """
 
     model: ModelSource
     batch_size: int = 2
@@ -73,7 +89,11 @@ class Separation:
 
 class SeparateChunks(beam.PTransform):
     """Chunk (with samples) -> ``(Chunk reference, its [L, 2, S] source signals)``, in the order
-    the chunks came, batched across tracks by RunInference."""
+    the chunks came, batched across tracks by RunInference.
+
+    Args:
+        separation: Separation.
+    """
 
     def __init__(self, separation: "Separation"):
         super().__init__()

@@ -42,8 +42,15 @@ def _read(uri: str) -> bytes:
 
 
 def read_entries(uri: str) -> Iterator[tuple]:
-    """``(row number, dict | BadRow)`` per row of a CSV (with header), JSON Lines or Parquet
-    file; ManifestError when the file as a whole cannot be read."""
+    """Read a manifest row by row.
+
+    Args:
+        uri: a CSV (with header), JSON Lines or Parquet file, local or remote.
+    Returns:
+        An iterator of ``(row number, dict | BadRow)``.
+    Raises:
+        ManifestError: the file as a whole cannot be read.
+    """
     lower = uri.lower()
     data = _read(uri)
     if lower.endswith(".parquet"):
@@ -103,7 +110,7 @@ def _csv_entries(text: str) -> Iterator[tuple]:
 
 
 def columns(uri: str) -> Optional[list]:
-    """The column names of a CSV or Parquet manifest (None for JSON Lines: each row has its own)."""
+    """The column names of a CSV or Parquet manifest at ``uri`` (None for JSON Lines: each row has its own)."""
     lower = uri.lower()
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
@@ -120,8 +127,11 @@ def columns(uri: str) -> Optional[list]:
 
 
 def read_rows(uri: str) -> Iterator[dict]:
-    """The rows of a CSV (with header), JSON Lines or Parquet file, as dicts; ValueError naming
-    the line of a malformed row."""
+    """The rows of a CSV (with header), JSON Lines or Parquet file at ``uri``, as dicts.
+
+    Raises:
+        ValueError naming the line of a malformed row; ManifestError for the file as a whole.
+    """
     for _, row in read_entries(uri):
         if isinstance(row, BadRow):
             raise ValueError(f"{uri}: {row.where}: {row.reason}")
@@ -129,8 +139,15 @@ def read_rows(uri: str) -> Iterator[dict]:
 
 
 def relative_to(source: str, manifest_uri: str) -> str:
-    """A relative path in a manifest is relative to the manifest's folder (not the worker's
-    current directory), local or remote."""
+    """Resolve a manifest's path: a relative one is relative to the manifest's folder (not the
+    worker's current directory), local or remote.
+
+    Args:
+        source: the path as the row gives it.
+        manifest_uri: the manifest's uri.
+    Returns:
+        The source's uri.
+    """
     if "://" in source or os.path.isabs(source):
         return source
     if "://" in manifest_uri:
@@ -159,8 +176,14 @@ def _text(value, name, row):
 
 
 def check_manifest(uri: str) -> None:
-    """Raise ManifestError (one line naming the manifest and the reason) when it is missing,
-    unreadable or has no ``uri``/``path`` column; the rows themselves are checked one by one."""
+    """Check a manifest as a whole (the rows themselves are checked one by one).
+
+    Args:
+        uri: the manifest.
+    Raises:
+        ManifestError (one line naming the manifest and the reason): missing, unreadable or no
+        ``uri``/``path`` column.
+    """
     if not uri.lower().endswith(MANIFEST_SUFFIXES):
         raise ManifestError(f"manifest {uri}: unknown format (expected {', '.join(MANIFEST_SUFFIXES)})")
     names = columns(uri)
@@ -174,8 +197,15 @@ def check_manifest(uri: str) -> None:
 
 
 def parse_manifest(uri: str, limit: Optional[int] = None) -> Iterator:
-    """Tracks of the manifest at ``uri`` and ``(track_id, uri, reason)`` for each row that
-    cannot be one (malformed, no uri, duplicate id, bad offset/duration); at most ``limit`` rows."""
+    """The tracks of a manifest.
+
+    Args:
+        uri: the manifest.
+        limit: at most this many rows (None: all).
+    Returns:
+        An iterator of Track, and ``(track_id, uri, reason)`` for each row that cannot be one
+        (malformed, no uri, duplicate id, bad offset/duration).
+    """
     seen = {}
     for row_number, row in read_entries(uri):
         if limit is not None and row_number > limit:
@@ -224,6 +254,10 @@ class ReadManifest(beam.PTransform):
     optional. A repeated track id is an error row; the first occurrence is kept. A malformed
     row (bad JSON line, CSV line with the wrong number of fields, value of the wrong type) is
     an error row naming its line.
+
+    Args:
+        uri: the manifest (CSV, JSON Lines or Parquet).
+        limit: at most this many rows (None: all).
     """
 
     def __init__(self, uri: str, limit: int | None = None):

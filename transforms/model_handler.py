@@ -24,13 +24,18 @@ PART_METRICS = {"stft": "stft_ms", "unets": "unets_ms", "synthesis": "masks_istf
 
 class LoadedModel:
     """What the workers of one process share: a SegmentSeparator, ready or still loading (the
-    launcher loads it in the background while the job starts)."""
+    launcher loads it in the background while the job starts).
+
+    Args:
+        separator: the SegmentSeparator when already loaded.
+        pending: a Future giving it, while it loads.
+    """
 
     def __init__(self, separator=None, pending: Optional[concurrent.futures.Future] = None):
         self._separator, self._pending = separator, pending
 
     def separator(self):
-        """The SegmentSeparator, once loaded (re-raises the launcher's error if loading failed)."""
+        """The SegmentSeparator, once loaded (waits for it; re-raises the launcher's error if loading failed)."""
         if self._separator is None:
             self._separator = self._pending.result()
         return self._separator
@@ -40,7 +45,14 @@ class LoadedModel:
 class ModelSource:
     """Where workers get the U-nets: ``keras_uri`` (a ``model.keras``, local or gs://) built for
     ``config``, run in ``precision``; ``shared``: Beam's handle under which the launcher already
-    holds the model for workers of its own process (None: every worker loads the file)."""
+    holds the model for workers of its own process (None: every worker loads the file).
+
+    Attributes:
+        keras_uri: the ``model.keras``.
+        config: its ModelConfig.
+        precision: ``float32``, ``bfloat16`` or ``auto``.
+        shared: a ``beam.utils.shared.Shared``, or None.
+    """
 
     keras_uri: str
     config: ModelConfig
@@ -59,6 +71,12 @@ class KerasFileModelHandler(ModelHandler):
     retries, and not through TensorFlow's own GCS filesystem. Built on Beam's base ModelHandler
     rather than TFModelHandlerNumpy, whose module imports tensorflow-hub (0.3 s of every
     worker's start-up) for hub models only.
+
+    Args:
+        source: ModelSource.
+        inference_fn: ``inference_fn(separator, batch, inference_args, model_id)`` (see
+            segment_inference_fn).
+        min_batch_size, max_batch_size: RunInference's batching bounds.
     """
 
     def __init__(self, source: ModelSource, inference_fn, *, min_batch_size: Optional[int] = None, max_batch_size: Optional[int] = None):
@@ -134,12 +152,19 @@ def segment_inference_fn(
 
 
 def model_handler(source: ModelSource, batch_size: int, mwf: bool = False) -> KeyedModelHandler:
-    """Keyed handler for the U-nets of ``source``, fed segment samples; one batch may mix
-    segments of different tracks.
+    """Keyed handler for the U-nets of ``source``, fed segment samples; one batch may mix segments
+    of different tracks.
 
     Batches hold exactly ``batch_size`` segments (a bundle's last one may hold fewer): Beam's
     adaptive batching picked sizes from 1 to ``batch_size`` by timing, so peak memory (one
     batch's activations) changed from run to run. Stems do not depend on the batch size.
+
+    Args:
+        source: ModelSource.
+        batch_size: segments per batch (B).
+        mwf: the inference gives the Wiener filter's inputs (see segment_inference_fn).
+    Returns:
+        SegmentModelHandler over ``(Chunk reference, samples [L, 2] float32)``.
     """
     inference = functools.partial(segment_inference_fn, mwf=mwf)
     return SegmentModelHandler(KerasFileModelHandler(source, inference, min_batch_size=batch_size, max_batch_size=batch_size))

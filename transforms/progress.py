@@ -31,11 +31,19 @@ def progress_root(output: str) -> str:
 
 
 def mark_key(track_id: str) -> str:
-    """The part of a mark's file name that names its track."""
+    """The part of a mark's file name that names ``track_id``: 16 hex digits of its sha1."""
     return hashlib.sha1(track_id.encode("utf-8")).hexdigest()[:16]
 
 
 def mark_name(track_id: str, status: str, seconds: Optional[float], reason: str = "") -> str:
+    """A mark's file name: ``{mark_key}.{status}.{milliseconds of audio or x}.{8 hex digits of the reason's sha1, or 0}``.
+
+    Args:
+        track_id: the track.
+        status: ``decoded``, ``done``, ``skipped`` or ``failed``.
+        seconds: the track's audio seconds, or None when unknown.
+        reason: why it failed (empty otherwise).
+    """
     audio = "x" if seconds is None else str(int(round(seconds * 1000)))
     why = hashlib.sha1(reason.encode("utf-8")).hexdigest()[:8] if reason else "0"
     return f"{mark_key(track_id)}.{status}.{audio}.{why}"
@@ -48,12 +56,15 @@ class Tally:
     marks: dict = dataclasses.field(default_factory=dict)
 
     def count(self, status: str) -> int:
+        """How many marks have ``status``."""
         return sum(1 for _, s, _ in self.marks.values() if s == status)
 
     def seconds(self, *statuses: str) -> float:
+        """Audio seconds of the marks with any of ``statuses`` (unknown lengths count 0)."""
         return sum(sec or 0.0 for _, s, sec in self.marks.values() if s in statuses)
 
     def finished_keys(self) -> set:
+        """Track keys of the marks of finished tracks (done, skipped or failed)."""
         return {key for key, status, _ in self.marks.values() if status in FINISHED}
 
     def decoded(self) -> dict:
@@ -62,7 +73,7 @@ class Tally:
 
 
 def read_tally(root: str) -> Tally:
-    """The marks under ``root`` (one listing; the folder taken literally)."""
+    """The marks under the progress folder ``root`` as a Tally (one listing; the folder taken literally)."""
     tally = Tally()
     for path in storage.list_matching(root, "*"):
         name = path.rstrip("/").rsplit("/", 1)[-1]
@@ -75,7 +86,11 @@ def read_tally(root: str) -> Tally:
 
 
 class MarkProgress(beam.DoFn):
-    """``(track_id, status, audio seconds or None, reason)`` -> an empty mark file."""
+    """``(track_id, status, audio seconds or None, reason)`` -> an empty mark file.
+
+    Args:
+        root: the progress folder (progress_root).
+    """
 
     def __init__(self, root: str):
         self._root = root
@@ -89,8 +104,16 @@ class MarkProgress(beam.DoFn):
 
 
 def metadata_progress(rows, first_stem: str, status: Optional[str] = None):
-    """Marks of a stream of metadata rows (one row per stem, or one error row): the first
-    stem's row (or the error row) stands for the track; ``status`` overrides ``done``."""
+    """Marks of a stream of metadata rows (one row per stem, or one error row): the first stem's row
+    (or the error row) stands for the track.
+
+    Args:
+        rows: a metadata row (dict) or a list of them.
+        first_stem: the model's first stem.
+        status: the status of ok tracks (None: ``done``).
+    Returns:
+        An iterator of ``(track_id, status, audio seconds or None, reason)`` (MarkProgress' input).
+    """
     for row in rows if isinstance(rows, list) else [rows]:
         if row["status"] != "ok":
             yield row["track_id"], FAILED, None, row["error"] or ""

@@ -14,13 +14,19 @@ from stembeam.transforms.evaluate import METRICS
 
 
 def stems_of(track_rows: list) -> list:
-    """Stems present in the rows, in Spleeter's table order (vocals, drums, bass, other, ...)."""
+    """The stems with ``ok`` rows in ``track_rows`` (track_medians' rows), in Spleeter's table order (vocals, drums, bass, other, ...), others after by name."""
     present = {row["stem"] for row in track_rows if row["status"] == "ok"}
     return [stem for stem in STEM_NAMES if stem in present] + sorted(present - set(STEM_NAMES))
 
 
 def overall(track_rows: list) -> dict:
-    """``{stem: {metric: median over tracks of the per-track medians}}`` (SiSEC/Spleeter Table 1)."""
+    """Spleeter's Table 1 (SiSEC): per stem, the median over tracks of the per-track medians.
+
+    Args:
+        track_rows: track_medians' rows (failed rows are left out).
+    Returns:
+        ``{stem: {metric: float or None}}``, metrics SDR, SIR, SAR, ISR.
+    """
     table = {}
     for stem in stems_of(track_rows):
         table[stem] = {}
@@ -35,7 +41,9 @@ def _fmt(value: Optional[float], digits: int) -> str:
 
 
 def table_markdown(table: dict, caption: str) -> str:
-    """Metrics as rows, stems as columns (the layout of Spleeter's Table 1), 2 decimals."""
+    """An overall table (``{stem: {metric: value}}``) as Markdown: metrics as rows, stems as columns
+    (the layout of Spleeter's Table 1), 2 decimals, under ``caption``.
+    """
     stems = list(table)
     lines = [caption, "", "| metric | " + " | ".join(stems) + " |", "|---|" + "---:|" * len(stems)]
     lines += ["| " + m + " | " + " | ".join(_fmt(table[s][m], 2) for s in stems) + " |" for m in METRICS]
@@ -51,17 +59,17 @@ def _csv(header: list, rows: list) -> str:
 
 
 def table_csv(table: dict) -> str:
-    """The Table-1 layout as CSV: ``metric,<stem>...``."""
+    """An overall table (``{stem: {metric: value}}``) in the Table-1 layout as CSV: ``metric,<stem>...``, 4 decimals."""
     return _csv(["metric"] + list(table), [[m] + [_fmt(table[s][m], 4) for s in table] for m in METRICS])
 
 
 def summary_csv(table: dict) -> str:
-    """``stem,SDR,SIR,SAR,ISR``: one row per stem."""
+    """An overall table (``{stem: {metric: value}}``) as CSV ``stem,SDR,SIR,SAR,ISR``: one row per stem."""
     return _csv(["stem", *METRICS], [[stem] + [_fmt(table[stem][m], 4) for m in METRICS] for stem in table])
 
 
 def track_table_csv(track_rows: list) -> str:
-    """Per-track medians: ``track_id,split,stem,windows,SDR,SIR,SAR,ISR,status,error``."""
+    """track_medians' rows as CSV ``track_id,split,stem,windows,SDR,SIR,SAR,ISR,status,error``, sorted by track and stem."""
     rows = sorted(track_rows, key=lambda r: (r["track_id"], r["stem"] or ""))
     return _csv(
         ["track_id", "split", "stem", "windows", *METRICS, "status", "error"],
@@ -70,6 +78,7 @@ def track_table_csv(track_rows: list) -> str:
 
 
 def track_table_markdown(track_rows: list, caption: str) -> str:
+    """track_medians' ok rows as a Markdown table under ``caption``, then a list of the tracks not evaluated and why."""
     ok = sorted((r for r in track_rows if r["status"] == "ok"), key=lambda r: (r["track_id"], r["stem"]))
     lines = [caption, "", "| track | stem | " + " | ".join(METRICS) + " |", "|---|---|" + "---:|" * len(METRICS)]
     lines += [f"| {r['track_id']} | {r['stem']} | " + " | ".join(_fmt(r[m], 2) for m in METRICS) + " |" for r in ok]
@@ -80,7 +89,14 @@ def track_table_markdown(track_rows: list, caption: str) -> str:
 
 
 def sdr_boxplot_png(track_rows: list, title: str) -> bytes:
-    """Box plot of the per-track median SDR for each stem, every track drawn as a dot."""
+    """Box plot of the per-track median SDR for each stem, every track drawn as a dot.
+
+    Args:
+        track_rows: track_medians' rows.
+        title: the plot's title.
+    Returns:
+        The PNG's bytes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +153,12 @@ class _WriteFiles(beam.DoFn):
 
 class WriteReport(beam.PTransform):
     """Per-track median rows -> ``{output}/evaluation/{table,track_medians}.{md,csv}``,
-    ``evaluation/sdr_boxplot.png`` and ``{output}/summary.csv``; outputs the overall table."""
+    ``evaluation/sdr_boxplot.png`` and ``{output}/summary.csv``; outputs the overall table.
+
+    Args:
+        output: the output folder.
+        description: the tables' caption (model, filter, dataset).
+    """
 
     def __init__(self, output: str, description: str):
         super().__init__()

@@ -19,9 +19,18 @@ KEY_VERSION = 1
 
 
 def job_key(model_name: str, model_fingerprint: str, codec: str, bitrate: str, filter_name: str, **more) -> dict:
-    """The part of the key that is the same for every track of a run: the model (its name and
-    a hash of its weights), the codec and its bitrate (lossy codecs only), the filter, and
-    any ``more`` options that change the stems' bytes."""
+    """The part of the resume key that is the same for every track of a run.
+
+    Args:
+        model_name: the model's name.
+        model_fingerprint: a hash of its weights (model.load.weights_fingerprint).
+        codec: one of CODECS.
+        bitrate: kept for lossy codecs only.
+        filter_name: the filter (soft masks or Wiener).
+        **more: any other options that change the stems' bytes (precision, bit_depth, residual...).
+    Returns:
+        The key as a dict (JSON-ready).
+    """
     return {
         "key_version": KEY_VERSION,
         "model": model_name,
@@ -36,31 +45,48 @@ def job_key(model_name: str, model_fingerprint: str, codec: str, bitrate: str, f
 def key_run_here(job: dict) -> dict:
     """The job key with its ``precision`` (the one asked for) replaced by what it runs as on this
     machine (model.precision.effective_precision): float32 keys carry no precision field, as
-    before --precision existed; otherwise ``bfloat16``, ``mixed_bfloat16`` or ``mixed_float16``."""
+    before --precision existed; otherwise ``bfloat16``, ``mixed_bfloat16`` or ``mixed_float16``.
+
+    Args:
+        job: a job_key.
+    Returns:
+        A new dict.
+    """
     if "precision" not in job:
         return job
     return with_precision(job, effective_precision(job["precision"]))
 
 
 def with_precision(job: dict, precision: str) -> dict:
-    """The job key for stems made with the U-net arithmetic ``precision``."""
+    """The job key ``job`` for stems made with the U-net arithmetic ``precision`` (a new dict; float32: no precision field)."""
     key = {name: value for name, value in job.items() if name != "precision"}
     return key if precision == "float32" else {**key, "precision": precision}
 
 
 def source_identity(uri: str) -> tuple:
-    """``(size, modification time)`` of the source file (local, or gs://: the object's update
-    time, which every new generation changes) of the file at exactly ``uri``: a name with
-    ``[ ]``, ``*`` or ``?`` is never read as a pattern (that gave one file another's identity)."""
+    """The identity of a source file at exactly ``uri``: a name with ``[ ]``, ``*`` or ``?`` is never
+    read as a pattern (that gave one file another's identity).
+
+    Returns:
+        ``(size, modification time)`` (gs://: the object's update time, which every new
+        generation changes).
+    """
     return storage.stat(uri)
 
 
 def decoding_change(uri: str, size: int | None = None) -> str | None:
-    """What in the decoding of the source at ``uri`` differs from earlier releases', as a
-    resume-key field value (None: nothing; the key then has no ``decoding`` field, so stems of
-    unchanged formats stay valid): ``int32-pcm`` (32-bit integer WAV, which tensorflow-io read as
-    float32 bit patterns), ``wavex-law`` (u-law and a-law WAVEX, read as PCM). Reads the header
-    only (model.headers: pure Python), local or remote."""
+    """What in the decoding of a source differs from earlier releases', as a resume-key field value
+    (None: nothing; the key then has no ``decoding`` field, so stems of unchanged formats stay
+    valid): ``int32-pcm`` (32-bit integer WAV, which tensorflow-io read as float32 bit
+    patterns), ``wavex-law`` (u-law and a-law WAVEX, read as PCM). Reads the header only
+    (model.headers: pure Python), local or remote.
+
+    Args:
+        uri: the source file.
+        size: its size when known (saves a stat).
+    Returns:
+        The field's value, or None.
+    """
     from apache_beam.io.filesystems import FileSystems
 
     try:
@@ -80,9 +106,15 @@ def decoding_change(uri: str, size: int | None = None) -> str | None:
 
 
 def track_key(job: dict, track: Track, identity: tuple | None) -> dict:
-    """The whole key of ``track``: the job's, the row's source, span and stream, the source
-    file's identity and what changed in its decoding (``track.decoding``, decoding_change); in
-    its JSON form, as the marker stores it."""
+    """The whole resume key of a track, in its JSON form, as the marker stores it.
+
+    Args:
+        job: the job_key (key_run_here).
+        track: Track (its source, span, stream and ``decoding``: decoding_change).
+        identity: source_identity of its file, or None.
+    Returns:
+        A dict.
+    """
     more = {} if track.decoding is None else {"decoding": track.decoding}
     key = {
         **job,
@@ -97,6 +129,13 @@ def track_key(job: dict, track: Track, identity: tuple | None) -> dict:
 
 
 def changed_fields(stored: dict | None, wanted: dict) -> list:
-    """The key fields that differ (every field when there is no stored key)."""
+    """The key fields that differ.
+
+    Args:
+        stored: the marker's key, or None.
+        wanted: this run's key.
+    Returns:
+        Sorted field names (every field when there is no stored key).
+    """
     stored = stored or {}
     return sorted(name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name))

@@ -24,7 +24,16 @@ def move_into(uri: str, folder: str) -> str:
 
 class WriteStaged(beam.PTransform):
     """Elements -> ``sink(prefix)`` under ``staging`` (the sink's prefix is ``{staging}/{name}``),
-    then every file it wrote moved into ``folder``; outputs the final uris."""
+    then every file it wrote moved into ``folder``; outputs the final uris.
+
+    Args:
+        sink: ``sink(prefix)`` -> a PTransform writing files and outputting their uris.
+        staging: the staging folder (storage.staging_folder); no glob characters.
+        folder: where the finished files go.
+        name: the files' name prefix.
+    Raises:
+        ValueError: ``staging`` has glob characters.
+    """
 
     def __init__(self, sink, staging: str, folder: str, name: str):
         super().__init__()
@@ -38,14 +47,24 @@ class WriteStaged(beam.PTransform):
 
 
 def parquet_sink(schema):
-    """The sink of a one-file Parquet table of ``schema``: ``sink(prefix)`` writes
-    ``{prefix}-00000-of-00001.parquet``."""
+    """The sink of a one-file Parquet table.
+
+    Args:
+        schema: its pyarrow.Schema.
+    Returns:
+        ``sink(prefix)``, a PTransform writing ``{prefix}-00000-of-00001.parquet``.
+    """
     return lambda prefix: beam.io.WriteToParquet(prefix, schema=schema, file_name_suffix=".parquet", num_shards=1, shard_name_template="-SSSSS-of-NNNNN")
 
 
 class WriteTable(WriteStaged):
     """Rows -> the Parquet table ``{folder}/{name}-00000-of-00001.parquet`` of ``schema``, written
-    under ``staging`` and moved into place whole (every table stembeam writes)."""
+    under ``staging`` and moved into place whole (every table stembeam writes).
+
+    Args:
+        schema: the table's pyarrow.Schema.
+        staging, folder, name: as WriteStaged.
+    """
 
     def __init__(self, schema, staging: str, folder: str, name: str):
         super().__init__(parquet_sink(schema), staging, folder, name)

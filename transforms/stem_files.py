@@ -17,10 +17,17 @@ MARKER = ".stembeam.json"
 
 @dataclasses.dataclass(frozen=True)
 class StemFiles:
-    """How a run writes stems: under ``output``, with the job's resume ``key`` (transforms.resume:
-    its codec among the rest), the lossy codecs' ``bitrate``, the files' ``bit_depth``, stembeam's
-    ``version`` for the rows, this run's ``run_id`` (None: a dry run), and whether tracks an
-    earlier run finished are kept (``skip_existing``)."""
+    """How a run writes stems (frozen).
+
+    Attributes:
+        output: the output folder.
+        key: the job's resume key (transforms.resume.job_key; its codec among the rest).
+        bitrate: lossy codecs' bitrate.
+        bit_depth: the files' bit depth (None: the codec's default).
+        version: stembeam's version, for the rows.
+        run_id: this run's id (None: a dry run).
+        skip_existing: keep tracks an earlier run finished.
+    """
 
     output: str
     key: dict
@@ -32,6 +39,7 @@ class StemFiles:
 
     @property
     def codec(self) -> str:
+        """The stems' codec (the key's ``codec``)."""
         return self.key["codec"]
 
 
@@ -59,9 +67,16 @@ def stem_names(stored: dict) -> list:
 
 
 def missing_stems(stored: dict, folder: str) -> list:
-    """The stem files of a marker's rows that are gone from the track's ``folder`` or (markers
-    that record sizes) no longer have the size written: a marker vouches for a track only while
-    all its stems are there."""
+    """The stem files a marker vouches for that are gone: a marker vouches for a track only while all
+    its stems are there.
+
+    Args:
+        stored: the marker (read_marker).
+        folder: the track's folder.
+    Returns:
+        The names of the stems missing from ``folder`` or (markers that record sizes) no longer
+        of the size written.
+    """
     sizes = stored.get("stem_bytes") or {}
     missing = []
     for name in stem_names(stored):
@@ -78,7 +93,7 @@ def missing_stems(stored: dict, folder: str) -> list:
 
 
 def remove_outputs(output: str, track: Track, stored: dict) -> None:
-    """Remove a track's marker and the stems it lists (a track that now fails keeps none)."""
+    """Remove ``track``'s marker and the stems the marker ``stored`` lists under ``output`` (a track that now fails keeps none)."""
     folder = track_folder(output, track)
     storage.delete([marker_uri(output, track)] + [storage.join(folder, name) for name in stem_names(stored)])
 
@@ -94,8 +109,15 @@ def rows_to_json(rows) -> list:
 
 
 def rows_from_json(rows, **defaults) -> list:
-    """A marker's stored rows; ``defaults``: values of columns its release did not write yet
-    (the job's, which the marker's key vouches for: ``bit_depth``, ``F``)."""
+    """A marker's stored rows as metadata rows.
+
+    Args:
+        rows: the marker's rows (JSON form).
+        **defaults: values of columns its release did not write yet (the job's, which the
+            marker's key vouches for: ``bit_depth``, ``F``).
+    Returns:
+        A list of dicts (``created_at`` as a datetime).
+    """
     # Markers written before --precision existed hold float32 stems; before decode_warnings, no
     # damage was recorded.
     old = {"precision": "float32", "decode_warnings": None, "claimed_duration_s": None, "source_offset_s": None, "source_duration_s": None,

@@ -16,6 +16,7 @@ from stembeam.model.encode import apply_default_mode
 
 
 def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a local path (no scheme, or ``file://``)."""
     return "://" not in uri or uri.startswith("file://")
 
 
@@ -25,12 +26,15 @@ def local_path(uri: str) -> str:
 
 
 def join(*parts: str) -> str:
+    """Join uri parts (Beam's FileSystems.join: local paths or any Beam filesystem)."""
     return FileSystems.join(*parts)
 
 
 @contextlib.contextmanager
 def local_copy(uri: str):
-    """A local path holding ``uri``'s bytes (the path itself when already local)."""
+    """A context manager giving a local path holding ``uri``'s bytes (the path itself when already
+    local; a temporary copy, removed on exit, for a remote one).
+    """
     if is_local(uri):
         yield local_path(uri)
         return
@@ -43,11 +47,18 @@ def local_copy(uri: str):
 
 
 def read_parquet(uri: str, columns=None):
-    """The Parquet file at ``uri`` (local or any Beam filesystem) as a pyarrow Table.
+    """Read a Parquet file (local or any Beam filesystem) as a pyarrow Table.
 
     Remote bytes are copied into memory pyarrow owns: a Table read from Python-owned bytes (a
     BytesIO) can be released by one of pyarrow's threads during interpreter shutdown, which
-    then aborts the process ("terminate called without an active exception")."""
+    then aborts the process ("terminate called without an active exception").
+
+    Args:
+        uri: the file.
+        columns: only these columns (None: all).
+    Returns:
+        pyarrow.Table.
+    """
     if is_local(uri):
         import pyarrow.parquet as pq
 
@@ -88,6 +99,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 
 
 def read_bytes(uri: str) -> bytes:
+    """The bytes of the file at ``uri`` (local or any Beam filesystem)."""
     with FileSystems.open(uri) as handle:
         return handle.read()
 
@@ -183,11 +195,18 @@ def _segment_match(name: str, pattern: str) -> bool:
 
 
 def list_matching(folder: str, *patterns: str) -> list:
-    """Sorted uris under the literal ``folder`` whose path below it has one component per
-    pattern, each matching its (fnmatch) pattern: ``list_matching(out, "*", "*.npy")`` is
-    ``out/*/*.npy`` with ``out`` taken as it is, brackets and stars included. Local listings
-    follow symlinked folders (as glob does) and give files and folders; gs:// is one listing by
-    the prefix ``folder/``, its "folders" being the prefixes of deeper objects."""
+    """List a folder taken literally, matching patterns below it.
+
+    Local listings follow symlinked folders (as glob does) and give files and folders; gs:// is
+    one listing by the prefix ``folder/``, its "folders" being the prefixes of deeper objects.
+
+    Args:
+        folder: the folder, used as it is (brackets and stars included).
+        *patterns: one fnmatch pattern per path component below it:
+            ``list_matching(out, "*", "*.npy")`` is ``out/*/*.npy``.
+    Returns:
+        Sorted uris.
+    """
     if not patterns:
         return [folder] if exists(folder) else []
     if is_local(folder):
@@ -236,10 +255,12 @@ def list_files(folder: str) -> list:
 
 
 def move(source: str, target: str) -> None:
-    """Move the finished file ``source`` to ``target`` (both literal), replacing what is there:
-    locally a rename (through a temporary name in ``target``'s folder across filesystems), so the
-    old file is replaced only by a whole new one; remote: a copy then a delete (an object appears
-    whole). A retried move whose source is gone and whose target exists is done already."""
+    """Move the finished file ``source`` to ``target`` (both literal), replacing what is there.
+
+    Locally a rename (through a temporary name in ``target``'s folder across filesystems), so
+    the old file is replaced only by a whole new one; remote: a copy then a delete (an object
+    appears whole). A retried move whose source is gone and whose target exists is done already.
+    """
     if not exists(source) and exists(target):
         return
     if is_local(source) and is_local(target):
@@ -277,11 +298,20 @@ def move(source: str, target: str) -> None:
 
 
 def staging_folder(output: str, run_id: str | None = None, temp_location: str | None = None) -> str:
-    """Where a job's Beam file sinks (Parquet tables, TFRecords) write before each finished file
-    is moved into ``output``: ``{output}/_work/tables/<run>``, unless ``output`` has glob
-    characters (a Beam sink globs its prefix and deletes what matches): then a private local
-    temporary folder for a local output, or ``{temp_location}/stembeam-tables/<run>`` for a
-    remote one. ValueError naming --temp_location when that is missing or itself a pattern."""
+    """Where a job's Beam file sinks (Parquet tables, TFRecords) write before each finished file is
+    moved into ``output``.
+
+    Args:
+        output: the job's output folder.
+        run_id: the run's id (None: a new one).
+        temp_location: Beam's --temp_location.
+    Returns:
+        ``{output}/_work/tables/<run>``, unless ``output`` has glob characters (a Beam sink globs
+        its prefix and deletes what matches): then a private local temporary folder for a local
+        output, or ``{temp_location}/stembeam-tables/<run>`` for a remote one.
+    Raises:
+        ValueError naming --temp_location when that is needed and missing or itself a pattern.
+    """
     import uuid
 
     check_staging(output, temp_location)
@@ -294,8 +324,11 @@ def staging_folder(output: str, run_id: str | None = None, temp_location: str | 
 
 
 def check_staging(output: str, temp_location: str | None = None) -> None:
-    """ValueError (one line naming the flag) when staging_folder has nowhere to stage for
-    ``output``; creates nothing."""
+    """Check that staging_folder has somewhere to stage for ``output``; creates nothing.
+
+    Raises:
+        ValueError: one line naming the flag (--temp_location).
+    """
     if not has_glob(output):
         return
     if is_local(output):
@@ -320,10 +353,16 @@ def _private_folder(path: str) -> str:
 
 
 def cached_folder(uri: str) -> tuple:
-    """``(local folder, [(remote path, size, update time), ...])``: a local copy of the files
-    directly in the remote folder ``uri`` (e.g. a gs:// model), kept in the user's private
-    cache (``$STEMBEAM_CACHE/remote/``, 0700) and fetched again when a file's size or update
-    time changed, and the remote listing it was made from."""
+    """A local copy of the files directly in a remote folder (e.g. a gs:// model), kept in the
+    user's private cache (``$STEMBEAM_CACHE/remote/``, 0700) and fetched again when a file's size
+    or update time changed.
+
+    Args:
+        uri: the remote folder.
+    Returns:
+        ``(local folder, [(remote path, size, update time), ...])``: the copy and the remote
+        listing it was made from.
+    """
     import hashlib
     import json
 

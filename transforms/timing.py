@@ -19,7 +19,11 @@ STAGES = {
 
 @contextlib.contextmanager
 def timer(distribution):
-    """Adds the block's wall time in ms to a Beam ``Metrics.distribution``."""
+    """A context manager adding the block's wall time in ms to a Beam metric.
+
+    Args:
+        distribution: a ``Metrics.distribution``.
+    """
     start = time.perf_counter()
     try:
         yield

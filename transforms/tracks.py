@@ -28,6 +28,11 @@ class SeparateTracks(beam.PTransform):
     (an accelerator) covers the whole chain, decoding included, so it all runs in the
     accelerator's environment and only those small outputs leave it (runners do not fuse across
     environments).
+
+    Args:
+        separation: Separation.
+        files: StemFiles.
+        decoding: Decoding.
     """
 
     def __init__(self, separation: Separation, files: StemFiles, decoding: Decoding = Decoding()):

@@ -17,13 +17,23 @@ VALIDATION_SPLITS = ("test", "valid", "validation")
 
 
 def split_of(track: DatasetTrack) -> str:
-    """MUSDB's ``test`` (or a ``valid`` split) validates; everything else trains."""
+    """``validation`` for MUSDB's ``test`` (or a ``valid``) split of the DatasetTrack ``track``; ``train`` for everything else."""
     return VALIDATION if (track.split or "").lower() in VALIDATION_SPLITS else TRAIN
 
 
 def example_offsets(track_id: str, n_samples: int, config: ModelConfig, seed: int, repeat: int) -> list:
-    """Spleeter-style random crops: about one T-frame segment per segment length of audio
-    (times ``repeat``), each at a uniformly random start; the same for the same seed and track."""
+    """Spleeter-style random crops: about one T-frame segment per segment length of audio (times
+    ``repeat``), each at a uniformly random start; the same for the same seed and track.
+
+    Args:
+        track_id: the track (seeds the crops with ``seed``).
+        n_samples: the track's length.
+        config: ModelConfig.
+        seed: the run's seed.
+        repeat: crops per segment length.
+    Returns:
+        Sorted start samples; each crop is ``[L, 2]``.
+    """
     length = config.segment_samples
     count = repeat * max(1, -(-n_samples // (config.T * config.frame_step)))
     rng = np.random.default_rng([seed, zlib.crc32(track_id.encode("utf-8"))])
@@ -38,6 +48,13 @@ class MakeExamples(beam.DoFn):
     The mixture is the dataset's, or the sum of the stems with ``mixture_from_stems`` (for
     files whose mixture is not that sum) and always when augmenting. ``augment``: a random
     gain in [0.5, 1.5] per stem and a random left/right swap per example.
+
+    Args:
+        config: ModelConfig (instruments, rate, segment length).
+        seed: the crops' and augmentations' seed.
+        repeat: crops per segment length (example_offsets).
+        augment: see above.
+        mixture_from_stems: see above.
     """
 
     def __init__(self, config: ModelConfig, seed: int = 0, repeat: int = 1, augment: bool = False, mixture_from_stems: bool = False):

@@ -16,17 +16,27 @@ WORK = "_work"
 
 
 def work_root(output: str) -> str:
+    """``{output}/_work``: the job's scratch space under its output."""
     return storage.join(output, WORK)
 
 
 def local_work_dir(output: str, create: bool = False) -> str:
-    """A local folder for decoded samples and staged stems: under ``{output}/_work/`` for a local
-    output; for a remote one, ``$TMPDIR/stembeam-work-<uid>/<16 hex digits of the output's sha1>``,
-    private like the model cache: folders of this user, mode 0700 (a looser one is made 0700;
-    one owned by another user, or a symbolic link, is refused with PermissionError), as their
-    names are predictable in a shared temporary space. ``create``: make the folder (callers
-    about to write in it); else only an existing one is checked. Either way the next run on the
-    output sweeps it (clear_leftovers), so a killed job leaves nothing behind for long."""
+    """A local folder for decoded samples and staged stems.
+
+    Private like the model cache: folders of this user, mode 0700 (a looser one is made 0700),
+    as their names are predictable in a shared temporary space. The next run on the output
+    sweeps it (clear_leftovers), so a killed job leaves nothing behind for long.
+
+    Args:
+        output: the job's output folder.
+        create: make the folder (callers about to write in it); else only an existing one is
+            checked.
+    Returns:
+        ``{output}/_work/...`` for a local output; for a remote one,
+        ``$TMPDIR/stembeam-work-<uid>/<16 hex digits of the output's sha1>``.
+    Raises:
+        PermissionError: a folder owned by another user, or a symbolic link.
+    """
     if storage.is_local(output):
         path = os.path.join(storage.local_path(work_root(output)), "local")
         if create:

@@ -139,6 +139,12 @@ class WriteStems(beam.DoFn):
     Only errors of the track's data (non-finite samples, the encoder refusing it) become error
     rows; disk and network failures raise, so the runner retries the bundle (a retried bundle
     skips the tracks this run finished: DecodeAndChunk finds their markers).
+
+    Args:
+        config: ModelConfig (instruments, rate, segment length).
+        files: StemFiles (output, resume key, codec, bitrate, bit depth, run id).
+        residual: the signals carry the mixture as a last source ``[L, 2, S+1]``
+            (FilterSegments); the last stem becomes the mixture minus the others.
     """
 
     def __init__(self, config: ModelConfig, files: StemFiles, residual: bool = False):
@@ -274,7 +280,11 @@ class WriteStems(beam.DoFn):
 
 
 class ToErrorRows(beam.DoFn):
-    """``(track_id, uri, reason)`` -> an error metadata row of a run (``context``)."""
+    """``(track_id, uri, reason)`` -> an error metadata row of a run (``context``).
+
+    Args:
+        context: the run's RowContext (transforms.records).
+    """
 
     def __init__(self, context: RowContext):
         self._context = context
@@ -289,7 +299,12 @@ class ToErrorRows(beam.DoFn):
 class WriteMetadata(beam.PTransform):
     """Metadata rows -> ``{output}/metadata/tracks-*.parquet`` with METADATA_SCHEMA: written
     under ``staging`` (storage.staging_folder; never a prefix under the output, see
-    transforms/staged.py), then moved into ``metadata/``, replacing the old table."""
+    transforms/staged.py), then moved into ``metadata/``, replacing the old table.
+
+    Args:
+        output: the output folder.
+        staging: the staging folder (None: storage.staging_folder(output)).
+    """
 
     def __init__(self, output: str, staging: str | None = None):
         super().__init__()

@@ -37,8 +37,14 @@ TEMPO_SOURCES = (DRUMS, ACCOMPANIMENT, MIXTURE)
 
 @dataclasses.dataclass(frozen=True)
 class SourceInput:
-    """A source to analyse: a file (``stream``: one audio stream of a multi-stream file), and
-    the span of it to read (a mixture cut as the manifest row cut it)."""
+    """A source to analyse (frozen).
+
+    Attributes:
+        uri: its file (local or remote).
+        offset, duration: the span to read, in seconds (a mixture cut as the manifest row cut
+            it; duration None: to the end).
+        stream: one audio stream of a multi-stream file, or None.
+    """
 
     uri: str
     offset: float = 0.0
@@ -48,7 +54,16 @@ class SourceInput:
 
 @dataclasses.dataclass
 class TrackFeatures:
-    """Rows of the three tables, and what a plot of the track needs."""
+    """What analyse_track gives for one track.
+
+    Attributes:
+        sources: rows of the ``sources`` table (one per source).
+        track: the ``tracks`` table's row.
+        frames: rows of the ``frames`` table (empty unless asked for).
+        short_term: ``{source: [m] float}`` short-term LUFS every 100 ms (-inf for silence),
+            for plot_track.
+        duration_s: the track's length.
+    """
 
     sources: list
     track: dict
@@ -58,8 +73,18 @@ class TrackFeatures:
 
 
 def read_blocks(path: str, offset: float = 0.0, duration: Optional[float] = None, stream: Optional[int] = None):
-    """``(sample_rate, channels, iterator of [k, channels] float32)``: mono/stereo files libsndfile
-    reads (wav, flac, ogg, mp3...) at their own rate; anything else through ffmpeg, stereo at 44.1 kHz."""
+    """Open a local file for block-by-block reading: mono/stereo files libsndfile reads (wav, flac,
+    ogg, mp3...) at their own rate; anything else through ffmpeg, stereo at 44.1 kHz.
+
+    Args:
+        path: a local file.
+        offset, duration: the span in seconds (duration None: to the end).
+        stream: one audio stream of a multi-stream file (read through ffmpeg), or None.
+    Returns:
+        ``(sample_rate, channels, iterator of [k, channels] float32 blocks)``.
+    Raises:
+        AudioDecodeError naming the file.
+    """
     handle = None
     if stream is None:
         try:
@@ -93,7 +118,7 @@ def read_blocks(path: str, offset: float = 0.0, duration: Optional[float] = None
 
 
 def mono_mix(block: np.ndarray) -> np.ndarray:
-    """``[k]`` float32 mean of the channels of ``block [k, channels]``."""
+    """The mean of the channels: ``block [k, channels]`` -> ``[k]`` float32."""
     if block.shape[1] == 2:
         # (l + r) / 2, rounded once as the matrix product rounds l / 2 + r / 2, several times faster than numpy's mean over a 2-wide axis.
         return np.add(block[:, 0], block[:, 1]) * np.float32(0.5)
@@ -101,7 +126,18 @@ def mono_mix(block: np.ndarray) -> np.ndarray:
 
 
 class SourceAnalyser:
-    """Streams one source: ``write([k, channels])`` blocks at ``sample_rate``, then ``finish()``."""
+    """Streams one source: ``write`` its ``[k, channels]`` blocks, then ``finish()``, then ``row()``.
+
+    After ``finish`` it holds ``frame_db [frames]`` (dBFS), ``onset_envelope [frames]``, ``f0
+    [frames]`` (Hz, NaN unvoiced; None without ``pitch``), ``duration_s``, ``loudness``
+    (LoudnessMeter) and ``tonality`` (Tonality, or None).
+
+    Args:
+        sample_rate: the blocks' rate (resampled to ANALYSIS_RATE, 22.05 kHz, for the frames).
+        channels: the blocks' channels.
+        pitch: also the vocal pitch (pYIN, slow).
+        tonality: also the chroma and tuning for the key.
+    """
 
     def __init__(self, sample_rate: int, channels: int, pitch: bool = False, tonality: bool = False):
         self.sample_rate = sample_rate
@@ -115,6 +151,7 @@ class SourceAnalyser:
         self._f0 = [] if pitch else None
 
     def write(self, block: np.ndarray) -> None:
+        """Feed ``block [k, channels]`` float32 samples, full scale 1.0."""
         self.loudness.write(block)
         mono = mono_mix(np.asarray(block, dtype=np.float32))
         if self._resampler is not None:
@@ -137,6 +174,7 @@ class SourceAnalyser:
             self._f0.append(pitch_frames(y))
 
     def finish(self) -> "SourceAnalyser":
+        """Flush the last frames and fill the per-frame results; returns ``self``."""
         if self._resampler is not None:
             self._frames(self._framer.push(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
         self._frames(self._framer.finish())
@@ -163,7 +201,17 @@ class SourceAnalyser:
 
 
 def analyse_source(path: str, source: SourceInput, pitch: bool = False, tonality: bool = False) -> SourceAnalyser:
-    """Read the local file ``path`` (of ``source``) block by block through a SourceAnalyser."""
+    """Read a local file block by block through a SourceAnalyser.
+
+    Args:
+        path: the local copy of ``source.uri``.
+        source: SourceInput (its span and stream).
+        pitch, tonality: as SourceAnalyser.
+    Returns:
+        The finished SourceAnalyser.
+    Raises:
+        AudioDecodeError naming the file (no samples, unreadable).
+    """
     rate, channels, blocks = read_blocks(path, source.offset, source.duration, source.stream)
     analyser = SourceAnalyser(rate, channels, pitch, tonality)
     with contextlib.closing(blocks):
@@ -203,13 +251,22 @@ def _empty_source_row(track_id: str, name: str, uri: str, status: str, error: Op
 def analyse_track(
     track_id: str, sources: dict, vocal_pitch: bool = False, frames: bool = False, localise: Callable = contextlib.nullcontext
 ) -> TrackFeatures:
-    """Analyse ``sources`` (``{name: SourceInput}``, ``mixture`` and stems) of one track.
+    """Analyse the sources (``mixture`` and stems) of one track.
 
-    ``localise(uri)`` is a context manager giving a local path for a uri (default: the uri
-    itself). A source that cannot be read or analysed gets a ``status=error`` row naming the
+    A source that cannot be read or analysed gets a ``status=error`` row naming the
     file and the reason; the other sources and the track-level features still get computed.
     Tempo comes from drums, else accompaniment, else mixture; vocal activity and pitch from
     ``vocals``; key from the accompaniment, else the summed non-vocal stems, else the mixture.
+
+    Args:
+        track_id: the track's id (in every row).
+        sources: ``{name: SourceInput}``.
+        vocal_pitch: the vocals' pitch (pYIN) too.
+        frames: the ``frames`` table's rows too.
+        localise: ``localise(uri)``, a context manager giving a local path for a uri (default:
+            the uri itself).
+    Returns:
+        TrackFeatures.
     """
     tonal = set(_tonality_sources(sources))
     done, errors, rows = {}, {}, {}

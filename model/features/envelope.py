@@ -9,10 +9,15 @@ FLOOR_DB = -120.0  # the frame levels' own floor (spectral.RMS_FLOOR_DB; not imp
 
 
 def envelope_db(frame_db: np.ndarray, points: int = ENVELOPE_POINTS) -> list:
-    """The level of ``points`` equal spans of a source (fewer when it has fewer frames), from its
-    frame levels ``frame_db [n]`` (dBFS, spectral.rms_db): each span's power mean, rounded to
-    whole dB, floored at FLOOR_DB; ``[min(points, n)]`` ints (int8 in the table). Point
-    ``k`` covers ``[k, k + 1] x duration_s / len`` of the source."""
+    """The level of ``points`` equal spans of a source: each span's power mean, rounded to whole dB,
+    floored at FLOOR_DB. Point ``k`` covers ``[k, k + 1] x duration_s / len`` of the source.
+
+    Args:
+        frame_db: ``[frames]`` frame levels, dBFS (spectral.rms_db).
+        points: spans wanted (fewer when there are fewer frames).
+    Returns:
+        ``[min(points, frames)]`` ints (int8 in the table).
+    """
     levels = np.asarray(frame_db, dtype=np.float64)
     if levels.shape[0] == 0:
         return []

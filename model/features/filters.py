@@ -22,7 +22,7 @@ def fft_frequencies(sr: float, n_fft: int) -> np.ndarray:
 
 
 def hz_to_mel(frequencies) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above; same shape as ``frequencies``."""
     frequencies = np.asanyarray(frequencies, dtype=np.float64)
     f_sp = 200.0 / 3
     mels = frequencies / f_sp
@@ -33,6 +33,7 @@ def hz_to_mel(frequencies) -> np.ndarray:
 
 
 def mel_to_hz(mels) -> np.ndarray:
+    """Hz of Slaney mel values (the inverse of hz_to_mel), same shape, float64."""
     mels = np.asanyarray(mels, dtype=np.float64)
     f_sp = 200.0 / 3
     freqs = f_sp * mels
@@ -44,7 +45,13 @@ def mel_to_hz(mels) -> np.ndarray:
 
 def mel_filters(sr: float, n_fft: int, n_mels: int = 128) -> np.ndarray:
     """``[n_mels, 1 + n_fft // 2]`` float32 Slaney-normalised triangular mel filters from 0 Hz to
-    sr / 2 (librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels))."""
+    sr / 2 (librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)).
+
+    Args:
+        sr: the signal's rate (Hz).
+        n_fft: the STFT's frame length.
+        n_mels: the mel bands.
+    """
     fftfreqs = fft_frequencies(sr, n_fft)
     mel_f = mel_to_hz(np.linspace(hz_to_mel(np.array([0.0]))[0], hz_to_mel(np.array([sr / 2.0]))[0], n_mels + 2))
     fdiff = np.diff(mel_f)
@@ -63,7 +70,13 @@ def hz_to_octs(frequencies) -> np.ndarray:
 
 def chroma_filters(sr: float, n_fft: int, n_chroma: int = 12) -> np.ndarray:
     """``[n_chroma, 1 + n_fft // 2]`` float32 chroma filter bank at A440, C first, Gaussian in
-    octaves around C5, each column L2-normalised (librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0))."""
+    octaves around C5, each column L2-normalised (librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0)).
+
+    Args:
+        sr: the signal's rate (Hz).
+        n_fft: the STFT's frame length.
+        n_chroma: bins per octave.
+    """
     frequencies = np.linspace(0, sr, n_fft, endpoint=False)[1:]
     frqbins = n_chroma * hz_to_octs(frequencies)
     frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))

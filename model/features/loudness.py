@@ -32,9 +32,12 @@ def _lufs(mean_square):
 
 
 class LoudnessMeter:
-    """Feed ``[k, channels]`` blocks with ``write``; read the measures after ``finish``.
+    """BS.1770 / EBU loudness of a stream: feed ``[k, channels]`` blocks with ``write``, then read the
+    measures. Also keeps the sample peak and the plain mean square (for ``rms_dbfs`` and ``share_db``).
 
-    Also keeps the sample peak and the plain mean square (for ``rms_dbfs`` and ``share_db``).
+    Args:
+        sample_rate: Hz of the blocks (the K-weighting filters are designed for it).
+        channels: channels of the blocks.
     """
 
     def __init__(self, sample_rate: int, channels: int):
@@ -57,7 +60,7 @@ class LoudnessMeter:
         self.sum_squares = 0.0  # unweighted, all channels, unfiltered
 
     def write(self, block: np.ndarray) -> None:
-        """``block [k, channels]`` float samples (filtered in float32: 1e-6 relative is far below 0.01 LU)."""
+        """Feed ``block [k, channels]`` float samples (filtered in float32: 1e-6 relative is far below 0.01 LU)."""
         block = np.asarray(block, dtype=np.float32)
         if block.shape[0] == 0:
             return

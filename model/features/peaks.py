@@ -8,7 +8,11 @@ import numpy as np
 
 def localmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """``x[i] > x[i - 1]`` and ``x[i] >= x[i + 1]`` along ``axis``; never the first element, the
-    last one if it is above its neighbour (librosa.util.localmax)."""
+    last one if it is above its neighbour (librosa.util.localmax).
+
+    Returns:
+        bool, the shape of ``x``.
+    """
     x = np.moveaxis(x, axis, -1)
     found = np.zeros(x.shape, dtype=bool)
     found[..., 1:-1] = (x[..., 1:-1] > x[..., :-2]) & (x[..., 1:-1] >= x[..., 2:])
@@ -18,7 +22,11 @@ def localmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def localmin(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    """``x[i] < x[i - 1]`` and ``x[i] <= x[i + 1]`` along ``axis``, the edges as localmax (librosa.util.localmin)."""
+    """``x[i] < x[i - 1]`` and ``x[i] <= x[i + 1]`` along ``axis``, the edges as localmax (librosa.util.localmin).
+
+    Returns:
+        bool, the shape of ``x``.
+    """
     x = np.moveaxis(x, axis, -1)
     found = np.zeros(x.shape, dtype=bool)
     found[..., 1:-1] = (x[..., 1:-1] < x[..., :-2]) & (x[..., 1:-1] <= x[..., 2:])
@@ -30,7 +38,11 @@ def localmin(x: np.ndarray, axis: int = 0) -> np.ndarray:
 def parabolic_shifts(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """Offset of the vertex of the parabola through each point and its two neighbours along
     ``axis`` (in bins, within (-1, 1); 0 where the vertex lies further, and at both edges), in
-    ``x``'s dtype, computed in float64 as librosa's stencil computes it."""
+    ``x``'s dtype, computed in float64 as librosa's stencil computes it.
+
+    Returns:
+        The shape and dtype of ``x``.
+    """
     x = np.moveaxis(x, axis, -1)
     shifts = np.zeros_like(x)
     before, here, after = x[..., :-2], x[..., 1:-1], x[..., 2:]
@@ -42,9 +54,17 @@ def parabolic_shifts(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def peak_pick(x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int, delta: float, wait: int) -> np.ndarray:
-    """Indices of the peaks of ``x [n]`` (float, librosa.util.peak_pick): ``x[i]`` is the maximum
-    of ``x[i - pre_max : i + post_max]``, at least ``delta`` above the mean of ``x[i - pre_avg :
-    i + post_avg]``, and more than ``wait`` samples after the previous peak."""
+    """Peaks of a series, as librosa.util.peak_pick: ``x[i]`` is the maximum of ``x[i - pre_max :
+    i + post_max]``, at least ``delta`` above the mean of ``x[i - pre_avg : i + post_avg]``, and
+    more than ``wait`` samples after the previous peak.
+
+    Args:
+        x: ``[n]`` float.
+        pre_max, post_max, pre_avg, post_avg, wait: in samples of ``x``.
+        delta: the threshold over the local mean.
+    Returns:
+        ``[p]`` int indices, ascending.
+    """
     n = x.shape[0]
     index = np.arange(n)
     padded = np.concatenate([np.full(pre_max, -np.inf, x.dtype), x, np.full(post_max, -np.inf, x.dtype)])

@@ -42,7 +42,14 @@ LOG_TINY = np.log(TINY)
 
 
 class PYin:
-    """pYIN for one rate, frame length and hop: ``f0(y)`` of the frames of a piece of signal."""
+    """pYIN (librosa.pyin's algorithm) for one rate, frame length and hop: ``f0(y)`` of the frames
+    of a piece of signal.
+
+    Args:
+        sr: Hz of the signal.
+        frame_length: samples per frame.
+        hop: samples between frames.
+    """
 
     def __init__(self, sr: int, frame_length: int, hop: int):
         self.sr, self.frame_length, self.hop = sr, frame_length, hop
@@ -221,8 +228,14 @@ class PYin:
         return states
 
     def f0(self, y: np.ndarray) -> np.ndarray:
-        """``[n]`` float32 f0 (Hz, NaN where unvoiced) of the frames of ``y`` (frame_length every
-        hop, no padding: librosa.pyin(center=False)); the piece is decoded on its own."""
+        """f0 of the frames of a piece (frame_length every hop, no padding: librosa.pyin(center=False));
+        the piece is decoded on its own.
+
+        Args:
+            y: ``[k]`` float32 mono samples (a Framer piece).
+        Returns:
+            ``[frames]`` float32, Hz, NaN where unvoiced.
+        """
         frames = np.lib.stride_tricks.sliding_window_view(y, self.frame_length)[:: self.hop]
         states = self._viterbi(self._log_observations(self._yin(frames)))
         f0 = np.where(states < self.n_bins, self.frequencies[states % self.n_bins], np.nan)

@@ -10,8 +10,18 @@ COLOURS = {"mixture": "0.35", "vocals": "tab:red", "accompaniment": "tab:blue", 
 
 
 def plot_track(track_id: str, short_term: dict, hop_s: float, track: dict, duration_s: float) -> bytes:
-    """PNG bytes. ``short_term``: ``{source: [m] LUFS}`` (3 s windows every ``hop_s``, the
-    first centred at 1.5 s); ``track``: the track row (vocal_segments, beat_times_s, tempo, key)."""
+    """A PNG of one track's loudness over time, with its vocal segments, beats, tempo and key.
+
+    Args:
+        track_id: the title.
+        short_term: ``{source: [m] float}`` short-term LUFS (3 s windows every ``hop_s``, the
+            first centred at 1.5 s).
+        hop_s: seconds between ``short_term`` values.
+        track: the ``tracks`` row (vocal_segments, beat_times_s, tempo, key).
+        duration_s: the track's length.
+    Returns:
+        The PNG's bytes.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -46,6 +46,7 @@ class OnsetEnvelope:
         self._pieces = []
 
     def push(self, mel_db: np.ndarray) -> None:
+        """Feed ``mel_db [N_MELS, frames]`` (spectral.mel_db) of the next consecutive frames."""
         if mel_db.shape[1] == 0:
             return
         if self._previous is None:
@@ -55,13 +56,20 @@ class OnsetEnvelope:
         self._previous = mel_db[:, -1:]
 
     def finish(self) -> np.ndarray:
+        """The onset strength ``[frames]`` float32, aligned as librosa's ``center=True``."""
         env = np.concatenate(self._pieces) if self._pieces else np.zeros(0, np.float32)
         shift = N_FFT // (2 * HOP)
         return np.concatenate([np.zeros(shift, np.float32), env])[: env.shape[0]]
 
 
 def onset_frames(env: np.ndarray) -> np.ndarray:
-    """Frame indices of the onsets in ``env [n]`` (librosa.onset.onset_detect: peaks of the envelope scaled to 0..1)."""
+    """The onsets of an onset envelope (librosa.onset.onset_detect: peaks of the envelope scaled to 0..1).
+
+    Args:
+        env: ``[frames]`` onset strength at FRAME_S.
+    Returns:
+        ``[p]`` int frame indices.
+    """
     scaled = env - np.min(env)
     scaled /= np.max(scaled) + np.finfo(scaled.dtype).tiny
     if not scaled.any() or not np.all(np.isfinite(scaled)):
@@ -85,8 +93,14 @@ def _autocorrelate(frames: np.ndarray) -> np.ndarray:
 
 
 def mean_tempogram(env: np.ndarray) -> np.ndarray:
-    """``[384]``: librosa.feature.tempogram(env) averaged over time (each column scaled to a
-    maximum of 1), computed TEMPOGRAM_PIECE columns at a time."""
+    """librosa.feature.tempogram(env) averaged over time (each column scaled to a maximum of 1),
+    computed TEMPOGRAM_PIECE columns at a time.
+
+    Args:
+        env: ``[frames]`` onset strength at FRAME_S.
+    Returns:
+        ``[384]`` float (lags of FRAME_S).
+    """
     half = TEMPOGRAM_FRAMES // 2
     padded = np.pad(env, half, mode="linear_ramp", end_values=0)
     total, columns = np.zeros(TEMPOGRAM_FRAMES), 0
@@ -101,7 +115,7 @@ def mean_tempogram(env: np.ndarray) -> np.ndarray:
 
 
 def tempo_from_tempogram(tempogram: np.ndarray) -> float:
-    """BPM of the lag with the most autocorrelation weighted by librosa.feature.tempo's prior."""
+    """BPM of the lag of ``tempogram [384]`` (mean_tempogram) with the most autocorrelation weighted by librosa.feature.tempo's prior."""
     with np.errstate(divide="ignore"):
         prior = -0.5 * ((np.log2(TEMPO_BPMS) - np.log2(START_BPM)) / 1.0) ** 2
     prior[: int(np.argmax(TEMPO_BPMS < MAX_TEMPO_BPM))] = -np.inf
@@ -174,7 +188,14 @@ def _trim(score: np.ndarray, beats: np.ndarray) -> np.ndarray:
 
 
 def beat_frames(env: np.ndarray, bpm: float) -> np.ndarray:
-    """Frame indices of the beats of ``env [n]`` at ``bpm`` (librosa.beat.beat_track's dynamic programme, trimmed)."""
+    """The beats of an onset envelope at a tempo (librosa.beat.beat_track's dynamic programme, trimmed).
+
+    Args:
+        env: ``[frames]`` onset strength at FRAME_S.
+        bpm: the tempo.
+    Returns:
+        ``[b]`` int frame indices.
+    """
     if not env.any():
         return np.zeros(0, np.int64)
     onsets = env / (env.std(ddof=1) + np.finfo(env.dtype).tiny)
@@ -190,9 +211,15 @@ def beat_frames(env: np.ndarray, bpm: float) -> np.ndarray:
 
 
 def refine_tempo(beats: np.ndarray) -> float | None:
-    """BPM from beat times ``[b]`` (s): the slope of a line through them, each beat numbered by
-    how many median intervals it lies after the first (a skipped beat keeps its number), so the
-    result is not quantised by the frame hop as the autocorrelation tempo is."""
+    """BPM from beat times: the slope of a line through them, each beat numbered by how many median
+    intervals it lies after the first (a skipped beat keeps its number), so the result is not
+    quantised by the frame hop as the autocorrelation tempo is.
+
+    Args:
+        beats: ``[b]`` beat times in seconds.
+    Returns:
+        BPM, or None with too few beats.
+    """
     if beats.shape[0] < 3:
         return None
     intervals = np.diff(beats)
@@ -205,7 +232,13 @@ def refine_tempo(beats: np.ndarray) -> float | None:
 
 
 def tempo_and_beats(env: np.ndarray) -> tuple:
-    """``(tempo_bpm or None, beat_times_s [b])`` from an onset envelope ``[n]`` at FRAME_S."""
+    """Tempo and beats of a source.
+
+    Args:
+        env: ``[frames]`` onset strength at FRAME_S (OnsetEnvelope).
+    Returns:
+        ``(tempo_bpm or None, beat_times_s [b] float)``.
+    """
     if env.shape[0] < TEMPOGRAM_FRAMES // 4 or not np.any(env > 0):
         return None, np.zeros(0)
     coarse = tempo_from_tempogram(mean_tempogram(env))

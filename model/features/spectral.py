@@ -31,18 +31,29 @@ MEL_BASIS = scipy.sparse.csr_matrix(mel_filters(ANALYSIS_RATE, N_FFT, N_MELS))
 
 
 def power_spectrum(y: np.ndarray) -> np.ndarray:
-    """``[n, 1 + N_FFT/2]`` float32 power of the Hann-windowed STFT frames (N_FFT every HOP, no
-    padding) of a Framer piece ``y``: frame-major, each frame's bins contiguous."""
+    """Power of the Hann-windowed STFT frames (N_FFT every HOP, no padding) of a Framer piece.
+
+    Args:
+        y: ``[k]`` float32 mono samples at ANALYSIS_RATE.
+    Returns:
+        ``[frames, 1025]`` float32 (bins = 1 + N_FFT / 2), frame-major, each frame's bins contiguous.
+    """
     frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
     spectrum = scipy.fft.rfft(frames * WINDOW, axis=1, overwrite_x=True)
     return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
 def rms_db(power: np.ndarray) -> np.ndarray:
-    """Frame RMS in dBFS (20 log10 re 1.0 = full scale; a full-scale sine reads -3.01 dB) from the
-    Hann-windowed ``power [n, 1 + N_FFT/2]``, ``[n]``, floored at -120: Parseval's sum (as
-    librosa.feature.rms) divided by the window's power gain WINDOW_POWER, i.e. the RMS of the
-    frame's 2048 samples (of the mono mix at 22.05 kHz) weighted by the window and normalised."""
+    """Frame RMS in dBFS (20 log10 re 1.0 = full scale; a full-scale sine reads -3.01 dB), floored
+    at -120: Parseval's sum (as librosa.feature.rms) divided by the window's power gain
+    WINDOW_POWER, i.e. the RMS of the frame's 2048 samples (of the mono mix at 22.05 kHz)
+    weighted by the window and normalised.
+
+    Args:
+        power: ``[frames, 1025]`` (power_spectrum).
+    Returns:
+        ``[frames]`` float32.
+    """
     # Every bin counts twice (its negative frequency) except DC and Nyquist.
     total = power.sum(axis=1) - 0.5 * (power[:, 0] + power[:, -1])
     rms = np.sqrt(2 * total.astype(np.float64) / N_FFT**2 / WINDOW_POWER)
@@ -50,13 +61,20 @@ def rms_db(power: np.ndarray) -> np.ndarray:
 
 
 def mel_db(power: np.ndarray) -> np.ndarray:
-    """``[N_MELS, n]`` mel power in dB re 1.0 of ``power [n, 1 + N_FFT/2]`` (no top_db clipping: it would depend on the block's maximum)."""
+    """Mel power in dB re 1.0: ``power [frames, 1025]`` -> ``[N_MELS, frames]`` float32 (no top_db clipping: it would depend on the block's maximum)."""
     return 10.0 * np.log10(np.maximum(AMIN, MEL_BASIS @ power.T))
 
 
 def zero_crossing_rates(y: np.ndarray, frames: int) -> np.ndarray:
-    """``[frames]`` share of the N_FFT - 1 sample pairs of each frame of the Framer piece ``y``
-    whose signs differ (samples within 1e-10 of 0 count as positive), over N_FFT."""
+    """Zero-crossing rate of each frame: the share of the N_FFT - 1 sample pairs whose signs differ
+    (samples within 1e-10 of 0 count as positive), over N_FFT.
+
+    Args:
+        y: a Framer piece, ``[k]`` float32.
+        frames: its frames.
+    Returns:
+        ``[frames]`` float.
+    """
     negative = y < -ZERO_CROSSING_THRESHOLD  # librosa's sign bit of y, with y within the threshold set to +0
     crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1], dtype=np.int32)])
     starts = np.arange(frames) * HOP
@@ -74,8 +92,14 @@ class SpectralStats:
         self._mfcc = np.zeros(N_MFCC)
 
     def add(self, y: np.ndarray, power: np.ndarray, magnitude: np.ndarray, mel: np.ndarray, frame_db: np.ndarray) -> None:
-        """``y``: the Framer piece the ``power`` / ``magnitude [n, 1025]``, ``mel [128, n]`` and
-        ``frame_db [n]`` frames came from."""
+        """Add a piece's frames.
+
+        Args:
+            y: the Framer piece ``[k]`` the frames came from.
+            power, magnitude: ``[frames, 1025]`` float32.
+            mel: ``[N_MELS, frames]`` dB (mel_db).
+            frame_db: ``[frames]`` dBFS (rms_db); silent frames are left out of the means.
+        """
         keep = frame_db > SILENT_FRAME_DB
         if not np.any(keep):
             return
@@ -95,7 +119,12 @@ class SpectralStats:
         self._mfcc += mfcc.sum(axis=1)
 
     def summary(self) -> dict:
-        """Source-level values; all None when every frame was silent."""
+        """Source-level values.
+
+        Returns:
+            ``{column: value}`` of the ``sources`` table's spectral columns (centroid mean/std,
+            flatness, zero-crossing rate, ``mfcc_mean`` [13]); all None when every frame was silent.
+        """
         if self.count == 0:
             keys = ("spectral_centroid_hz_mean", "spectral_centroid_hz_std", "spectral_flatness_mean", "zero_crossing_rate_mean", "mfcc_mean")
             return dict.fromkeys(keys)

@@ -27,9 +27,14 @@ _LOW, _HIGH = int(_BAND[0]) - 1, int(_BAND[-1]) + 2
 
 
 def spectral_peaks(magnitude: np.ndarray) -> tuple:
-    """``(frequency_hz [p], magnitude [p])`` float32 of the interpolated spectral peaks between
-    150 Hz and 4 kHz of ``magnitude [n, 1 + N_FFT/2]`` frames that reach a tenth of their frame's
-    maximum (librosa.piptrack's nonzero entries, in no particular order)."""
+    """The interpolated spectral peaks between 150 Hz and 4 kHz of frames that reach a tenth of
+    their frame's maximum (librosa.piptrack's nonzero entries, in no particular order).
+
+    Args:
+        magnitude: ``[frames, 1025]`` float32.
+    Returns:
+        ``(frequency_hz [p], magnitude [p])`` float32.
+    """
     band = magnitude[:, _LOW:_HIGH]
     floor = PEAK_THRESHOLD * magnitude.max(axis=1, keepdims=True)
     frames, bins = np.nonzero(localmax(band * (band > floor), axis=1)[:, 1:-1])
@@ -51,7 +56,7 @@ class Tonality:
         self._tuning = np.zeros(TUNING_BINS.shape[0] - 1)
 
     def add(self, power: np.ndarray, magnitude: np.ndarray) -> None:
-        """``power``, ``magnitude [n, 1 + N_FFT/2]``: the same STFT frames."""
+        """Add ``power`` and ``magnitude`` ``[frames, 1025]`` float32 of the same STFT frames."""
         self.chroma += CHROMA_BASIS @ power.sum(axis=0)
         pitch, mag = spectral_peaks(magnitude)
         found = pitch > 0
@@ -62,12 +67,17 @@ class Tonality:
             self._tuning += np.histogram(residual, TUNING_BINS)[0]
 
     def merge(self, other: "Tonality") -> None:
-        """Add another source's sums (the non-vocal stems of a 4/5-stems model, as energies)."""
+        """Add another Tonality's sums (the non-vocal stems of a 4/5-stems model, as energies)."""
         self.chroma += other.chroma
         self._tuning += other._tuning
 
     def summary(self) -> dict:
-        """Key tonic / mode / strength (Pearson r with the best profile), tuning (cents), chroma_mean (max 1)."""
+        """The source's key and tuning.
+
+        Returns:
+            ``{key_tonic, key_mode, key_strength}`` (Pearson r with the best profile),
+            ``tuning_cents`` and ``chroma_mean`` ([12], max 1); all None for a flat chroma.
+        """
         empty = {"key_tonic": None, "key_mode": None, "key_strength": None, "tuning_cents": None, "chroma_mean": None}
         if np.ptp(self.chroma) <= 0:  # silence, or a flat chroma: no key to read
             return empty
@@ -78,8 +88,13 @@ class Tonality:
 
 
 def estimate_key(chroma: np.ndarray) -> tuple:
-    """``(tonic, "major"|"minor", r)`` for a 12-bin chroma vector (C first): the rotation of the
-    Krumhansl-Kessler profile it correlates best with."""
+    """The key whose Krumhansl-Kessler profile rotation correlates best with a chroma vector.
+
+    Args:
+        chroma: ``[12]`` float, C first.
+    Returns:
+        ``(tonic name, "major" | "minor", Pearson r)``.
+    """
     best = (-2.0, 0, "major")
     for mode, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
         for tonic in range(12):

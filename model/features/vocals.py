@@ -24,7 +24,14 @@ def _runs(mask: np.ndarray) -> list:
 
 
 def vocal_activity(frame_db: np.ndarray, duration_s: float) -> tuple:
-    """``(active [n] bool, [{"start_s", "end_s"}, ...])`` from a vocals stem's frame RMS ``[n]`` dBFS at FRAME_S."""
+    """Where a vocals stem sings.
+
+    Args:
+        frame_db: ``[frames]`` frame RMS in dBFS at FRAME_S (spectral.rms_db).
+        duration_s: the stem's length.
+    Returns:
+        ``(active [frames] bool, [{"start_s", "end_s"}, ...])``.
+    """
     if frame_db.shape[0] == 0:
         return np.zeros(0, bool), []
     smooth = scipy.ndimage.median_filter(frame_db, size=max(1, int(round(SMOOTH_S / FRAME_S))) | 1, mode="nearest")
@@ -43,8 +50,14 @@ def vocal_activity(frame_db: np.ndarray, duration_s: float) -> tuple:
 
 
 def pitch_frames(y: np.ndarray) -> np.ndarray:
-    """pYIN f0 (Hz, NaN where unvoiced) of the Framer piece ``y``: one value per frame, ``[n]``
-    float32, as librosa.pyin(y, fmin=65, fmax=1050, sr=22050, frame_length=2048, hop_length=512, center=False)."""
+    """pYIN f0 of a Framer piece, as librosa.pyin(y, fmin=65, fmax=1050, sr=22050,
+    frame_length=2048, hop_length=512, center=False).
+
+    Args:
+        y: ``[k]`` float32 mono samples at ANALYSIS_RATE.
+    Returns:
+        ``[frames]`` float32, Hz, NaN where unvoiced.
+    """
     return _pyin().f0(y)
 
 
@@ -54,7 +67,14 @@ def _pyin() -> PYin:
 
 
 def pitch_summary(f0: np.ndarray) -> dict:
-    """Median, 5th and 95th percentile of the voiced f0 ``[n]`` (Hz) and the share of frames voiced."""
+    """Median, 5th and 95th percentile of the voiced f0 and the share of frames voiced.
+
+    Args:
+        f0: ``[frames]`` Hz, NaN where unvoiced.
+    Returns:
+        ``{vocal_f0_median_hz, vocal_f0_p05_hz, vocal_f0_p95_hz, vocal_voiced_ratio}`` (None
+        where there is nothing voiced).
+    """
     voiced = f0[np.isfinite(f0)]
     if voiced.size == 0:
         return {"vocal_f0_median_hz": None, "vocal_f0_p05_hz": None, "vocal_f0_p95_hz": None, "vocal_voiced_ratio": 0.0 if f0.size else None}
