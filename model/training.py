@@ -6,6 +6,7 @@ magnitudes, as a ``tf.train.Example`` of serialized float32 tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -147,6 +148,25 @@ def training_batches(index: list, config: ModelConfig, batch_size: int, seed: in
     return records.map(lambda r: parse_example(r, config)).batch(batch_size).prefetch(1)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+    """How a Trainer trains.
+
+    Attributes:
+        batch_size: examples per step.
+        learning_rate: Adam's (Spleeter's 1e-4).
+        seed: Keras' random seed (dropout, initialisation) and the records' shuffling.
+        freeze_batch_norm: BatchNormalization layers frozen, in inference mode (fine-tuning).
+        keep_checkpoints: the last checkpoints kept (None: all).
+    """
+
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    seed: int = 0
+    freeze_batch_norm: bool = False
+    keep_checkpoints: Optional[int] = KEEP_CHECKPOINTS
+
+
 class Trainer:
     """Keras U-nets trained with Adam on Spleeter's loss; state in ``{model_dir}/checkpoints``
     (model, optimizer, step and the input pipeline's position), so a killed run resumes
@@ -154,15 +174,24 @@ class Trainer:
     Runs repeat bit for bit when the process enabled ``tf.config.experimental.enable_op_determinism``
     (``stembeam train`` does)."""
 
-    def __init__(
-        self, config: ModelConfig, data: str, model_dir: str, batch_size: int = 4, learning_rate: float = 1e-4, seed: int = 0,
-        freeze_batch_norm: bool = False, keep_checkpoints: int | None = KEEP_CHECKPOINTS, validation_data: Optional[str] = None,
-    ):
+    def __init__(self, config: ModelConfig, data: str, model_dir: str, settings: TrainerSettings = TrainerSettings(),
+                 validation_data: Optional[str] = None):
+        """Args:
+            config: the model trained (its U-nets' layout, T, F).
+            data: the folder of ``train-*.tfrecord`` (and ``validation-*``) records.
+            model_dir: checkpoints, logs, history and the exported model go here.
+            settings: batch size, learning rate, seed, frozen batch norm, checkpoints kept.
+            validation_data: another folder's ``validation-*`` records (default: ``data``'s;
+                none at all: the first training batches, ``validation_is_training``).
+
+        Raises:
+            FileNotFoundError: ``data`` holds no training records.
+        """
         import keras
 
         from stembeam.model.unet import build_model
 
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(settings.seed)
         self.config, self.model_dir = config, model_dir
         train_files = record_files(data, TRAIN)
         if not train_files:
@@ -173,25 +202,25 @@ class Trainer:
         self.validation_is_training = not validation_files
         self.validation_files = validation_files or train_files
         self.model = build_model(config)
-        if freeze_batch_norm:
+        if settings.freeze_batch_norm:
             # Keras' fine-tuning practice: frozen BatchNormalization layers run in inference mode,
             # so small fine-tuning batches do not overwrite the pretrained statistics.
             for layer in self.model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
-        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer = keras.optimizers.Adam(settings.learning_rate)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._train_index = record_index(train_files)
-        self._seed = seed
+        self._seed = settings.seed
         self._batches = None  # made once the step is known (restored or 0)
-        self._batch_size = batch_size
+        self._batch_size = settings.batch_size
         # Dropout's random state is not among the model's variables: checkpoint it too, so a
         # resumed run draws the same masks as an uninterrupted one.
         rng = {layer.name: layer.seed_generator.state for layer in self.model.layers if getattr(layer, "seed_generator", None) is not None}
         # The input's position is the step (training_batches), so no example is checkpointed.
         self._checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng)
         self._checkpoints = os.path.join(model_dir, "checkpoints")
-        self._manager = tf.train.CheckpointManager(self._checkpoint, self._plain_checkpoints(), max_to_keep=keep_checkpoints)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self._plain_checkpoints(), max_to_keep=settings.keep_checkpoints)
         self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs"))
         self._train_step = tf.function(self._train_step_graph)
 

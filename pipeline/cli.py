@@ -53,27 +53,16 @@ def _separate(args) -> int:
         print(f"error: stembeam separate: {problem}", file=sys.stderr)
         return 1
     with _startup():
-        from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, separate_files
+        from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, SeparateSettings, separate_files
 
+    settings = SeparateSettings(
+        model=args.params_filename, model_dir=args.model_dir, mwf=args.mwf, mwf_block_frames=args.mwf_block_frames,
+        precision=args.precision, residual=args.residual, codec=args.codec, bitrate=args.bitrate,
+        filename_format=args.filename_format or DEFAULT_FILENAME_FORMAT, bit_depth=args.bit_depth,
+        offset=args.offset, duration=args.duration, strict=args.strict_decoding,
+    )
     try:
-        errors = separate_files(
-            args.files,
-            args.output_path,
-            model=args.params_filename,
-            model_dir=args.model_dir,
-            codec=args.codec,
-            bitrate=args.bitrate,
-            filename_format=args.filename_format or DEFAULT_FILENAME_FORMAT,
-            offset=args.offset,
-            duration=args.duration,
-            mwf=args.mwf,
-            mwf_block_frames=args.mwf_block_frames,
-            progress=not args.no_progress,
-            precision=args.precision,
-            bit_depth=args.bit_depth,
-            residual=args.residual,
-            strict=args.strict_decoding,
-        )
+        errors = separate_files(args.files, args.output_path, settings, progress=not args.no_progress)
     except FilenameFormatError as error:
         print(f"error: {error}; nothing written", file=sys.stderr)
         return 1

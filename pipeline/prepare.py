@@ -65,21 +65,46 @@ class _WriteStats(beam.DoFn):
         yield stats
 
 
-def build(
-    pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, dataset_uri: str, output: str, limit=None,
-    root: Optional[str] = None, split: Optional[str] = None, mix_name: str = "mix", staging: Optional[str] = None,
-) -> None:
-    """Wire the training-data job's named transforms into ``pipeline``: every split of the
-    dataset (``test``/``valid`` tracks become validation records; ``split`` puts every track in
-    that split instead, as Spleeter's separate train and validation CSVs do). ``root``: the
-    folder a manifest's relative paths start from. The records are written under ``staging``
-    (storage.staging_folder) and each shard moved into ``output`` when complete; stats.json last."""
+@dataclasses.dataclass(frozen=True)
+class DatasetSource:
+    """The tracks a training-data job reads.
+
+    Attributes:
+        uri: a dataset (transforms.dataset's layouts: folders, ``.stem.mp4``, a manifest or
+            Spleeter's CSV).
+        limit: the first ``limit`` tracks only (None: all).
+        root: the folder a manifest's relative paths start from (None: the manifest's).
+        split: every track in this split (Spleeter's separate train and validation CSVs);
+            None: ``test``/``valid`` tracks are validation, the rest training.
+        mix_name: Spleeter's CSV column ``<mix_name>_path`` of the mixture.
+    """
+
+    uri: str
+    limit: Optional[int] = None
+    root: Optional[str] = None
+    split: Optional[str] = None
+    mix_name: str = "mix"
+
+
+def build(pipeline: beam.Pipeline, options: PrepareOptions, config: ModelConfig, source: DatasetSource, output: str,
+          staging: Optional[str] = None) -> None:
+    """Wire the training-data job's named transforms into ``pipeline``.
+
+    Args:
+        pipeline: the Beam pipeline to add to.
+        options: the job's PrepareOptions (seed, repeat, augment, shards...).
+        config: the model whose inputs the records hold ([T, F, 2] magnitudes).
+        source: the tracks (DatasetSource).
+        output: where the records, ``stats.json`` and ``config.json`` go.
+        staging: where records are written before each shard is moved into ``output``
+            (default: storage.staging_folder(output)); ``stats.json`` is written last.
+    """
     staging = staging or storage.staging_folder(output)
     written = []
-    dataset = pipeline | "ReadDataset" >> ReadDataset(dataset_uri, "all", limit, root, mix_name)
+    dataset = pipeline | "ReadDataset" >> ReadDataset(source.uri, "all", source.limit, source.root, source.mix_name)
     tracks = dataset["tracks"]
-    if split is not None:
-        tracks = tracks | "SetSplit" >> beam.Map(dataclasses.replace, split=split)
+    if source.split is not None:
+        tracks = tracks | "SetSplit" >> beam.Map(dataclasses.replace, split=source.split)
     made = tracks | "MakeExamples" >> beam.ParDo(
         MakeExamples(config, options.seed, options.repeat, options.augment, options.mixture_from_stems)
     ).with_outputs(ERRORS, SUMMARY, main="examples")
@@ -149,29 +174,41 @@ def source_stamp(csv_uri: str, root: str, split: str, seed: int, mix_name: str, 
     }, sort_keys=True)
 
 
-def prepare_split(csv_uri: str, root: str, output: str, config: ModelConfig, split: str, seed: int, mix_name: str = "mix", beam_args=()) -> dict:
-    """Records of one Spleeter dataset CSV (paths relative to ``root``), all in ``split``, under
-    ``output``; reused as they are when ``output`` already holds this very CSV's records (Spleeter's
-    ``training_cache``/``validation_cache``). Returns the statistics."""
-    stamp = source_stamp(csv_uri, root, split, seed, mix_name, config)
-    source = storage.join(output, SOURCE_FILE)
-    if storage.exists(source) and storage.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(source).decode("utf-8") == stamp:
+def prepare_split(source: DatasetSource, output: str, config: ModelConfig, seed: int, beam_args=()) -> dict:
+    """Records of one Spleeter dataset CSV, all in one split, under ``output``, reused as they are
+    when ``output`` already holds this very CSV's records (Spleeter's ``training_cache`` /
+    ``validation_cache``).
+
+    Args:
+        source: the CSV (``uri``), the folder its paths start from (``root``), the ``split`` and
+            the ``mix_name`` column.
+        output: the records' folder.
+        config: the model whose inputs the records hold.
+        seed: the crops' and augmentation's random seed.
+        beam_args: more Beam options for the job.
+
+    Returns:
+        The statistics (``stats.json``: tracks, examples and seconds per split, failures).
+    """
+    stamp = source_stamp(source.uri, source.root, source.split, seed, source.mix_name, config)
+    stamp_file = storage.join(output, SOURCE_FILE)
+    if storage.exists(stamp_file) and storage.exists(storage.join(output, STATS_FILE)) and storage.read_bytes(stamp_file).decode("utf-8") == stamp:
         return json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     options = parse([f"--seed={seed}", *beam_args], "prepare-dataset")
     table_staging(output, None, options, check_only=True)
     # One job at a time per output; the earlier records stay until the new ones are written.
     with output_session(output, "stembeam prepare-dataset") as run_id:
-        storage.delete([source])
+        storage.delete([stamp_file])
         staging = table_staging(output, run_id, options)
         pipeline = make_pipeline(options)
-        build(pipeline, options.view_as(PrepareOptions), config, csv_uri, output, root=root, split=split, mix_name=mix_name, staging=staging)
+        build(pipeline, options.view_as(PrepareOptions), config, source, output, staging)
         try:
             pipeline.run().wait_until_finish()
         finally:
             drop_staging(staging)
         drop_empty_shards(output)
         stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
-        storage.write_bytes_atomic(source, stamp.encode("utf-8"))
+        storage.write_bytes_atomic(stamp_file, stamp.encode("utf-8"))
     return stats
 
 
@@ -197,7 +234,7 @@ def run(argv=None) -> int:
     with output_session(output, "stembeam prepare-dataset") as run_id:
         staging = table_staging(output, run_id, options)
         pipeline = make_pipeline(options)
-        build(pipeline, job, config, dataset, output, limit, options.view_as(EvaluateOptions).dataset_root, staging=staging)
+        build(pipeline, job, config, DatasetSource(dataset, limit, options.view_as(EvaluateOptions).dataset_root), output, staging)
         try:
             result, status = run_with_progress(pipeline, options, output, total, {})
         finally:

@@ -1,10 +1,11 @@
 """``stembeam separate``: Spleeter-compatible separation of single files, in one process."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from stembeam.model.decode import AudioDamageWarning, AudioDecodeError
 from stembeam.model.encode import AudioEncodeError
@@ -57,36 +58,58 @@ def planned_paths(files: Sequence[str], output_dir: str, instruments: Sequence[s
     return {path: stems[0] for path, stems in owners.items()}
 
 
-def separate_files(
-    files: Sequence[str],
-    output_dir: str,
-    model: str = "spleeter:2stems",
-    model_dir: str | None = None,
-    codec: str = "wav",
-    bitrate: str = "128k",
-    filename_format: str = DEFAULT_FILENAME_FORMAT,
-    offset: float = 0.0,
-    duration: float | None = None,
-    mwf: bool = False,
-    mwf_block_frames: int | None = None,
-    progress: bool = True,
-    precision: str = "float32",
-    bit_depth: int | None = None,
-    residual: bool = False,
-    strict: bool = False,
-) -> List[str]:
-    """Separate each file into ``output_dir`` (stembeam.Separator.separate_to_file); returns one
-    error line per file that failed, and prints a warning line per damaged file (an error with
-    ``strict``).
+@dataclasses.dataclass(frozen=True)
+class SeparateSettings:
+    """What ``stembeam separate`` does to every file (its flags; the defaults are Spleeter's).
 
-    Raises FilenameCollisionError (nothing written, no model loaded) when ``filename_format``
-    maps two stems to one path."""
+    Attributes:
+        model, model_dir, mwf, mwf_block_frames, precision, residual: the Separator's
+            (stembeam.Separator).
+        codec, bitrate, filename_format, bit_depth: how stems are written
+            (Separator.separate_to_file).
+        offset, duration: seconds of each file to separate (duration None: to its end).
+        strict: a damaged file is an error rather than a warning.
+    """
+
+    model: str = "spleeter:2stems"
+    model_dir: Optional[str] = None
+    mwf: bool = False
+    mwf_block_frames: Optional[int] = None
+    precision: str = "float32"
+    residual: bool = False
+    codec: str = "wav"
+    bitrate: str = "128k"
+    filename_format: str = DEFAULT_FILENAME_FORMAT
+    bit_depth: Optional[int] = None
+    offset: float = 0.0
+    duration: Optional[float] = None
+    strict: bool = False
+
+
+def separate_files(files: Sequence[str], output_dir: str, settings: SeparateSettings = SeparateSettings(), progress: bool = True) -> List[str]:
+    """Separate each file into ``output_dir`` with stembeam.Separator.separate_to_file.
+
+    Args:
+        files: audio files, separated one after another.
+        output_dir: where ``settings.filename_format`` puts the stems.
+        settings: the model, filter and output format (SeparateSettings).
+        progress: a progress bar on stderr when there are several files.
+
+    Returns:
+        One error line per file that failed (its stems are not left behind). A warning line per
+        damaged file is printed on stderr (an error with ``settings.strict``).
+
+    Raises:
+        FilenameFormatError (FilenameCollisionError): the format has unknown fields, writes over
+            an input or maps two stems to one path; nothing written, no model loaded.
+    """
     from stembeam.model.load import config_for_dir
     from stembeam.model.resolve import resolve_model_dir
 
-    instruments = config_for_dir(resolve_model_dir(model, model_dir), model).instruments
-    planned_paths(files, output_dir, instruments, codec, filename_format)
-    separator = Separator(model, mwf, precision, model_dir=model_dir, residual=residual, batch_size=4, mwf_block_frames=mwf_block_frames)
+    instruments = config_for_dir(resolve_model_dir(settings.model, settings.model_dir), settings.model).instruments
+    planned_paths(files, output_dir, instruments, settings.codec, settings.filename_format)
+    separator = Separator(settings.model, settings.mwf, settings.precision, model_dir=settings.model_dir, residual=settings.residual,
+                          batch_size=4, mwf_block_frames=settings.mwf_block_frames)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
     if progress and len(files) > 1:
@@ -98,7 +121,8 @@ def separate_files(
         try:
             with warnings.catch_warnings(record=True) as seen:
                 warnings.simplefilter("always", AudioDamageWarning)
-                separator.separate_to_file(path, output_dir, codec, bitrate, filename_format, offset, duration, bit_depth, strict=strict)
+                separator.separate_to_file(path, output_dir, settings.codec, settings.bitrate, settings.filename_format, settings.offset,
+                                           settings.duration, settings.bit_depth, strict=settings.strict)
             for warning in seen:
                 if issubclass(warning.category, AudioDamageWarning):
                     report(f"warning: {warning.message} (stems written; --strict-decoding makes it an error)")

@@ -67,7 +67,7 @@ def _settings(args, training):
 def _spleeter_records(config, training, root: str, model_dir: str, seed: int):
     """``(train records folder, validation records folder)`` built from the Spleeter config's
     CSVs (at ``training_cache`` / ``validation_cache``, default ``{model_dir}/records/``)."""
-    from stembeam.pipeline.prepare import prepare_split
+    from stembeam.pipeline.prepare import DatasetSource, prepare_split
     from stembeam.model.training import TRAIN, VALIDATION
 
     train_cache = training.training_cache or os.path.join(model_dir, "records", TRAIN)
@@ -78,7 +78,7 @@ def _spleeter_records(config, training, root: str, model_dir: str, seed: int):
     for split, csv_uri, cache in ((TRAIN, training.train_csv, train_cache), (VALIDATION, training.validation_csv, validation_cache)):
         if not csv_uri:
             continue
-        stats = prepare_split(csv_uri, root, cache, config, split, seed, training.mix_name)
+        stats = prepare_split(DatasetSource(csv_uri, root=root, split=split, mix_name=training.mix_name), cache, config, seed)
         print(f"stembeam train: {split} records from {csv_uri}: {stats[split]['tracks']} tracks, {stats[split]['examples']} examples in {cache}", file=sys.stderr, flush=True)
         for failed in stats["failed"]:
             print(f"error: {failed['reason']}", file=sys.stderr, flush=True)
@@ -147,7 +147,7 @@ def _op_determinism():
 def _train(args, settings: dict, training, config) -> int:
     """The training run: ``config`` and ``training`` come from a Spleeter config JSON, else
     (None) the model configuration is ``--config``'s."""
-    from stembeam.model.training import Trainer
+    from stembeam.model.training import Trainer, TrainerSettings
     from stembeam.pipeline.prepare import model_config
 
     model_dir = settings["model_dir"]
@@ -160,10 +160,9 @@ def _train(args, settings: dict, training, config) -> int:
         data, validation_data = args.data, None
         _check_records(data, config)
     freeze = args.batch_norm == "freeze" or (args.batch_norm == "auto" and args.init is not None)
-    trainer = Trainer(
-        config, data, model_dir, settings["batch_size"], settings["learning_rate"], settings["seed"],
-        freeze_batch_norm=freeze, validation_data=validation_data, keep_checkpoints=args.keep_checkpoints or None,
-    )
+    trainer = Trainer(config, data, model_dir, TrainerSettings(
+        settings["batch_size"], settings["learning_rate"], settings["seed"], freeze, args.keep_checkpoints or None,
+    ), validation_data)
     print(f"stembeam train: {trainer.restore_or_initialize(args.init)}", file=sys.stderr, flush=True)
     if trainer.validation_is_training:
         print(f"stembeam train: no validation records in {validation_data or args.data}: the validation loss is the loss of the first "

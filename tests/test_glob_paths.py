@@ -320,7 +320,7 @@ def test_training_in_folders_with_brackets_resumes_and_keeps_the_last_checkpoint
 
     from stembeam.model.checkpoint import checkpoint_prefix, load_official_checkpoint, save_official_checkpoint
     from stembeam.model.config import SPLEETER_2STEMS
-    from stembeam.model.training import TRAIN, Trainer, serialize_example
+    from stembeam.model.training import TRAIN, Trainer, TrainerSettings, serialize_example
     from stembeam.model.unet import build_model
 
     tiny = dataclasses.replace(SPLEETER_2STEMS, name="tiny:2stems", T=64, F=64, conv_n_filters=(4, 8, 8, 16, 16, 16))
@@ -331,7 +331,7 @@ def test_training_in_folders_with_brackets_resumes_and_keeps_the_last_checkpoint
         for k in range(3):
             mix = rng.random((64, 64, 2), dtype=np.float32)
             writer.write(serialize_example(mix, {name: mix / 2 for name in tiny.instruments}, f"t{k}", k))
-    trainer = Trainer(tiny, str(records), model_dir, batch_size=1, keep_checkpoints=1)
+    trainer = Trainer(tiny, str(records), model_dir, TrainerSettings(batch_size=1, keep_checkpoints=1))
     assert trainer.restore_or_initialize() == "initialised from scratch"
     for step in (1, 2):  # what train() does every --checkpoint-every steps (no steps: they take a while to trace)
         trainer.step.assign(step)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stembeam.pipeline.corpus import run
-from stembeam.pipeline.separate import separate_files
+from stembeam.pipeline.separate import SeparateSettings, separate_files
 from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared, pipeline_command, read_wav, snr_db, stem_folder, write_manifest
 
 pytestmark = needs_shared
@@ -87,7 +87,7 @@ def test_mwf_pipeline_equals_separate_mwf(tmp_path):
     song = os.path.join(CC0, "2.Lithium", "mixture.flac")
     manifest = write_manifest(tmp_path / "m.csv", [(EXAMPLE, "example"), (song, "lithium")])
     assert run(["--manifest", manifest, "--output", str(tmp_path / "out"), "--mwf", "--batch_size", "3"]) == 0
-    assert separate_files([song, EXAMPLE], str(tmp_path / "single"), mwf=True, progress=False) == []
+    assert separate_files([song, EXAMPLE], str(tmp_path / "single"), SeparateSettings(mwf=True), progress=False) == []
     for track, name in (("example", "audio_example"), ("lithium", "mixture")):
         for stem in STEMS:
             ours = read_wav(str(tmp_path / "out" / "stems" / track / f"{stem}.wav"))

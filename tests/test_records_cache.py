@@ -48,7 +48,7 @@ def test_records_of_a_spleeter_csv_are_made_again_when_the_csv_or_its_audio_chan
 
     def run():
         before = len(builds)
-        stats = prepare.prepare_split(csv_path, root, records, TINY, TRAIN, 0)
+        stats = prepare.prepare_split(prepare.DatasetSource(csv_path, root=root, split=TRAIN), records, TINY, 0)
         return ("built" if len(builds) > before else "reused"), stats[TRAIN]["tracks"]
 
     assert run() == ("built", 2)

@@ -217,7 +217,7 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     stems are the same bytes."""
     from stembeam.pipeline.corpus import run_pipeline
     from stembeam.pipeline.summary import counters as summary
-    from stembeam.pipeline.separate import separate_files
+    from stembeam.pipeline.separate import SeparateSettings, separate_files
 
     manifest = write_manifest(tmp_path / "m.csv", [(EXAMPLE, f"e{n}", 2 * n, 5) for n in range(3)], ("uri", "track_id", "offset", "duration"))
     result = run_pipeline(["--manifest", manifest, "--output", str(tmp_path / "in"), "--batch_size", "2"]).result
@@ -228,7 +228,7 @@ def test_one_batch_holds_segments_of_two_tracks_and_the_stems_are_right(tmp_path
     assert workers.returncode == 0, workers.stderr[-3000:]
     for n in range(3):
         separated = tmp_path / "separate" / f"e{n}"
-        assert separate_files([EXAMPLE], str(separated), offset=2 * n, duration=5, progress=False) == []
+        assert separate_files([EXAMPLE], str(separated), SeparateSettings(offset=2 * n, duration=5), progress=False) == []
         for stem in ("vocals", "accompaniment"):
             expected = (separated / "audio_example" / f"{stem}.wav").read_bytes()
             for output in ("in", "procs"):

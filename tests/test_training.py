@@ -102,9 +102,9 @@ def hydrogen_records(tmp_path_factory):
 def test_fine_tuning_starts_at_the_official_models_loss(hydrogen_records, tmp_path, official_graph):
     """With the official 2-stems weights the first validation loss equals the L1 loss of
     Spleeter's own graph (its source spectrograms) against the same records, batch for batch."""
-    from stembeam.model.training import Trainer
+    from stembeam.model.training import Trainer, TrainerSettings
 
-    trainer = Trainer(SPLEETER_2STEMS, hydrogen_records, str(tmp_path / "model"), batch_size=2, freeze_batch_norm=True)
+    trainer = Trainer(SPLEETER_2STEMS, hydrogen_records, str(tmp_path / "model"), TrainerSettings(batch_size=2, freeze_batch_norm=True))
     assert trainer.restore_or_initialize("spleeter:2stems") == "initialised from spleeter:2stems"
     history = trainer.train(0, validation_batches=2)
     ours = history[0]["validation_loss"]
@@ -264,10 +264,10 @@ def test_a_checkpoint_holds_the_model_and_optimizer_and_no_examples(tmp_path):
     """With the real T=512, F=1024 shapes (4.2 MB per magnitude tensor), a checkpoint weighs what
     the weights and Adam's moments weigh: no example of the input pipeline is stored in it (a
     shuffle buffer of parsed examples made every checkpoint about 3.2 GB for 2 stems)."""
-    from stembeam.model.training import KEEP_CHECKPOINTS, Trainer
+    from stembeam.model.training import KEEP_CHECKPOINTS, Trainer, TrainerSettings
 
     _random_records(tmp_path / "records", SPLEETER_2STEMS, 3)
-    trainer = Trainer(SPLEETER_2STEMS, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=1)
+    trainer = Trainer(SPLEETER_2STEMS, str(tmp_path / "records"), str(tmp_path / "model"), TrainerSettings(batch_size=1))
     trainer.restore_or_initialize()
     trainer.train(1, checkpoint_every=1, validation_batches=1)
     state = sum(v.numpy().nbytes for v in trainer.model.weights) + sum(v.numpy().nbytes for v in trainer.optimizer.variables)
@@ -283,10 +283,10 @@ def test_a_checkpoint_holds_the_model_and_optimizer_and_no_examples(tmp_path):
 def test_only_the_last_checkpoints_are_kept_and_the_input_resumes_by_step(tmp_path):
     """Default: the last 3 checkpoints. The input's position is the step: the batches a resumed
     trainer draws equal those of one that never stopped."""
-    from stembeam.model.training import Trainer, record_index, training_batches
+    from stembeam.model.training import Trainer, TrainerSettings, record_index, training_batches
 
     _random_records(tmp_path / "records", TINY, 5)
-    trainer = Trainer(TINY, str(tmp_path / "records"), str(tmp_path / "model"), batch_size=2)
+    trainer = Trainer(TINY, str(tmp_path / "records"), str(tmp_path / "model"), TrainerSettings(batch_size=2))
     trainer.restore_or_initialize()
     trainer.train(6, checkpoint_every=1, validation_batches=1)
     kept = sorted(n for n in os.listdir(tmp_path / "model" / "checkpoints") if n.endswith(".index"))
