@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import functools
 
+from stembeam._compat import argparse_options
+
 BEAM_EPILOG = "Any Beam pipeline option is accepted too (--runner, --project, --direct_num_workers, ...); an unknown one is an error."
 
 
@@ -211,9 +213,9 @@ def given_flags(argv, name: str) -> list:
             add(parser)
     given, defaults = parser.parse_known_args(list(argv))[0], parser.parse_known_args([])[0]
     shown = []
-    for action in parser._actions:  # noqa: SLF001 - argparse's own list of what it parses
-        value = getattr(given, action.dest, None)
-        if not action.option_strings or value == getattr(defaults, action.dest, None):
+    for strings, dest in argparse_options(parser):
+        value = getattr(given, dest, None)
+        if value == getattr(defaults, dest, None):
             continue
-        shown.append(action.option_strings[0] if isinstance(value, bool) else f"{action.option_strings[0]} {value}")
+        shown.append(strings[0] if isinstance(value, bool) else f"{strings[0]} {value}")
     return shown

@@ -86,7 +86,12 @@ KERAS_OPTIONAL_IMPORTERS = {
 }
 
 
+def argparse_options(parser) -> list:
+    """``(option strings, dest)`` of every option an argparse parser knows, in order (argparse
+    has no public list of them). Checked against CPython 3.10-3.12 (ArgumentParser._actions)."""
+    return [(tuple(action.option_strings), action.dest) for action in parser._actions if action.option_strings]  # noqa: SLF001
+
+
 def argparse_option_strings(parser) -> list:
-    """Every option string an argparse parser knows (argparse has no public list of them).
-    Checked against CPython 3.10-3.12 (ArgumentParser._actions)."""
-    return [option for action in parser._actions for option in action.option_strings]  # noqa: SLF001
+    """Every option string an argparse parser knows."""
+    return [option for strings, _ in argparse_options(parser) for option in strings]

@@ -48,6 +48,10 @@ def test_beams_argument_parser_and_option_definitions():
     assert isinstance(parser, argparse.ArgumentParser)
     _compat.beam_add_options(StandardOptions, parser)
     assert "--runner" in _compat.argparse_option_strings(parser)
+    assert _compat.argparse_options(parser)[:3] == [(("-h", "--help"), "help"), (("--runner",), "runner"), (("--streaming",), "streaming")]
+    positional = argparse.ArgumentParser()
+    positional.add_argument("files")
+    assert _compat.argparse_options(positional) == [(("-h", "--help"), "help")]  # options only, in the order added
     assert parser.parse_known_args(["--runner", "DirectRunner", "--other"])[0].runner == "DirectRunner"
 
 
