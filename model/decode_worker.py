@@ -9,8 +9,10 @@ the worker's memory growth (model.decoders.DecodeLimits), and kills the worker, 
 ffmpeg it may have started, when either is exceeded; the next decode gets a new worker.
 
 Workers that only need libsndfile and ffmpeg start in a fraction of a second; tensorflow-io
-(MP3, Ogg/Vorbis) needs TensorFlow, so it has one worker of its own per process, started the
-first time such a file comes, used by one decode at a time.
+(MP3, Ogg/Vorbis) needs TensorFlow, so it has one worker of its own per process, used by one
+decode at a time. It imports tensorflow-io as it starts (about 4 s of one core): started the
+first time such a file comes, or earlier by ``start_tfio_worker`` when a caller knows such files
+are coming (the corpus launcher, ``stembeam separate``), so the import overlaps the model's load.
 """
 from __future__ import annotations
 
@@ -92,6 +94,11 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if "--tfio" in sys.argv[1:]:
+        try:
+            import tensorflow_io  # noqa: F401 - loaded before the first request, not during it
+        except Exception:  # noqa: BLE001 - the decode that needs it reports the failure
+            pass
 
     def answer(message: dict) -> None:
         answers.write(json.dumps(message) + "\n")
@@ -115,7 +122,7 @@ class _Worker:
         env["PYTHONWARNINGS"] = "ignore"
         self._errors = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stembeam.model.decode_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+            [sys.executable, "-m", "stembeam.model.decode_worker", *(["--tfio"] if tfio else [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
             env=env, start_new_session=True, close_fds=True,
         )
         self._buffer = b""
@@ -235,10 +242,19 @@ class WorkerPool:
             self._give_back(worker)
         if answer.get("needs_tfio"):
             with self._tfio_lock:
-                if self._tfio is None or not self._tfio.alive():
-                    self._tfio = _Worker(tfio=True)
+                self._start_tfio()
                 answer, claim = self._run(self._tfio, request, raw_path, tfio=True)
         return Decoded(**{**answer["decoded"], "warnings": tuple(answer["decoded"]["warnings"])}), claim
+
+    def start_tfio(self) -> None:
+        """Start the tensorflow-io worker now, if it is not running (returns at once; the worker
+        imports tensorflow-io in the background)."""
+        with self._tfio_lock:
+            self._start_tfio()
+
+    def _start_tfio(self) -> None:
+        if self._tfio is None or not self._tfio.alive():
+            self._tfio = _Worker(tfio=True)
 
     def _run(self, worker: _Worker, request: DecodeRequest, raw_path: str, tfio: bool) -> tuple:
         limits = request.limits
@@ -292,6 +308,20 @@ def pool() -> WorkerPool:
             _POOL = WorkerPool()
             atexit.register(_POOL.close)  # stembeam's own processes, ended with the caller's
         return _POOL
+
+
+# Files whose decoder is tensorflow-io (model.decoders.route: MP3 and Ogg/Vorbis, by content;
+# the name is only a hint of what is coming).
+TFIO_SUFFIXES = (".mp3", ".ogg", ".oga")
+
+
+def start_tfio_worker(uris) -> bool:
+    """Start this process's tensorflow-io worker now when any of ``uris`` looks like a file it
+    decodes (an MP3 or Ogg name), so its start-up overlaps the caller's. Returns whether it did."""
+    if not any(str(uri).lower().endswith(TFIO_SUFFIXES) for uri in uris):
+        return False
+    pool().start_tfio()
+    return True
 
 
 if __name__ == "__main__":

@@ -52,8 +52,14 @@ def _separate(args) -> int:
     if problem is not None:
         print(f"error: stembeam separate: {problem}", file=sys.stderr)
         return 1
+    from stembeam.model.decode_worker import start_tfio_worker
+
+    start_tfio_worker(args.files)  # an MP3/Ogg decoder's TensorFlow import overlaps the command's own
     with _startup():
         from stembeam.pipeline.separate import DEFAULT_FILENAME_FORMAT, FilenameFormatError, SeparateSettings, separate_files
+
+        if _TRICKS["on"]:
+            import stembeam.model.load  # noqa: F401 - the model stack, while the collector is paused
 
     settings = SeparateSettings(
         model=args.params_filename, model_dir=args.model_dir, mwf=args.mwf, mwf_block_frames=args.mwf_block_frames,
@@ -87,39 +93,36 @@ def _write_report(args) -> int:
     return run(args)
 
 
-def _pipeline(argv) -> int:
-    with _startup():
-        from stembeam.pipeline.corpus import run
+def _job(module: str, argv, loads_model: bool) -> int:
+    """Import a job's module as the command does (under its start-up tricks, with Keras and
+    TensorFlow when the job loads a model and is not asked for --help), then run it."""
+    import importlib
 
+    with _startup():
+        run = importlib.import_module(module).run
+        if loads_model and _TRICKS["on"] and not {"-h", "--help"} & set(argv):
+            importlib.import_module("stembeam.model.load")  # the model stack, while the collector is paused
     return run(argv)
+
+
+def _pipeline(argv) -> int:
+    return _job("stembeam.pipeline.corpus", argv, loads_model=True)
 
 
 def _evaluate(argv) -> int:
-    with _startup():
-        from stembeam.pipeline.evaluation import run
-
-    return run(argv)
+    return _job("stembeam.pipeline.evaluation", argv, loads_model=True)
 
 
 def _prepare(argv) -> int:
-    with _startup():
-        from stembeam.pipeline.prepare import run
-
-    return run(argv)
+    return _job("stembeam.pipeline.prepare", argv, loads_model=False)
 
 
 def _train(argv) -> int:
-    with _startup():
-        from stembeam.pipeline.train import run
-
-    return run(argv)
+    return _job("stembeam.pipeline.train", argv, loads_model=True)
 
 
 def _features(argv) -> int:
-    with _startup():
-        from stembeam.pipeline.features import run
-
-    return run(argv)
+    return _job("stembeam.pipeline.features", argv, loads_model=False)
 
 
 JOBS = {"features": _features, "pipeline": _pipeline, "evaluate": _evaluate, "prepare-dataset": _prepare, "train": _train}

@@ -14,6 +14,7 @@ import time
 from typing import Optional
 
 from stembeam.launch.local import make_pipeline
+from stembeam.model.decode_worker import start_tfio_worker
 from stembeam.pipeline.jobs import (
     UsageError, drop_staging, help_requested, in_process, parse, require, run_with_progress, table_staging, wants_report,
 )
@@ -66,9 +67,11 @@ def run_pipeline(argv, dry_run: bool = False) -> CorpusRun:
     job = options.view_as(StembeamOptions)
     require("stembeam pipeline", {"--manifest": job.manifest, "--output": job.output})
     check_options(job)
-    total, lengths = manifest_tracks(job.manifest, job.limit)
+    total, lengths, uris = manifest_tracks(job.manifest, job.limit)
     if not total:
         return CorpusRun(None, job)
+    if in_process(options) and not dry_run:
+        start_tfio_worker(uris)  # its TensorFlow import overlaps the model's load
     table_staging(job.output, None, options, check_only=True)  # a usage error before any work
     with output_session(job.output, "stembeam pipeline", dry_run) as run_id:
         model = prepare_model(ModelRequest(job.model, job.model_dir, job.precision), job.output, in_process(options), dry_run)
@@ -104,15 +107,16 @@ def _run(pipeline, run: SeparationRun, total: int, lengths: dict, dry_run: bool)
 
 
 def manifest_tracks(manifest: str, limit: Optional[int]) -> tuple:
-    """``(rows, {track_id: manifest duration or None})`` of the manifest, read by the launcher
-    before the job starts: UsageError (one line) when it is missing, unreadable or has no uri
-    column; the counts and lengths are what the progress shows."""
+    """``(rows, {track_id: manifest duration or None}, [source uris])`` of the manifest, read by
+    the launcher before the job starts: UsageError (one line) when it is missing, unreadable or
+    has no uri column; the counts and lengths are what the progress shows."""
     try:
         check_manifest(manifest)
         items = list(parse_manifest(manifest, limit))
     except ManifestError as error:
         raise UsageError(str(error)) from None
-    return len(items), {item.track_id: item.duration for item in items if isinstance(item, Track)}
+    tracks = [item for item in items if isinstance(item, Track)]
+    return len(items), {track.track_id: track.duration for track in tracks}, [track.source_uri for track in tracks]
 
 
 def run(argv=None) -> int:

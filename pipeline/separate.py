@@ -8,6 +8,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 from stembeam.model.decode import AudioDamageWarning, AudioDecodeError
+from stembeam.model.decode_worker import start_tfio_worker
 from stembeam.model.encode import AudioEncodeError
 from stembeam.model.separator import DEFAULT_FILENAME_FORMAT, Separator, check_filename_format, stem_path
 
@@ -108,6 +109,7 @@ def separate_files(files: Sequence[str], output_dir: str, settings: SeparateSett
 
     instruments = config_for_dir(resolve_model_dir(settings.model, settings.model_dir), settings.model).instruments
     planned_paths(files, output_dir, instruments, settings.codec, settings.filename_format)
+    start_tfio_worker(files)  # its TensorFlow import overlaps the model's load
     separator = Separator(settings.model, settings.mwf, settings.precision, model_dir=settings.model_dir, residual=settings.residual,
                           batch_size=4, mwf_block_frames=settings.mwf_block_frames)
     errors: List[str] = []

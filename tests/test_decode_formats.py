@@ -358,3 +358,28 @@ def test_real_songs_decode_to_the_release_samples(tmp_path, path):
     samples = new[1]
     assert samples.dtype == np.float32 and samples.shape == ((479832, 2) if path == EXAMPLE else (30 * RATE, 2))
     assert hashlib.sha256(np.ascontiguousarray(samples, dtype="<f4").tobytes()).hexdigest() == RELEASE_SHA256[path]
+
+
+def test_the_tfio_worker_starts_early_for_mp3_and_ogg_names_and_decodes_the_same_samples(tmp_path):
+    """start_tfio_worker starts the pool's tensorflow-io worker only for MP3/Ogg names (before any
+    decode, so its TensorFlow import overlaps the caller's model load); the next MP3 decode uses
+    that very worker and gives the samples a late-started worker gives."""
+    from stembeam.model.decode_worker import WorkerPool, start_tfio_worker
+
+    workers = pool()
+    workers.close()  # no worker of an earlier test
+    assert start_tfio_worker(["a.wav", "b.flac", "gs://x/c.m4a"]) is False
+    assert workers._tfio is None  # noqa: SLF001 - the pool's own worker
+    assert start_tfio_worker(["a.wav", "gs://x/SONG.MP3"]) is True
+    early = workers._tfio  # noqa: SLF001
+    assert early is not None and early.alive() and "--tfio" in early.process.args
+    samples = load_audio(EXAMPLE)
+    assert workers._tfio is early  # noqa: SLF001 - the same process decoded it
+    late = WorkerPool()
+    try:
+        decoded = late.decode(DecodeRequest(EXAMPLE), str(tmp_path / "late.f32"))[0]
+        assert late._tfio is not None  # noqa: SLF001 - started only when the MP3 came
+        np.testing.assert_array_equal(np.fromfile(tmp_path / "late.f32", dtype=np.float32).reshape(-1, 2), samples)
+        assert decoded.frames == samples.shape[0]
+    finally:
+        late.close()
