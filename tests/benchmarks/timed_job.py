@@ -47,6 +47,7 @@ def _pipeline(argv, marks: dict) -> dict:
         return outcome
 
     corpus.prepare_model, corpus.run_pipeline, beam.Pipeline.run = timed_prepare, capturing_run_pipeline, timed_run
+    cli.enable_startup_tricks()  # as the `stembeam` command's process (cli.entry) has them
     code = cli.main(["pipeline", *argv])
     if code:
         raise SystemExit(f"stembeam pipeline exited {code}")
