@@ -150,11 +150,37 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
     Returns:
         ``unets(mix [B, T, F, channels] float32, training=False) -> [B, T, F, 2, S] float32``.
     """
-    import numpy as np
     import tensorflow as tf
 
     compute = tf.as_dtype(dtype)
     count = len(config.instruments)
+    unets = [_reduced_unet_weights(model, config, i, compute) for i in range(count)]
+    mask_kernel, mask_bias = _merged_mask_convolution(model, config)
+    activations = {"leaky_relu": lambda x: tf.nn.leaky_relu(x, 0.2), "relu": tf.nn.relu, "elu": tf.nn.elu}
+    acts = (activations[config.conv_activation], activations[config.deconv_activation])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)])
+    def separate(mix):
+        x = tf.cast(mix, compute)
+        decoded = tf.cast(tf.concat([_reduced_unet(x, params, acts) for params in unets], axis=-1), tf.float32)  # [B, T, F, S]
+        # Few channels: a convolution that AMX tiles would waste, in float32.
+        logits = tf.nn.bias_add(tf.nn.conv2d(decoded, mask_kernel, 1, "SAME", dilations=2), mask_bias)
+        logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:3], [MASK_CHANNELS, count]], 0))  # [B, T, F, 2, S]
+        masks = tf.nn.softmax(logits, axis=-1) if config.softmax_masks else tf.sigmoid(logits)
+        return masks * mix[..., tf.newaxis]
+
+    def call(mix, training=False):
+        return separate(mix)
+
+    return call
+
+
+def _reduced_unet_weights(model: keras.Model, config: ModelConfig, i: int, compute) -> dict:
+    """U-net ``i``'s weights for reduced_precision_unets: convolution kernels and biases in
+    ``compute``, batch norms as FusedBatchNormV3's float32 (scale, offset, mean, variance, eps)."""
+    import tensorflow as tf
+
+    levels = len(config.conv_n_filters)
 
     def weights(base, index):
         return [tf.constant(w, compute) for w in model.get_layer(tf1_name(base, index)).get_weights()]
@@ -168,25 +194,30 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
         ones, zeros = tf.ones(bias.shape, tf.float32), tf.zeros(bias.shape, tf.float32)
         return ones, tf.constant(bias, tf.float32), zeros, ones, 0.0
 
-    activations = {"leaky_relu": lambda x: tf.nn.leaky_relu(x, 0.2), "relu": tf.nn.relu, "elu": tf.nn.elu}
-    encoder_act, decoder_act = activations[config.conv_activation], activations[config.deconv_activation]
-    levels = len(config.conv_n_filters)
-    unets = []
-    for i in range(count):
-        unets.append({
-            "conv": [weights("conv2d", 7 * i + k) for k in range(levels)],
-            "deconv": [weights("conv2d_transpose", 6 * i + k) for k in range(levels)],
-            # each transposed convolution's bias as a batch norm (x*1 + bias): oneDNN's bfloat16
-            # batch norm, fused with the ReLU that follows, beats Eigen's bias add (8-11 % of the U-nets)
-            "dec_bias": [bias_as_norm(model.get_layer(tf1_name("conv2d_transpose", 6 * i + k)).get_weights()[1]) for k in range(levels)],
-            # the encoder's last batch norm only feeds the +0*x tie: not needed
-            "enc_norm": [norm(12 * i + k) for k in range(levels - 1)],
-            "dec_norm": [norm(12 * i + levels + k) for k in range(levels)],
-        })
+    return {
+        "conv": [weights("conv2d", 7 * i + k) for k in range(levels)],
+        "deconv": [weights("conv2d_transpose", 6 * i + k) for k in range(levels)],
+        # each transposed convolution's bias as a batch norm (x*1 + bias): oneDNN's bfloat16
+        # batch norm, fused with the ReLU that follows, beats Eigen's bias add (8-11 % of the U-nets)
+        "dec_bias": [bias_as_norm(model.get_layer(tf1_name("conv2d_transpose", 6 * i + k)).get_weights()[1]) for k in range(levels)],
+        # the encoder's last batch norm only feeds the +0*x tie: not needed
+        "enc_norm": [norm(12 * i + k) for k in range(levels - 1)],
+        "dec_norm": [norm(12 * i + levels + k) for k in range(levels)],
+    }
 
-    # The S mask convolutions (one input channel each, MASK_CHANNELS outputs) as one float32
-    # convolution of the S decoder outputs whose output channel c*S + s reads only input s: its
-    # output is already [B, T, F, MASK_CHANNELS, S], without stacking the S masks.
+
+def _merged_mask_convolution(model: keras.Model, config: ModelConfig) -> tuple:
+    """The S mask convolutions (one input channel each, MASK_CHANNELS outputs) as one float32
+    convolution of the S decoder outputs whose output channel c*S + s reads only input s: its
+    output is already [B, T, F, MASK_CHANNELS, S], without stacking the S masks.
+
+    Returns:
+        ``(kernel [4, 4, S, MASK_CHANNELS * S], bias [MASK_CHANNELS * S])`` float32 tensors.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    count, levels = len(config.instruments), len(config.conv_n_filters)
     mask_kernel = np.zeros((4, 4, count, MASK_CHANNELS * count), np.float32)
     mask_bias = np.zeros((MASK_CHANNELS * count,), np.float32)
     for i in range(count):
@@ -194,39 +225,33 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
         for c in range(MASK_CHANNELS):
             mask_kernel[:, :, i, c * count + i] = kernel[:, :, 0, c]
             mask_bias[c * count + i] = bias[c]
-    mask_kernel, mask_bias = tf.constant(mask_kernel), tf.constant(mask_bias)
+    return tf.constant(mask_kernel), tf.constant(mask_bias)
 
-    def batch_norm(x, params):
-        gamma, beta, mean, variance, epsilon = params
-        return tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance, epsilon=epsilon, is_training=False)[0]
 
-    def unet(x, params):
-        skips = []
-        for level, (kernel, bias) in enumerate(params["conv"]):
-            conv = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 2, "SAME"), bias)
-            skips.append(conv)
-            if level < levels - 1:
-                x = encoder_act(batch_norm(conv, params["enc_norm"][level]))
-        x = skips[-1]
-        for level, (kernel, _) in enumerate(params["deconv"]):
-            shape = tf.shape(x)
-            x = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], kernel.shape[2]]), 2, "SAME")
-            x = batch_norm(decoder_act(batch_norm(x, params["dec_bias"][level])), params["dec_norm"][level])
-            if level < levels - 1:
-                x = tf.concat([skips[levels - 2 - level], x], axis=-1)
-        return x  # [B, T, F, 1]
+def _fused_batch_norm(x, params):
+    import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)])
-    def separate(mix):
-        x = tf.cast(mix, compute)
-        decoded = tf.cast(tf.concat([unet(x, params) for params in unets], axis=-1), tf.float32)  # [B, T, F, S]
-        # Few channels: a convolution that AMX tiles would waste, in float32.
-        logits = tf.nn.bias_add(tf.nn.conv2d(decoded, mask_kernel, 1, "SAME", dilations=2), mask_bias)
-        logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:3], [MASK_CHANNELS, count]], 0))  # [B, T, F, 2, S]
-        masks = tf.nn.softmax(logits, axis=-1) if config.softmax_masks else tf.sigmoid(logits)
-        return masks * mix[..., tf.newaxis]
+    gamma, beta, mean, variance, epsilon = params
+    return tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance, epsilon=epsilon, is_training=False)[0]
 
-    def call(mix, training=False):
-        return separate(mix)
 
-    return call
+def _reduced_unet(x, params: dict, acts: tuple):
+    """One U-net of reduced_precision_unets on ``x [B, T, F, channels]``: ``[B, T, F, 1]``."""
+    import tensorflow as tf
+
+    encoder_act, decoder_act = acts
+    levels = len(params["conv"])
+    skips = []
+    for level, (kernel, bias) in enumerate(params["conv"]):
+        conv = tf.nn.bias_add(tf.nn.conv2d(x, kernel, 2, "SAME"), bias)
+        skips.append(conv)
+        if level < levels - 1:
+            x = encoder_act(_fused_batch_norm(conv, params["enc_norm"][level]))
+    x = skips[-1]
+    for level, (kernel, _) in enumerate(params["deconv"]):
+        shape = tf.shape(x)
+        x = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], kernel.shape[2]]), 2, "SAME")
+        x = _fused_batch_norm(decoder_act(_fused_batch_norm(x, params["dec_bias"][level])), params["dec_norm"][level])
+        if level < levels - 1:
+            x = tf.concat([skips[levels - 2 - level], x], axis=-1)
+    return x

@@ -32,8 +32,9 @@ def _sources(rev: str | None) -> dict:
             for name in names if name.endswith(".py")}
 
 
-def functions(sources: dict) -> list:
-    """``(lines, parameters, path:qualified name)`` of every function and method."""
+def functions(sources: dict, code_only: bool = False) -> list:
+    """``(lines, parameters, path:qualified name)`` of every function and method (``code_only``:
+    lines without the docstring, so that Args:/Returns: sections do not count as length)."""
     found = []
     for path, text in sources.items():
         tree = ast.parse(text)
@@ -45,7 +46,12 @@ def functions(sources: dict) -> list:
                     count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs) + bool(args.vararg) + bool(args.kwarg)
                     if args.args and args.args[0].arg in ("self", "cls"):
                         count -= 1
-                    found.append((child.end_lineno - child.lineno + 1, count, f"{path}:{prefix}{child.name}"))
+                    lines = child.end_lineno - child.lineno + 1
+                    first = child.body[0]
+                    if code_only and isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+                            and isinstance(first.value.value, str):
+                        lines -= first.end_lineno - first.lineno + 1
+                    found.append((lines, count, f"{path}:{prefix}{child.name}"))
                     visit(child, f"{prefix}{child.name}.")
                 elif isinstance(child, ast.ClassDef):
                     visit(child, f"{prefix}{child.name}.")
@@ -65,9 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default=None, help="a git revision (default: the working tree)")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--with-docstrings", dest="code_only", action="store_false", help="count docstring lines too")
     args = parser.parse_args()
-    found = functions(_sources(args.rev))
-    print(f"{'lines':>5} {'params':>6}  function ({args.rev or 'working tree'})")
+    found = functions(_sources(args.rev), args.code_only)
+    print(f"{'lines':>5} {'params':>6}  function ({args.rev or 'working tree'}; lines {'without' if args.code_only else 'with'} docstrings)")
     for lines, params, name in sorted(found, reverse=True)[: args.top]:
         print(f"{lines:5d} {params:6d}  {name}")
     print(f"functions with more than 7 parameters: {sum(params > 7 for _, params, _ in found)}; most: {max(p for _, p, _ in found)}")
