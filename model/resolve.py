@@ -75,6 +75,14 @@ def missing_model_files(path: str) -> str | None:
     return None
 
 
+def _incomplete(folder: str) -> str:
+    """``": incomplete: it has ..."`` for an existing folder that is not a whole model, else ""."""
+    if not tf.io.gfile.isdir(folder):
+        return ""
+    missing = missing_model_files(folder)
+    return f": incomplete: it has {missing}" if missing else ""
+
+
 def _known_names_hint(name: str, short: str) -> str:
     """Spleeter's model names, for a name that looks like one and is not (``spleeter:2stems-22kHz``,
     ``2stems-16khz``): no folder of that name was found either."""
@@ -116,13 +124,13 @@ def resolve_model_dir(name: str, model_dir: str | None = None, download: bool | 
         candidate = os.path.join(env_root, short)
         if is_model_dir(candidate):
             return candidate
-        looked.append(f"{candidate} ($STEMBEAM_MODEL_PATH)")
+        looked.append(f"{candidate} ($STEMBEAM_MODEL_PATH{_incomplete(candidate)})")
     else:
         looked.append("$STEMBEAM_MODEL_PATH (not set)")
     cached = os.path.join(cache_dir(), short)
     if is_model_dir(cached):
         return cached
-    looked.append(f"{cached} (cache)")
+    looked.append(f"{cached} (cache{_incomplete(cached)})")
     if download is None:
         download = os.environ.get("STEMBEAM_NO_DOWNLOAD", "") in ("", "0")
     if short in OFFICIAL_DATA_SHA256:

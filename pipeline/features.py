@@ -140,6 +140,8 @@ def run(argv=None) -> int:
     job, features = options.view_as(StembeamOptions), options.view_as(FeatureOptions)
     require("stembeam features", {"--input": features.input, "--output": job.output})
     started = time.monotonic()
+    if not storage.list_matching(features.input, "*"):
+        raise UsageError(f"stembeam features: --input {features.input}: no such folder, or an empty one")
     listed = list(list_feature_tracks(features.input, job.output))
     if not any(isinstance(item, FeatureTrack) for item in listed):
         reasons = "; ".join(dict.fromkeys(item[2] for item in listed)) or f"{features.input}: nothing to analyse"

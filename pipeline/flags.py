@@ -124,7 +124,7 @@ def add_prepare_args(parser) -> None:
     """The training-data job's own flags (``--dataset`` is add_evaluate_args', ``--output`` and
     ``--limit`` add_pipeline_args': Beam parses every options class into one parser, so a flag
     defined twice would take one definition's default)."""
-    parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems|4stems|5stems (-16kHz: to 16 kHz) or a CONFIG.json")
+    parser.add_argument("--model_config", "--model-config", default="spleeter:2stems", help="spleeter:2stems (default)|4stems|5stems (-16kHz: to 16 kHz) or a CONFIG.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random crops and augmentation")
     parser.add_argument("--repeat", type=int, default=1, help="random crops per segment length of audio")
     parser.add_argument("--augment", action="store_true", default=False, help="random gain per stem and left/right swap (mixture = sum of stems)")
@@ -156,7 +156,8 @@ def add_report_arg(parser) -> None:
 def add_features_input_args(parser) -> None:
     parser.add_argument(
         "--input", default=None,
-        help="stembeam features: a stembeam pipeline output (has metadata/) or a folder of <track>/<source>.wav|flac|mp3... folders",
+        help="stembeam features: a stembeam pipeline output (has metadata/), a folder of <track>/<source>.wav|flac|mp3... folders, "
+             "or a flat folder of audio files (each a mixture-only track)",
     )
 
 

@@ -94,7 +94,7 @@ def separate_files(files: Sequence[str], output_dir: str, settings: SeparateSett
         files: audio files, separated one after another.
         output_dir: where ``settings.filename_format`` puts the stems.
         settings: the model, filter and output format (SeparateSettings).
-        progress: a progress bar on stderr when there are several files.
+        progress: a progress bar on stderr when there are several files and stderr is a terminal.
 
     Returns:
         One error line per file that failed (its stems are not left behind). A warning line per
@@ -114,7 +114,7 @@ def separate_files(files: Sequence[str], output_dir: str, settings: SeparateSett
                           batch_size=4, mwf_block_frames=settings.mwf_block_frames)
     errors: List[str] = []
     iterator, report = files, lambda line: print(line, file=sys.stderr, flush=True)
-    if progress and len(files) > 1:
+    if progress and len(files) > 1 and sys.stderr.isatty():  # a bar's \r frames are for a person at a terminal, not a log
         from tqdm import tqdm
 
         iterator = tqdm(files, unit="file", file=sys.stderr)

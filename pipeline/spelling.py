@@ -49,6 +49,13 @@ class Parser(argparse.ArgumentParser):
         args = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(respell(args, argparse_option_strings(self)), namespace)
 
+    def error(self, message):
+        """One line, as every command's errors (no usage block): ``error: PROG: MESSAGE``, exit 1."""
+        import sys
+
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(1)
+
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="default 4 or a Spleeter config's batch_size")
     parser.add_argument("--learning-rate", type=float, default=None, help="Adam's learning rate (default Spleeter's 1e-4 or the config's learning_rate)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints and validation (default 100 or save_checkpoints_steps)")
-    parser.add_argument("--validation-batches", type=int, default=4)
+    parser.add_argument("--validation-batches", type=int, default=4,
+                        help="batches the validation loss is computed on at each checkpoint (default 4)")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="checkpoints kept (the latest ones; 0: all)")
     parser.add_argument("--seed", type=int, default=None, help="default 0 or a Spleeter config's random_seed")
     add_console_args(parser)
@@ -180,8 +181,10 @@ def _train(args, settings: dict, training, config) -> int:
         # Spleeter's Estimator layout: model.ckpt-<step>.index/.data-* and `checkpoint` naming it.
         save_official_checkpoint(trainer.model, os.path.join(model_dir, f"model.ckpt-{step}"), step)
     model = args.config if spleeter_layout else model_dir
+    # Its own output folder: separate's default (separated_audio) may hold the official model's stems.
+    shown_output = "separated_" + os.path.basename(os.path.normpath(model_dir)).replace(" ", "_")
     shown = model if os.sep in model or model.startswith(".") or spleeter_layout else os.path.join(".", model)
-    print(f"stembeam train: step {step}; model exported to {model_dir} (use it with: stembeam separate -p {shown} FILE...)", file=sys.stderr, flush=True)
+    print(f"stembeam train: step {step}; model exported to {model_dir} (use it with: stembeam separate -p {shown} -o {shown_output} FILE...)", file=sys.stderr, flush=True)
     return 0
 
 

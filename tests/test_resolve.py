@@ -21,6 +21,22 @@ def test_error_names_every_place(tmp_path, monkeypatch):
 
 
 @pytest.mark.fast
+def test_an_incomplete_folder_on_the_way_is_named_as_such(tmp_path, monkeypatch):
+    """A folder of the model's name under $STEMBEAM_MODEL_PATH (or the cache) that lacks its
+    weights is not "not found": the error says what it has and what is missing."""
+    models = tmp_path / "models"
+    (models / "4stems").mkdir(parents=True)
+    (models / "4stems" / "model.index").write_bytes(b"x")
+    (models / "4stems" / "model.meta").write_bytes(b"x")
+    monkeypatch.setenv("STEMBEAM_MODEL_PATH", str(models))
+    monkeypatch.setenv("STEMBEAM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(resolve.ModelNotFoundError) as info:
+        resolve.resolve_model_dir("spleeter:4stems", download=False)
+    assert f"{models / '4stems'} ($STEMBEAM_MODEL_PATH: incomplete: it has model.index but no weights (model.data-00000-of-00001)" in str(info.value)
+    assert f"{tmp_path / 'cache' / '4stems'} (cache)" in str(info.value)  # absent: nothing more said
+
+
+@pytest.mark.fast
 @needs_shared
 def test_order_explicit_then_env_then_cache(tmp_path, monkeypatch):
     official = os.path.join(MODELS, "2stems")
