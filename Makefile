@@ -12,7 +12,7 @@ export STEMBEAM_MODEL_PATH ?= $(SHARED)/models/spleeter
 export STEMBEAM_NO_DOWNLOAD ?= 1
 endif
 
-.PHONY: demo model test test-fast test-browser test-slow bench quality soak evaluate install clean
+.PHONY: demo model test test-fast test-cli test-browser test-slow bench quality soak evaluate install clean
 
 install: $(STAMP)
 
@@ -36,7 +36,12 @@ demo: model
 # its module fixtures are made once): 10 minutes instead of 16 on 2 cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser" tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser and not cli" tests
+
+# Whole commands as a user types them (the README's quick start, tests/test_first_afternoon.py):
+# about 2 minutes; CI runs it after `make test`, so that `make test` stays under 15 minutes.
+test-cli: $(STAMP)
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "cli and not slow and not browser" tests
 
 # What to run while working (tests marked `fast`: DoFns and PTransforms on Beam's TestPipeline, the
 # Python API, pure functions): under 2 minutes on 2 cores. `make test` runs these too.

@@ -13,6 +13,8 @@ import soundfile
 from tests.conftest import CC0, CC0_SONGS, REPO, needs_shared, run_cli
 from tests.test_training import TINY, _link_song
 
+pytestmark = pytest.mark.cli  # `make test-cli` (CI runs it after `make test`)
+
 RATE = 44100
 
 

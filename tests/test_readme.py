@@ -17,6 +17,8 @@ import soundfile
 
 from tests.conftest import REPO, needs_shared, snr_db
 
+pytestmark = pytest.mark.cli  # `make test-cli` (CI runs it after `make test`)
+
 README = os.path.join(REPO, "README.md")
 PAGES = [README] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
 MAX_LINES = 250
