@@ -29,7 +29,7 @@ def to_float(samples: np.ndarray) -> np.ndarray:
             wide -= float(1 << (bits - 1))
         return (wide / float(1 << (bits - 1))).astype(np.float32)
     if dtype.kind == "f":
-        return samples.astype(np.float32)
+        return samples.astype(np.float32, copy=False)
     raise ValueError(f"waveform of dtype {dtype}: expected float or integer PCM samples")
 
 
@@ -58,9 +58,11 @@ def as_model_input(waveform, sample_rate, target_rate: int = 44100) -> np.ndarra
     if samples.shape[1] > samples.shape[0] and samples.shape[1] > 8:
         raise ValueError(f"waveform of shape {samples.shape}: expected [samples, channels] (channels last)")
     samples = to_float(samples)
-    if not np.all(np.isfinite(samples)):
+    # Two reductions, no temporary arrays: np.max and np.min give NaN if any sample is NaN.
+    high, low = float(np.max(samples)), float(np.min(samples))
+    if not (np.isfinite(high) and np.isfinite(low)):
         raise ValueError("waveform contains NaN or Inf")
-    peak = float(np.max(np.abs(samples)))
+    peak = max(high, -low)
     if peak > MAX_MAGNITUDE:
         raise ValueError(f"waveform reaches {peak:.3g}, beyond +-{MAX_MAGNITUDE:g} (full scale is 1.0): not audio samples")
     channels = samples.shape[1]
