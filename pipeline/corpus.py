@@ -45,7 +45,7 @@ def build(pipeline, run: SeparationRun) -> None:
     mark_progress(manifest["errors"], separated, previous, run)
     wanted = options.view_as(FeatureOptions)
     if wanted.features:
-        features.add_to_corpus_job(rows, run.output, wanted, in_process(options), run.staging)
+        features.add_to_corpus_job(rows, run.output, wanted, run.staging)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,8 @@ def run_pipeline(argv, dry_run: bool = False) -> CorpusRun:
         run = SeparationRun(job, model, run_id, table_staging(job.output, run_id, options))
         pipeline = make_pipeline(options)
         build(pipeline, run)
+        if job.view_as(FeatureOptions).features and in_process(options) and not dry_run:
+            features.import_after(model.wait)
         result, status = _run(pipeline, run, total, lengths, dry_run)
         if not dry_run:
             drop_stale_tables(job.output, job.view_as(FeatureOptions))

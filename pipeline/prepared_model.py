@@ -55,6 +55,12 @@ class PreparedModel:
             if self._task.error is not None:
                 raise self._task.error
 
+    def wait(self) -> None:
+        """Wait for the background load and warm-up to end, whatever their outcome (finish()
+        re-raises its error)."""
+        if self._task is not None:
+            self._task.join()
+
     def release(self) -> None:
         """Let the launcher's model go once the job is over."""
         self.loaded = None
