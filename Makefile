@@ -38,8 +38,9 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser and not cli" tests
 
-# Whole commands as a user types them (the README's quick start, tests/test_first_afternoon.py):
-# about 2 minutes; CI runs it after `make test`, so that `make test` stays under 15 minutes.
+# Whole commands as a user types them (the README's quick start, the first afternoon's failures,
+# the console's output, the installed package's script, runs on a fake GCS and Dataflow): about 4
+# minutes; CI runs it after `make test`, so that `make test` stays under 15 minutes.
 test-cli: $(STAMP)
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "cli and not slow and not browser" tests
 

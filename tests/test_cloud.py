@@ -19,7 +19,7 @@ import pytest
 import stembeam
 from tests.conftest import CC0, EXAMPLE, REPO, free_port, needs_shared, package_modules, pipeline_command, write_manifest
 
-pytestmark = needs_shared
+pytestmark = [needs_shared, pytest.mark.cli]  # whole commands on a fake GCS and Dataflow: `make test-cli`, which CI runs after `make test`
 # tests/test_features.py imports it by this name until the features branch uses conftest's.
 _free_port = free_port
 
@@ -238,7 +238,7 @@ def test_separate_worker_processes_read_everything_from_gcs(gcs_corpus, worker_p
     ]
 
 
-@pytest.mark.slow  # about 60 s: `make test-slow`; the worker-pool pipeline test stays in `make test`
+@pytest.mark.slow  # about 60 s: `make test-slow`; the worker-pool pipeline test stays in `make test-cli`
 def test_evaluate_on_separate_worker_processes(gcs_corpus, worker_pool, tmp_path):
     """`stembeam evaluate` on one track (the first 12 s of a cc0 song's stems) in a gs://
     MUSDB-style folder, on the worker pool: the scores are the local job's (`stembeam evaluate`

@@ -15,6 +15,8 @@ from tests.conftest import CC0, CC0_SONGS, EXAMPLE, REPO, needs_shared
 from stembeam.transforms.manifest import ManifestError, check_manifest, parse_manifest
 from stembeam.transforms.records import Track, default_track_id
 
+pytestmark = pytest.mark.cli  # whole commands as a user types them: `make test-cli` (CI runs it after `make test`)
+
 
 def _stembeam(*args):
     result = subprocess.run([sys.executable, "-m", "stembeam.pipeline.cli", *args], capture_output=True, text=True, cwd=REPO)

@@ -26,6 +26,9 @@ import pytest
 import stembeam
 from tests.conftest import MODELS, REPO, needs_shared, package_modules
 
+pytestmark = pytest.mark.cli  # whole commands as a user types them: `make test-cli` (CI runs it after `make test`)
+
+
 VERSION = stembeam.__version__
 TOP_LEVEL = {"stembeam", f"stembeam-{VERSION}.dist-info"}
 EXAMPLE = os.path.join(REPO, "examples", "audio_example.mp3")
