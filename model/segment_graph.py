@@ -234,16 +234,21 @@ class SegmentSeparator:
             timings[part] = timings.get(part, 0.0) + seconds
         return outputs
 
-    def _soft_signals(self, spans, frames, timings=None, pool=None):
+    def _soft_signals(self, spans, frames, timings=None, pool=None, into=None):
         spec, mix = self._timed("stft", timings, self._analysis, tf.convert_to_tensor(spans))
         sources = self._timed("unets", timings, self._unets, mix)
         # np.asarray: a read-only view of the tensor's buffer (Tensor.numpy() copies it: ~10 ms
         # per 25 MB, on the thread that feeds the U-nets).
-        if self._window is None:
-            return np.asarray(self._timed("synthesis", timings, self._synthesis, spec, sources))
-        return self._timed("synthesis", timings, self._synthesise, np.asarray(spec), np.asarray(sources), frames, pool)
+        if self._window is not None:
+            return self._timed("synthesis", timings, self._synthesise, np.asarray(spec), np.asarray(sources), frames, pool, into)
+        signals = np.asarray(self._timed("synthesis", timings, self._synthesis, spec, sources))
+        if into is None:
+            return signals
+        for target, signal in zip(into, signals):
+            target += signal.transpose(2, 0, 1)
+        return None
 
-    def _synthesise(self, spec, sources, frames, pool):
+    def _synthesise(self, spec, sources, frames, pool, into=None):
         """model.synthesis over the batch: on this thread, or with ``pool`` one task per segment
         and channel (each task's bits are the same as in one call)."""
         # Skipped frames must add nothing: magnitudes there are finite (inputs with Inf or NaN
@@ -252,20 +257,28 @@ class SegmentSeparator:
         if not all(np.isfinite(part).all() for part in tail):
             frames = None
         if pool is None:
-            return synthesis.synthesize(spec, sources, self._window, self.config, frames=frames)
+            return synthesis.synthesize(spec, sources, self._window, self.config, frames=frames, into=into)
         batch, channels = spec.shape[:2]
-        out = np.empty((batch, self.config.segment_samples, channels, sources.shape[-1]), np.float32)
 
         def one(b, c):
             used = None if frames is None else frames[b : b + 1]
-            part = synthesis.synthesize(spec[b : b + 1, c : c + 1], sources[b : b + 1, ..., c : c + 1, :], self._window, self.config, frames=used)
-            out[b, :, c] = part[0, :, 0]
+            part = synthesis.synthesize(spec[b : b + 1, c : c + 1], sources[b : b + 1, ..., c : c + 1, :], self._window, self.config, frames=used,
+                                        into=None if into is None else [into[b][:, :, c : c + 1]])
+            if into is None:
+                out[b, :, c] = part[0, :, 0]
 
-        for done in [pool.submit(one, b, c) for b in range(batch) for c in range(channels)]:
-            done.result()
+        if into is None:
+            out = np.empty((batch, self.config.segment_samples, channels, sources.shape[-1]), np.float32)
+            phases = [range(batch)]
+        else:
+            # Neighbouring segments add into the same samples: even segments first, then odd.
+            out, phases = None, [range(0, batch, 2), range(1, batch, 2)]
+        for phase in phases:
+            for done in [pool.submit(one, b, c) for b in phase for c in range(channels)]:
+                done.result()
         return out
 
-    def soft(self, spans: np.ndarray, timings: dict | None = None, pool=None) -> np.ndarray:
+    def soft(self, spans: np.ndarray, timings: dict | None = None, pool=None, into=None) -> np.ndarray | None:
         """Soft-mask source signals of each segment, not yet overlap-added.
 
         Args:
@@ -275,8 +288,11 @@ class SegmentSeparator:
             pool: a concurrent.futures executor: the masks and inverse STFT of the batch's segments
                 and channels run side by side on it, for callers that separate one song at a time
                 (the corpus job's workers, one per core, pass none). The output does not depend on it.
+            into: B ``[S, L, 2]`` float32 arrays, views of a track's stems where consecutive
+                segments overlap (model.separation.separate_waveform): each segment's signals are
+                added to its own, instead of returned (silent segments add nothing).
         Returns:
-            ``[B, L, 2, S]`` float32.
+            ``[B, L, 2, S]`` float32, or None with ``into``.
         """
         spans = np.asarray(spans, np.float32)
         frames = synthesis.audible_frames(spans, self.config)
@@ -286,9 +302,12 @@ class SegmentSeparator:
             self.silent_segments += int((~audible).sum())
             self.model_calls += int(audible.any())
         if not audible.any():
-            return np.zeros(out_shape, np.float32)
+            return None if into is not None else np.zeros(out_shape, np.float32)
         if audible.all():
-            return self._once_traced("soft", lambda: self._soft_signals(spans, frames, timings, pool))
+            return self._once_traced("soft", lambda: self._soft_signals(spans, frames, timings, pool, into))
+        if into is not None:
+            targets = [target for target, heard in zip(into, audible) if heard]
+            return self._once_traced("soft", lambda: self._soft_signals(spans[audible], frames[audible], timings, pool, targets))
         signals = np.zeros(out_shape, np.float32)
         signals[audible] = self._once_traced("soft", lambda: self._soft_signals(spans[audible], frames[audible], timings, pool))
         return signals

@@ -150,11 +150,8 @@ def separate_waveform(
             for k, name in enumerate(config.instruments)
         }
 
-    def signals(pool=None):
+    def signals():
         for first, spans in _batches(waveform, config, batch_size):
-            if not mwf:
-                yield from separator.soft(spans, pool=pool)
-                continue
             specs, sources = separator.spectra(spans)
             for j, (spec, source) in enumerate(zip(specs, sources)):
                 yield wiener_segment(spec, source, config, segment_frames(first + j, n, config), block)
@@ -164,32 +161,17 @@ def separate_waveform(
     if mwf:
         stacked = overlap_add_segments(signals(), config, n)
         return {name: np.ascontiguousarray(stacked[..., k]) for k, name in enumerate(config.instruments)}
+    # Each segment's signals are added straight into the track's stems, one contiguous
+    # [samples, 2] array per stem: the bits of overlap_add_segments (a sum of two floats does
+    # not depend on their order, only neighbouring segments overlap, and the signals, sums from
+    # +0.0, hold no -0.0 that adding to the zeros would turn into +0.0), without an array per
+    # segment nor a transposing copy (30 ms of a 30-s song's 0.7 s).
+    advance, length = config.T * config.frame_step, config.segment_samples
+    stems = np.zeros((len(config.instruments), (count - 1) * advance + length, 2), np.float32)
     with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") if synthesis_threads > 1 else contextlib.nullcontext() as pool:
-        by_stem = overlap_add_by_stem(signals(pool), config, count)
-    return {name: by_stem[k, :n] for k, name in enumerate(config.instruments)}
-
-
-def overlap_add_by_stem(signals, config: ModelConfig, count: int) -> np.ndarray:
-    """Overlap-add segment signals into one contiguous array per stem.
-
-    The bits of ``overlap_add_segments`` (a sum of two floats does not depend on their order,
-    only two segments overlap, and the signals, sums from +0.0, hold no -0.0 that adding to
-    the zeros would turn into +0.0), without its copies.
-
-    Args:
-        signals: ``count`` segment signals ``[L, channels, S]`` float32, in order.
-        config: ModelConfig.
-        count: the number of segments.
-    Returns:
-        ``[S, (count - 1) * T * hop + L, channels]`` float32 (the caller crops to the track).
-    """
-    advance = config.T * config.frame_step
-    out = None
-    for j, signal in enumerate(signals):
-        if out is None:
-            out = np.zeros((signal.shape[-1], (count - 1) * advance + signal.shape[0], signal.shape[1]), np.float32)
-        out[:, j * advance : j * advance + signal.shape[0]] += signal.transpose(2, 0, 1)
-    return out
+        for first, spans in _batches(waveform, config, batch_size):
+            separator.soft(spans, pool=pool, into=[stems[:, j * advance : j * advance + length] for j in range(first, first + len(spans))])
+    return {name: stems[k, :n] for k, name in enumerate(config.instruments)}
 
 
 def _batches(waveform: np.ndarray, config: ModelConfig, batch_size: int) -> Iterator[Tuple[int, np.ndarray]]:

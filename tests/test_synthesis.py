@@ -1,5 +1,6 @@
 """model.synthesis (masks, inverse FFT and overlap-add in numpy) gives the TF graph's bits
 (model.segment_graph's ``_synthesis``, the previous release's path), issue 23."""
+import contextlib
 import dataclasses
 import os
 
@@ -117,6 +118,9 @@ def test_frames_past_the_last_audible_sample_are_skipped_with_the_same_bits():
     frames = synthesis.audible_frames(spans, config)
     assert frames.tolist() == [100, 38, 6]
     assert synthesis.audible_frames(np.zeros_like(spans), config).tolist() == [0, 0, 0]
+    odd = np.zeros_like(spans)
+    odd[0, 7, 0], odd[1, -1, 1], odd[2, 3000, 0] = np.nan, 1e-30, -0.0  # NaN and denormals count, -0.0 does not
+    assert synthesis.audible_frames(odd, config).tolist() == [1, 100, 0]
     spec, _ = separator._analysis(tf.constant(spans))  # noqa: SLF001
     spec = spec.numpy()
     for b, used in enumerate(frames):
@@ -142,17 +146,64 @@ def test_non_finite_magnitudes_in_skipped_frames_give_the_graphs_nans():
     assert np.array_equal(np.isnan(graph), np.isnan(mine)) and np.array_equal(graph[~np.isnan(graph)], mine[~np.isnan(mine)])
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("threads", [0, 3])
+def test_segments_added_into_a_track_give_the_overlap_adds_bits(threads):
+    """The API adds each segment's signals straight into the track's stems (``into``), on one
+    thread or a pool (neighbouring segments in turn): the bits of the corpus job's path, the
+    segments' own signals overlap-added in order (model.separation.OverlapAdd)."""
+    import concurrent.futures
+
+    from stembeam.model.separation import overlap_add_segments
+
+    config = dataclasses.replace(get_config("2stems"), T=40)
+    separator = SegmentSeparator(None, config)
+    spec, sources = _random_inputs(config, 5, 11)
+    frames = np.array([40, 40, 0, 40, 17])  # a silent segment, and a last one mostly padding
+    spec[2], spec[4, :, 17:] = 0, 0
+    advance, length = config.T * config.frame_step, config.segment_samples
+    expected = overlap_add_segments(separator._synthesise(spec, sources, frames, None), config, 4 * advance + length)  # noqa: SLF001
+    stems = np.zeros((2, 4 * advance + length, 2), np.float32)
+    with concurrent.futures.ThreadPoolExecutor(threads) if threads else contextlib.nullcontext() as pool:
+        into = [stems[:, j * advance : j * advance + length] for j in range(5)]
+        assert separator._synthesise(spec, sources, frames, pool, into) is None  # noqa: SLF001
+    assert np.abs(stems).max() > 0.05 and _same_bits(stems.transpose(1, 2, 0), expected)
+
+
 @needs_shared
 def test_one_song_at_a_time_on_every_core_gives_the_same_bits():
     """Separator (the sequential API) runs the inverse STFT of a batch's segments and channels
-    on a thread pool: the same samples as the corpus job's one thread per batch."""
+    on a thread pool, adding them into the track's stems: the same samples as the corpus job's
+    one thread per batch and overlap-add of each segment's signals."""
     from stembeam.model.decode import load_audio
     from stembeam.model.load import load_separator
-    from stembeam.model.separation import separate_waveform
+    from stembeam.model.separation import _batches, overlap_add_segments, separate_waveform
 
     config, separator = load_separator("spleeter:2stems")
     waveform = load_audio(os.path.join(CC0, "3.Sodium", "mixture.flac"))
-    alone = separate_waveform(waveform, separator, batch_size=4)
-    pooled = separate_waveform(waveform, separator, batch_size=4, synthesis_threads=3)
-    for stem in config.instruments:
-        assert _same_bits(alone[stem], pooled[stem]) and np.abs(alone[stem]).max() > 0.1
+    job = overlap_add_segments([signal for _, spans in _batches(waveform, config, 2) for signal in separator.soft(spans)], config, len(waveform))
+    for threads in (1, 3):
+        separated = separate_waveform(waveform, separator, batch_size=4, synthesis_threads=threads)
+        for k, stem in enumerate(config.instruments):
+            assert _same_bits(separated[stem], job[..., k]) and np.abs(separated[stem]).max() > 0.1
+
+
+def test_segments_added_into_a_track_through_the_tf_synthesis_graph():
+    """Models whose masks are not zero above F keep the TF synthesis graph: its segment signals
+    are added into the track's stems with the overlap-add's bits too."""
+    import keras
+
+    from stembeam.model.config import from_spleeter
+    from stembeam.model.separation import _batches, overlap_add_segments, separate_waveform
+    from stembeam.model.unet import build_model
+    from tests.test_spleeter_compat import SPLEETER_TRAIN_CONFIG
+
+    config = from_spleeter(dict(SPLEETER_TRAIN_CONFIG, mask_extension="average"))[0]
+    keras.utils.set_random_seed(1)
+    separator = SegmentSeparator(build_model(config), config)
+    assert separator._window is None  # noqa: SLF001 - the graph's path
+    waveform = np.random.RandomState(3).uniform(-0.5, 0.5, (3 * config.segment_samples, 2)).astype(np.float32)
+    job = overlap_add_segments([signal for _, spans in _batches(waveform, config, 2) for signal in separator.soft(spans)], config, len(waveform))
+    separated = separate_waveform(waveform, separator, batch_size=2)
+    for k, stem in enumerate(config.instruments):
+        assert _same_bits(separated[stem], job[..., k]) and np.abs(separated[stem]).max() > 0.01
