@@ -50,10 +50,9 @@ class PreparedModel:
     def finish(self) -> None:
         """Wait for the background load and re-raise its error; the model is let go (Beam's
         Shared map keeps at most the last one alive)."""
-        if self._task is not None:
-            self._task.join()
-            if self._task.error is not None:
-                raise self._task.error
+        self.wait()
+        if self._task is not None and self._task.error is not None:
+            raise self._task.error
 
     def wait(self) -> None:
         """Wait for the background load and warm-up to end, whatever their outcome (finish()
