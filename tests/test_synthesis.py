@@ -190,7 +190,8 @@ def test_one_song_at_a_time_on_every_core_gives_the_same_bits():
 
 def test_segments_added_into_a_track_through_the_tf_synthesis_graph():
     """Models whose masks are not zero above F keep the TF synthesis graph: its segment signals
-    are added into the track's stems with the overlap-add's bits too."""
+    are added into the track's stems with the overlap-add's bits too, around a silent segment
+    that adds nothing."""
     import keras
 
     from stembeam.model.config import from_spleeter
@@ -202,7 +203,10 @@ def test_segments_added_into_a_track_through_the_tf_synthesis_graph():
     keras.utils.set_random_seed(1)
     separator = SegmentSeparator(build_model(config), config)
     assert separator._window is None  # noqa: SLF001 - the graph's path
-    waveform = np.random.RandomState(3).uniform(-0.5, 0.5, (3 * config.segment_samples, 2)).astype(np.float32)
+    advance = config.T * config.frame_step
+    waveform = np.random.RandomState(3).uniform(-0.5, 0.5, (4 * advance, 2)).astype(np.float32)
+    waveform[2 * advance : 2 * advance + config.segment_samples] = 0  # segment 2, the first of its batch, hears nothing
+    assert separator.soft(np.stack([waveform[2 * advance : 2 * advance + config.segment_samples]])).max() == 0
     job = overlap_add_segments([signal for _, spans in _batches(waveform, config, 2) for signal in separator.soft(spans)], config, len(waveform))
     separated = separate_waveform(waveform, separator, batch_size=2)
     for k, stem in enumerate(config.instruments):
