@@ -166,11 +166,12 @@ def separate_waveform(
     # not depend on their order, only neighbouring segments overlap, and the signals, sums from
     # +0.0, hold no -0.0 that adding to the zeros would turn into +0.0), without an array per
     # segment nor a transposing copy (30 ms of a 30-s song's 0.7 s).
-    advance, length = config.T * config.frame_step, config.segment_samples
-    stems = np.zeros((len(config.instruments), (count - 1) * advance + length, 2), np.float32)
+    length = config.segment_samples
+    stems = np.zeros((len(config.instruments), segment_start(count - 1, config) + length, 2), np.float32)
     with concurrent.futures.ThreadPoolExecutor(synthesis_threads, thread_name_prefix="stembeam-synthesis") if synthesis_threads > 1 else contextlib.nullcontext() as pool:
         for first, spans in _batches(waveform, config, batch_size):
-            separator.soft(spans, pool=pool, into=[stems[:, j * advance : j * advance + length] for j in range(first, first + len(spans))])
+            spans_in_stems = [stems[:, segment_start(j, config) : segment_start(j, config) + length] for j in range(first, first + len(spans))]
+            separator.soft(spans, pool=pool, into=spans_in_stems)
     return {name: stems[k, :n] for k, name in enumerate(config.instruments)}
 
 
