@@ -134,6 +134,29 @@ def load_model(name: str, model_dir: str | None = None):
     return config, model
 
 
+def load_unets(name: str, model_dir: str | None = None, precision: str = "float32"):
+    """The U-nets a SegmentSeparator of ``precision`` needs: the Keras model (load_model), or
+    where bfloat16 runs on this CPU and the folder holds an official checkpoint, the checkpoint's
+    weights alone (checkpoint.CheckpointWeights; the same numbers, without building a Keras model).
+
+    Args:
+        name, model_dir: as in load_model.
+        precision: the U-nets' arithmetic (model.precision).
+    Returns:
+        ``(ModelConfig, keras.Model or checkpoint.CheckpointWeights)``.
+    Raises:
+        as load_model.
+    """
+    from stembeam.model.precision import effective_precision
+
+    if effective_precision(precision) != "bfloat16":
+        return load_model(name, model_dir)
+    folder = resolve_model_dir(name, model_dir)
+    if tf.io.gfile.exists(os.path.join(folder, KERAS_FILE)):
+        return load_model(name, model_dir)
+    return config_for_dir(folder, name), checkpoint.CheckpointWeights(checkpoint.checkpoint_prefix(folder))
+
+
 def load_separator(name: str, model_dir: str | None = None, precision: str = "float32"):
     """Load a model ready to separate segments.
 
@@ -148,5 +171,5 @@ def load_separator(name: str, model_dir: str | None = None, precision: str = "fl
     """
     from stembeam.model.segment_graph import SegmentSeparator
 
-    config, model = load_model(name, model_dir)
+    config, model = load_unets(name, model_dir, precision)
     return config, SegmentSeparator(model, config, precision)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from stembeam.model import spectral, synthesis
+from stembeam.model.checkpoint import CheckpointWeights
 from stembeam.model.config import ModelConfig
 from stembeam.model.precision import effective_precision, mixed_precision_model
 from stembeam.model.unet import reduced_precision_unets
@@ -156,7 +157,8 @@ class SegmentSeparator:
 
     Args:
         model: the Keras U-nets, magnitudes ``[B, T, F, channels]`` -> ``[B, T, F, 2, S]``
-            (unet.build_model).
+            (unet.build_model); where bfloat16 runs on the CPU, an official checkpoint's weights
+            will do (checkpoint.CheckpointWeights, model.load.load_unets).
         config: its ModelConfig.
         precision: ``float32``, ``bfloat16`` or ``auto`` (see model.precision.effective_precision).
     """
@@ -167,6 +169,8 @@ class SegmentSeparator:
         # What the graphs call: the Keras model (float32, exact), its mixed-precision copy (GPU),
         # or its bfloat16 transcription (CPU with bfloat16 instructions, model.unet).
         self._unet_model = model
+        if isinstance(model, CheckpointWeights) and self.precision != "bfloat16":
+            raise TypeError(f"SegmentSeparator: checkpoint weights alone run only the CPU's bfloat16 U-nets, not {self.precision}")
         if self.precision.startswith("mixed_"):
             self._unet_model = mixed_precision_model(model, config, self.precision)
         elif self.precision == "bfloat16":
@@ -177,10 +181,10 @@ class SegmentSeparator:
         spec = tf.TensorSpec([None, 2, config.T, self._bins], tf.complex64)
         mix = tf.TensorSpec([None, config.T, config.F, 2], tf.float32)
         sources = tf.TensorSpec([None, config.T, config.F, 2, len(config.instruments)], tf.float32)
-        self._analysis = tf.function(self._analysis_graph, input_signature=[spans])
-        self._unets = tf.function(self._unet_graph, input_signature=[mix])
-        self._synthesis = tf.function(self._synthesis_graph, input_signature=[spec, sources])
-        self._mwf_analysis = tf.function(self._mwf_analysis_graph, input_signature=[spans])
+        self._analysis = tf.function(self._analysis_graph, input_signature=[spans], autograph=False)
+        self._unets = tf.function(self._unet_graph, input_signature=[mix], autograph=False)
+        self._synthesis = tf.function(self._synthesis_graph, input_signature=[spec, sources], autograph=False)
+        self._mwf_analysis = tf.function(self._mwf_analysis_graph, input_signature=[spans], autograph=False)
         self._window = None
         if synthesis.supports(config):
             self._window = (_hann(config.frame_length, tf.float32) * spectral.WINDOW_COMPENSATION_FACTOR).numpy()

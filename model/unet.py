@@ -144,22 +144,30 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
     ``+0*x`` that ties the sixth encoder batch norm into the Keras model is left out.
 
     Args:
-        model: the Keras model built by ``build_model``.
+        model: the Keras model built by ``build_model``, or an official checkpoint's weights
+            (checkpoint.CheckpointWeights: no Keras model needs building).
         config: its ModelConfig.
         dtype: the convolutions' and batch norms' type (``bfloat16`` or ``float32``).
     Returns:
         ``unets(mix [B, T, F, channels] float32, training=False) -> [B, T, F, 2, S] float32``.
+    Raises:
+        ValueError: checkpoint weights that are not the configuration's model's.
     """
     import tensorflow as tf
 
+    from stembeam.model.checkpoint import CheckpointWeights
+
     compute = tf.as_dtype(dtype)
     count = len(config.instruments)
-    unets = [_reduced_unet_weights(model, config, i, compute) for i in range(count)]
-    mask_kernel, mask_bias = _merged_mask_convolution(model, config)
+    layer = _layer_reader(model)
+    unets = [_reduced_unet_weights(layer, config, i, compute) for i in range(count)]
+    mask_kernel, mask_bias = _merged_mask_convolution(layer, config)
+    if isinstance(model, CheckpointWeights):
+        model.check_all_read()
     activations = {"leaky_relu": lambda x: tf.nn.leaky_relu(x, 0.2), "relu": tf.nn.relu, "elu": tf.nn.elu}
     acts = (activations[config.conv_activation], activations[config.deconv_activation])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, config.T, config.F, config.n_channels], tf.float32)], autograph=False)
     def separate(mix):
         x = tf.cast(mix, compute)
         decoded = tf.cast(tf.concat([_reduced_unet(x, params, acts) for params in unets], axis=-1), tf.float32)  # [B, T, F, S]
@@ -175,38 +183,55 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
     return call
 
 
-def _reduced_unet_weights(model: keras.Model, config: ModelConfig, i: int, compute) -> dict:
-    """U-net ``i``'s weights for reduced_precision_unets: convolution kernels and biases in
-    ``compute``, batch norms as FusedBatchNormV3's float32 (scale, offset, mean, variance, eps)."""
+def _layer_reader(model):
+    """``layer(name) -> (weights as Keras' get_weights() orders them, batch norm epsilon or None)``
+    of a Keras model or of checkpoint.CheckpointWeights."""
+    from stembeam.model.checkpoint import BATCH_NORM_EPSILON, CheckpointWeights
+
+    if isinstance(model, CheckpointWeights):
+        return lambda name: (model.layer_weights(name), BATCH_NORM_EPSILON)
+
+    def keras_layer(name):
+        found = model.get_layer(name)
+        return found.get_weights(), getattr(found, "epsilon", None)
+
+    return keras_layer
+
+
+def _reduced_unet_weights(layer, config: ModelConfig, i: int, compute) -> dict:
+    """U-net ``i``'s weights for reduced_precision_unets (``layer`` from _layer_reader):
+    convolution kernels and biases in ``compute``, batch norms as FusedBatchNormV3's float32
+    (scale, offset, mean, variance, eps)."""
     import tensorflow as tf
 
     levels = len(config.conv_n_filters)
 
     def weights(base, index):
-        return [tf.constant(w, compute) for w in model.get_layer(tf1_name(base, index)).get_weights()]
+        return [tf.constant(w, compute) for w in layer(tf1_name(base, index))[0]]
 
     def norm(index):
-        layer = model.get_layer(tf1_name("batch_normalization", index))
-        gamma, beta, mean, variance = (tf.constant(w, tf.float32) for w in layer.get_weights())
-        return gamma, beta, mean, variance, float(layer.epsilon)
+        values, epsilon = layer(tf1_name("batch_normalization", index))
+        gamma, beta, mean, variance = (tf.constant(w, tf.float32) for w in values)
+        return gamma, beta, mean, variance, float(epsilon)
 
     def bias_as_norm(bias):
         ones, zeros = tf.ones(bias.shape, tf.float32), tf.zeros(bias.shape, tf.float32)
         return ones, tf.constant(bias, tf.float32), zeros, ones, 0.0
 
+    layer(tf1_name("batch_normalization", 12 * i + levels - 1))  # unused, but a weight of the checkpoint's all the same
     return {
         "conv": [weights("conv2d", 7 * i + k) for k in range(levels)],
         "deconv": [weights("conv2d_transpose", 6 * i + k) for k in range(levels)],
         # each transposed convolution's bias as a batch norm (x*1 + bias): oneDNN's bfloat16
         # batch norm, fused with the ReLU that follows, beats Eigen's bias add (8-11 % of the U-nets)
-        "dec_bias": [bias_as_norm(model.get_layer(tf1_name("conv2d_transpose", 6 * i + k)).get_weights()[1]) for k in range(levels)],
+        "dec_bias": [bias_as_norm(layer(tf1_name("conv2d_transpose", 6 * i + k))[0][1]) for k in range(levels)],
         # the encoder's last batch norm only feeds the +0*x tie: not needed
         "enc_norm": [norm(12 * i + k) for k in range(levels - 1)],
         "dec_norm": [norm(12 * i + levels + k) for k in range(levels)],
     }
 
 
-def _merged_mask_convolution(model: keras.Model, config: ModelConfig) -> tuple:
+def _merged_mask_convolution(layer, config: ModelConfig) -> tuple:
     """The S mask convolutions (one input channel each, MASK_CHANNELS outputs) as one float32
     convolution of the S decoder outputs whose output channel c*S + s reads only input s: its
     output is already [B, T, F, MASK_CHANNELS, S], without stacking the S masks.
@@ -221,7 +246,7 @@ def _merged_mask_convolution(model: keras.Model, config: ModelConfig) -> tuple:
     mask_kernel = np.zeros((4, 4, count, MASK_CHANNELS * count), np.float32)
     mask_bias = np.zeros((MASK_CHANNELS * count,), np.float32)
     for i in range(count):
-        kernel, bias = model.get_layer(tf1_name("conv2d", 7 * i + levels)).get_weights()
+        kernel, bias = layer(tf1_name("conv2d", 7 * i + levels))[0]
         for c in range(MASK_CHANNELS):
             mask_kernel[:, :, i, c * count + i] = kernel[:, :, 0, c]
             mask_bias[c * count + i] = bias[c]

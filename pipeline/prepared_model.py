@@ -169,12 +169,12 @@ class _Background(threading.Thread):
         self.error = None
 
     def run(self) -> None:
-        from stembeam.model.load import load_model
+        from stembeam.model.load import load_unets
         from stembeam.model.segment_graph import SegmentSeparator
 
         try:
-            _, keras_model = load_model(self._model, self._model_dir)
-            separator = SegmentSeparator(keras_model, self._source.config, self._source.precision)
+            _, unets = load_unets(self._model, self._model_dir, self._source.precision)
+            separator = SegmentSeparator(unets, self._source.config, self._source.precision)
         except Exception as error:  # noqa: BLE001 - the workers' error (through the future) and finish()'s
             self.error = error
             self._pending.set_exception(error)

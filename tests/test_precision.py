@@ -191,6 +191,46 @@ def test_bfloat16_unets_stay_close_to_float32(two_stems, decoded):
     assert np.array_equal(exact.soft(spans), reference), "float32 stays exact after a bfloat16 separator ran"
 
 
+def test_bfloat16_from_the_checkpoint_alone_gives_the_keras_models_bits(two_stems, decoded):
+    """Where bfloat16 runs, an official checkpoint's U-nets are built from its weights alone,
+    without a Keras model (a second of a job's start-up): the same numbers, bit for bit."""
+    from stembeam.model.checkpoint import CheckpointWeights
+    from stembeam.model.load import load_unets
+    from stembeam.model.segment_graph import SegmentSeparator
+    from stembeam.model.separation import segment_waveform
+
+    config, exact = two_stems
+    assert not isinstance(load_unets("spleeter:2stems", precision="float32")[1], CheckpointWeights), "float32 runs the Keras model"
+    if precision.effective_precision("bfloat16") != "bfloat16":
+        pytest.skip("this CPU has no bfloat16 instructions")
+    loaded_config, weights = load_unets("spleeter:2stems", precision="bfloat16")
+    assert isinstance(weights, CheckpointWeights) and loaded_config == config
+    spans = segment_waveform(decoded(EXAMPLE), 0, config)[None]
+    from_keras = SegmentSeparator(exact._model, config, "bfloat16").soft(spans)
+    from_checkpoint = SegmentSeparator(weights, config, "bfloat16").soft(spans)
+    assert np.abs(from_keras).max() > 0.01
+    assert np.array_equal(from_checkpoint.view(np.uint32), from_keras.view(np.uint32))
+    with pytest.raises(TypeError, match="bfloat16"):
+        SegmentSeparator(weights, config, "float32")
+
+
+def test_checkpoint_weights_of_another_model_are_refused(tmp_path):
+    """A checkpoint read without Keras is checked as the Keras load checks it: every layer the
+    configuration names is there, and every weight of the checkpoint is used."""
+    from stembeam.model.checkpoint import CheckpointWeights, checkpoint_prefix, save_official_checkpoint
+    from stembeam.model.config import get_config
+    from stembeam.model.unet import build_model, reduced_precision_unets
+    from tests.conftest import MODELS
+
+    four = get_config("spleeter:4stems")
+    prefix = save_official_checkpoint(build_model(four), str(tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"does not match the model: unused \['batch_normalization_24/beta'"):
+        reduced_precision_unets(CheckpointWeights(prefix), get_config("spleeter:2stems"), "float32")
+    two = CheckpointWeights(checkpoint_prefix(os.path.join(MODELS, "2stems")))
+    with pytest.raises(ValueError, match="does not match the model: no weights of layer batch_normalization_29$"):
+        reduced_precision_unets(two, four, "float32")
+
+
 @pytest.mark.slow
 def test_bfloat16_quality_on_cc0_multitrack(two_stems, decoded):
     """`make quality`: per track and stem, global SDR and museval SDR (BSS Eval v4, median of 1 s
