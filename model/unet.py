@@ -164,6 +164,9 @@ def reduced_precision_unets(model: keras.Model, config: ModelConfig, dtype: str 
     mask_kernel, mask_bias = _merged_mask_convolution(layer, config)
     if isinstance(model, CheckpointWeights):
         model.check_all_read()
+        filters = [[int(kernel.shape[-1]) for kernel, _ in params["conv"]] for params in unets]
+        if any(found != list(config.conv_n_filters) for found in filters):
+            raise ValueError(f"checkpoint {model.prefix} does not match the model: convolutions of {filters[0]} filters, the configuration's {list(config.conv_n_filters)}")
     activations = {"leaky_relu": lambda x: tf.nn.leaky_relu(x, 0.2), "relu": tf.nn.relu, "elu": tf.nn.elu}
     acts = (activations[config.conv_activation], activations[config.deconv_activation])
 

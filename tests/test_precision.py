@@ -1,6 +1,7 @@
 """Speed without changing float32 bytes (issue 13): silent segments skip the model; --precision
 bfloat16 is recorded in the metadata and the resume key, and falls back to float32 (one line) on
 a CPU without bfloat16 instructions."""
+import dataclasses
 import os
 
 import numpy as np
@@ -229,6 +230,9 @@ def test_checkpoint_weights_of_another_model_are_refused(tmp_path):
     two = CheckpointWeights(checkpoint_prefix(os.path.join(MODELS, "2stems")))
     with pytest.raises(ValueError, match="does not match the model: no weights of layer batch_normalization_29$"):
         reduced_precision_unets(two, four, "float32")
+    narrow = dataclasses.replace(get_config("spleeter:2stems"), conv_n_filters=(8, 16, 32, 64, 128, 256))
+    with pytest.raises(ValueError, match=r"does not match the model: convolutions of \[16, 32, 64, 128, 256, 512\] filters"):
+        reduced_precision_unets(CheckpointWeights(two.prefix), narrow, "float32")
 
 
 @pytest.mark.slow
