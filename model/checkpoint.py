@@ -1,4 +1,5 @@
-"""Official TF1 name-based checkpoints <-> Keras weights, by variable name."""
+"""Official TF1 name-based checkpoints <-> Keras weights, by variable name; their weights by layer
+without a Keras model (CheckpointWeights)."""
 from __future__ import annotations
 
 import contextlib
