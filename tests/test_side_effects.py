@@ -3,8 +3,9 @@
 ``read_output`` leave ``sys.meta_path``, the garbage collector (on, nothing frozen),
 ``os.environ``, ``tempfile.tempdir``, the temporary folder's files (TensorFlow's autograph
 writes a module there per function it converts), the warning filters and Keras' optional
-features as they found them. What the third-party libraries do to the process when they are imported is theirs:
-the probe imports them first, so what is compared is what stembeam itself does."""
+features as they found them. What the third-party libraries do to the process when they are
+imported is theirs: the probe imports them first, so what is compared is what stembeam itself
+does."""
 import json
 import subprocess
 import sys
