@@ -123,17 +123,23 @@ def load_official_checkpoint(model: keras.Model, prefix: str) -> None:
             f"checkpoint {prefix} does not match model {model.name}: "
             f"missing {missing[:5]}, unused {extra[:5]}, shape mismatch {wrong[:5]}"
         )
+    values = _read_values(prefix, [weight.path for weight in model.weights])
+    for weight in model.weights:
+        weight.assign(values[weight.path])
+
+
+def _read_values(prefix: str, names) -> Dict[str, np.ndarray]:
+    """``{name: array}`` of the checkpoint's variables ``names``; ModelFileError naming the index
+    or the data file that cannot be read."""
     with _readable(prefix) as readable:
         try:
             reader = tf.train.load_checkpoint(readable)
         except (tf.errors.OpError, IndexError, ValueError) as error:
             raise _unreadable(prefix + ".index", error) from None
-        for weight in model.weights:
-            try:
-                value = reader.get_tensor(weight.path)
-            except (tf.errors.OpError, IndexError, ValueError) as error:
-                raise _unreadable(_data_files(prefix), error) from None
-            weight.assign(value)
+        try:
+            return {name: reader.get_tensor(name) for name in names}
+        except (tf.errors.OpError, IndexError, ValueError) as error:
+            raise _unreadable(_data_files(prefix), error) from None
 
 
 # Each layer's weights in Keras' order (``get_weights()``), by the last part of their names.
@@ -157,14 +163,8 @@ class CheckpointWeights:
 
     def __init__(self, prefix: str):
         self.prefix = prefix
-        names = checkpoint_variables(prefix)
-        with _readable(prefix) as readable:
-            try:
-                reader = tf.train.load_checkpoint(readable)
-                self._values = {name: reader.get_tensor(name) for name in names}
-            except (tf.errors.OpError, IndexError, ValueError) as error:
-                raise _unreadable(_data_files(prefix), error) from None
-        self._unread = set(names)
+        self._values = _read_values(prefix, checkpoint_variables(prefix))
+        self._unread = set(self._values)
 
     def layer_weights(self, layer: str) -> list:
         """``layer``'s weights as Keras' ``get_weights()`` orders them (a convolution's kernel and
