@@ -7,7 +7,7 @@ the other, over the same files (copies of the three 30 s cc0 mixtures; 7 copies:
 and prints seconds of audio per wall-clock second, each job's ratio to the official one, and
 where each job's wall time went (start-up phases; decode, model, inverse STFT and overlap-add,
 encode/write, summed from the job's Beam metrics (transforms/timing.py); what is left is
-the runner's own cost). Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
+the runner's own cost), and the bound each job's CPU seconds put on its wall on these cores. Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
 --help` take (a fresh process each); with ``--features``, the same float32 job with
 ``--features`` in every round (right after the float32 job: official, float32, bfloat16,
 features, official, ...) and what the features add to the job's wall time (target: <= 25 %),
@@ -198,6 +198,12 @@ def main(argv=None) -> int:
         rounds = "" if args.rounds == 1 else "; rounds: " + ", ".join(f"{o:.2f}x" for o in job["round_ratios"])
         print(f"stembeam pipeline --precision {name:<8} {job['wall']:6.1f} s wall  {ours:6.2f} s audio / s  ({ours / theirs:.2f}x the official job{rounds})"
               f"  CPU {_median(job['cpus']):5.1f} s ({_median(official['cpus']) / _median(job['cpus']):.2f}x less than the official job's)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for name, job in jobs.items():
+        # No job ends before its CPU seconds, spread over every core, have run.
+        floor = _median(job["cpus"]) / cores
+        print(f"  bound of the {name} job on these {cores} cores: its CPU {_median(job['cpus']):.1f} s / {cores} = {floor:.1f} s of wall at least, "
+              f"so at most {official['wall'] / floor:.2f}x the official job (2.5x would need at most {official['wall'] / 2.5 * cores:.1f} CPU s)")
     if args.rounds > 1:
         print(f"(median of {args.rounds} rounds; official walls: {', '.join(f'{w:.1f}' for w in official['walls'])} s; CPU: user + system seconds of each "
               "whole process, medians)")
