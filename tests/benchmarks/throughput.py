@@ -6,17 +6,18 @@ the other, over the same files (copies of the three 30 s cc0 mixtures; 7 copies:
   - `stembeam pipeline` (DirectRunner) in float32 and with --precision bfloat16,
 and prints seconds of audio per wall-clock second, each job's ratio to the official one, and
 where each job's wall time went (start-up phases; decode, model, inverse STFT and overlap-add,
-encode/write, summed from the job's Beam metrics (transforms/timing.py); what is left is
-the runner's own cost), and the bound each job's CPU seconds put on its wall on these cores. Before that, how long `stembeam --help` and each `stembeam SUBCOMMAND
---help` take (a fresh process each); with ``--features``, the same float32 job with
-``--features`` in every round (right after the float32 job: official, float32, bfloat16,
-features, official, ...) and what the features add to the job's wall time (target: <= 25 %),
-then one job with ``--features --vocal_pitch``, and where the features' thread time goes per
-feature group (tests/benchmarks/feature_groups.py on the stems of the last --features job;
-``--feature-baseline REV`` adds the same breakdown with the code of a git revision, e.g. 8d8e047).
-With ``--rounds N`` the official and pipeline jobs run N times, in turn, and each ratio is of the
-median walls, with every round's own ratio beside it: on a shared 2-core VM one job's wall varies
-by about 2 s.
+encode/write, summed from the job's Beam metrics (transforms/timing.py); what is left is the
+runner's own cost), and the bound each job's CPU seconds put on its wall on these cores (no job
+ends before its CPU seconds, spread over every core, have run). Before that, how long
+`stembeam --help` and each `stembeam SUBCOMMAND --help` take (a fresh process each); with ``--features``,
+the same float32 job with ``--features`` in every round (right after the float32 job: official,
+float32, bfloat16, features, official, ...) and what the features add to the job's wall time
+(target: <= 25 %), then one job with ``--features --vocal_pitch``, and where the features'
+thread time goes per feature group (tests/benchmarks/feature_groups.py on the stems of the last
+--features job; ``--feature-baseline REV`` adds the same breakdown with the code of a git
+revision, e.g. 8d8e047). With ``--rounds N`` the official and pipeline jobs run N times, in
+turn, and each ratio is of the median walls, with every round's own ratio beside it: on a shared
+2-core VM one job's wall varies by about 2 s.
 Usage:
   .venv/bin/python -m tests.benchmarks.throughput [--copies 7] [--rounds 1] [--no-help-timings] [--no-features] [--no-vocal-pitch]
       [--feature-baseline REV] [--no-bfloat16] [-- extra Beam options]
@@ -200,7 +201,6 @@ def main(argv=None) -> int:
               f"  CPU {_median(job['cpus']):5.1f} s ({_median(official['cpus']) / _median(job['cpus']):.2f}x less than the official job's)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for name, job in jobs.items():
-        # No job ends before its CPU seconds, spread over every core, have run.
         floor = _median(job["cpus"]) / cores
         print(f"  bound of the {name} job on these {cores} cores: its CPU {_median(job['cpus']):.1f} s / {cores} = {floor:.1f} s of wall at least, "
               f"so at most {official['wall'] / floor:.2f}x the official job (2.5x would need at most {official['wall'] / 2.5 * cores:.1f} CPU s)")
