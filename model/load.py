@@ -118,6 +118,11 @@ def load_model(name: str, model_dir: str | None = None):
     """
     folder = resolve_model_dir(name, model_dir)
     config = config_for_dir(folder, name)
+    return config, _keras_model(folder, config)
+
+
+def _keras_model(folder: str, config):
+    """The Keras U-nets of the model in ``folder`` (resolved) for ``config``: load_model's work."""
     keras_path = os.path.join(folder, KERAS_FILE)
     if tf.io.gfile.exists(keras_path):
         try:
@@ -125,13 +130,13 @@ def load_model(name: str, model_dir: str | None = None):
         except Exception as error:  # noqa: BLE001 - Keras' errors for a damaged archive vary (zip, h5, json)
             raise checkpoint.ModelFileError(f"{keras_path}: cannot be read, truncated or corrupt ({type(error).__name__}: {error})") from None
         if tuple(loaded.input_shape[1:]) == segment_shape(config):
-            return config, loaded
+            return loaded
         model = build_model(config)
         model.set_weights(loaded.get_weights())
-        return config, model
+        return model
     model = build_model(config)
     checkpoint.load_official_checkpoint(model, checkpoint.checkpoint_prefix(folder))
-    return config, model
+    return model
 
 
 def load_unets(name: str, model_dir: str | None = None, precision: str = "float32"):
@@ -149,12 +154,12 @@ def load_unets(name: str, model_dir: str | None = None, precision: str = "float3
     """
     from stembeam.model.precision import effective_precision
 
-    if effective_precision(precision) != "bfloat16":
-        return load_model(name, model_dir)
+    bfloat16 = effective_precision(precision) == "bfloat16"  # first: a bad precision is a ValueError, as before
     folder = resolve_model_dir(name, model_dir)
-    if tf.io.gfile.exists(os.path.join(folder, KERAS_FILE)):
-        return load_model(name, model_dir)
-    return config_for_dir(folder, name), checkpoint.CheckpointWeights(checkpoint.checkpoint_prefix(folder))
+    config = config_for_dir(folder, name)
+    if not bfloat16 or tf.io.gfile.exists(os.path.join(folder, KERAS_FILE)):
+        return config, _keras_model(folder, config)
+    return config, checkpoint.CheckpointWeights(checkpoint.checkpoint_prefix(folder))
 
 
 def load_separator(name: str, model_dir: str | None = None, precision: str = "float32"):

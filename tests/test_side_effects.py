@@ -7,6 +7,7 @@ features as they found them. What the third-party libraries do to the process wh
 imported is theirs: the probe imports them first, so what is compared is what stembeam itself
 does."""
 import json
+import os
 import subprocess
 import sys
 
@@ -73,8 +74,6 @@ def output(tmp_path_factory):
 
 
 def test_the_library_leaves_the_process_as_it_found_it(output, tmp_path):
-    import os
-
     # A temporary folder of the probe's own, so that only its files are seen there.
     env = dict(os.environ, TMPDIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", _PROBE, output], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
